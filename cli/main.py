@@ -1,0 +1,184 @@
+"""`inflor-deploy`: a thin click layer over the library, one command per library call.
+
+Errors a user can act on (:class:`inflor_deploy.errors.InflorError`) print
+as one message and exit with status 1; verification failures exit with 2.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from inflor_deploy.errors import InflorError
+
+EXIT_USER_ERROR = 1
+
+
+def _user_errors(command):
+    """Turn InflorError into a clean message and a non-zero exit (no traceback)."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except InflorError as err:
+            click.echo(f"error: {err}", err=True)
+            sys.exit(EXIT_USER_ERROR)
+
+    return wrapper
+
+
+trust_pickle_option = click.option(
+    "--trust-pickle",
+    is_flag=True,
+    help="Allow loading a checkpoint that holds pickled Python objects. This EXECUTES CODE "
+    "from the file: use only for files whose origin you trust.",
+)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="inflor-deploy")
+def cli():
+    """Deploy InfLoR soft-reset spiking networks from PyTorch to Loihi 2 fixed point."""
+
+
+@cli.command()
+@click.option("--arch", default="digits_cnn", show_default=True, help="Architecture to train.")
+@click.option("--data", "data_spec", default="digits", show_default=True, help="digits | cifar10:FOLDER | FILE.npz")
+@click.option("--timesteps", "-T", default=4, show_default=True, type=int)
+@click.option("--neuron", type=click.Choice(["srif", "if", "lif"]), default="srif", show_default=True)
+@click.option("--mpr/--no-mpr", default=True, show_default=True, help="Membrane Potential Rectifier (SRIF only).")
+@click.option("--epochs", default=30, show_default=True, type=int)
+@click.option("--lr", default=3e-3, show_default=True, type=float)
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@click.option("--force", is_flag=True, help="Overwrite an existing output file.")
+@_user_errors
+def train(arch, data_spec, timesteps, neuron, mpr, epochs, lr, seed, output, force):
+    """Train a model with surrogate gradients and save a checkpoint."""
+    from inflor_deploy.checkpoint import save_checkpoint
+    from inflor_deploy.data import load_dataset
+    from inflor_deploy.nn.models import ModelConfig
+    from inflor_deploy.train import TrainConfig
+    from inflor_deploy.train import train as run_training
+
+    if output.exists() and not force:
+        raise InflorError(f"{output} exists; pass --force to overwrite it")
+    train_data, test_data = load_dataset(data_spec, "train"), load_dataset(data_spec, "test")
+    channels, size = train_data.images.shape[1], train_data.images.shape[2]
+    try:
+        model_config = ModelConfig(
+            arch=arch,
+            num_classes=train_data.num_classes,
+            in_channels=channels,
+            image_size=size,
+            timesteps=timesteps,
+            neuron=neuron,
+            mpr=mpr and neuron == "srif",
+        )
+        train_config = TrainConfig(epochs=epochs, lr=lr, seed=seed)
+    except ValueError as err:
+        raise InflorError(str(err)) from err
+    result = run_training(model_config, train_data, test_data, train_config)
+    save_checkpoint(
+        output,
+        result.model,
+        {
+            "dataset": data_spec,
+            "test_accuracy": result.test_accuracy,
+            "train_accuracy": result.train_accuracy,
+            "train_seconds": round(result.seconds, 1),
+            "epochs": epochs,
+            "lr": lr,
+            "seed": seed,
+        },
+    )
+    click.echo(
+        f"{arch} T={timesteps} {neuron}{'+MPR' if model_config.mpr else ''}: "
+        f"test accuracy {result.test_accuracy:.4f} ({len(test_data)} samples), "
+        f"trained in {result.seconds:.1f} s -> {output}"
+    )
+
+
+@cli.command()
+@click.argument("checkpoint", type=click.Path(path_type=Path))
+@click.option("--data", "data_spec", default="digits", show_default=True, help="digits | cifar10:FOLDER | FILE.npz")
+@click.option("--samples", type=int, default=None, help="Evaluate only the first N test samples.")
+@trust_pickle_option
+@_user_errors
+def evaluate(checkpoint, data_spec, samples, trust_pickle):
+    """Accuracy of a checkpoint's float PyTorch model on a dataset's test split."""
+    from inflor_deploy.checkpoint import load_checkpoint
+    from inflor_deploy.data import load_dataset
+    from inflor_deploy.train import evaluate as run_evaluation
+
+    loaded = load_checkpoint(checkpoint, trust_pickle=trust_pickle)
+    data = load_dataset(data_spec, "test").take(samples)
+    accuracy, _ = run_evaluation(loaded.model, data)
+    click.echo(f"{loaded.config.arch} on {data.name}: accuracy {accuracy:.4f} ({len(data)} samples)")
+
+
+@cli.command()
+@click.argument("checkpoint", type=click.Path(path_type=Path))
+@trust_pickle_option
+@_user_errors
+def info(checkpoint, trust_pickle):
+    """Print a checkpoint's config and metadata as JSON."""
+    from inflor_deploy.checkpoint import load_checkpoint
+    from inflor_deploy.nn.models import count_parameters
+
+    loaded = load_checkpoint(checkpoint, trust_pickle=trust_pickle)
+    summary = {
+        "config": loaded.config.to_dict(),
+        "parameters": count_parameters(loaded.model),
+        "metadata": loaded.metadata,
+    }
+    click.echo(json.dumps(summary, indent=2))
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the full rows as JSON.")
+@_user_errors
+def targets(as_json):
+    """List the hardware targets in hw_targets/ (bit widths, limits, energy sources)."""
+    from inflor_deploy.targets import list_targets, targets_dir
+
+    rows = [t.summary_row() for t in list_targets()]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    click.echo(f"targets in {targets_dir()}:")
+    for row in rows:
+        click.echo(
+            f"  {row['name']:<12} {row['kind']:<10} run: {row['run_config']:<14} "
+            f"reset interval: {row['reset_interval']:<10} max delay: {row['max_delay']:<3} "
+            f"usable cores/chip: {row['usable_cores']:<4} limits: {row['limits']}"
+        )
+        click.echo(f"  {'':<12} {row['description']}")
+
+
+@cli.command()
+@_user_errors
+def demo():
+    """The README's main job on the bundled digits model."""
+    from inflor_deploy.checkpoint import load_checkpoint
+    from inflor_deploy.data import load_dataset
+    from inflor_deploy.pretrained import DEFAULT_MODEL
+    from inflor_deploy.train import evaluate as run_evaluation
+
+    loaded = load_checkpoint(DEFAULT_MODEL)
+    data = load_dataset("digits", "test")
+    accuracy, _ = run_evaluation(loaded.model, data)
+    click.echo(
+        f"bundled model {DEFAULT_MODEL.name}: {loaded.config.arch}, T={loaded.config.timesteps}, "
+        f"{loaded.config.neuron}{'+MPR' if loaded.config.mpr else ''}; float accuracy on "
+        f"{data.name}: {accuracy:.4f} ({len(data)} samples)"
+    )
+
+
+if __name__ == "__main__":
+    cli()

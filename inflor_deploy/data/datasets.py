@@ -1,0 +1,208 @@
+"""Dataset loaders (see the package docstring for the `--data` spec)."""
+
+from __future__ import annotations
+
+import io
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from inflor_deploy.errors import InflorError
+
+Split = Literal["train", "test"]
+
+#: Digits split: 20% test, stratified, seed 0. Fixed so results are reproducible.
+DIGITS_TEST_FRACTION = 0.2
+DIGITS_SPLIT_SEED = 0
+
+CIFAR10_TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
+CIFAR10_TEST_BATCHES = ("test_batch",)
+CIFAR10_CLASSES = (
+    "airplane", "automobile", "bird", "cat", "deer",
+    "dog", "frog", "horse", "ship", "truck",
+)  # fmt: skip
+
+
+class DataError(InflorError):
+    """A dataset could not be loaded; the message names the file and the fix."""
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Images and labels of one split.
+
+    Attributes:
+        name: Where the data came from, e.g. ``digits/test``.
+        images: float32 [N, C, H, W], values in [0, 1].
+        labels: int64 [N].
+        num_classes: Number of classes.
+    """
+
+    name: str
+    images: np.ndarray
+    labels: np.ndarray
+    num_classes: int
+
+    def __post_init__(self):
+        if self.images.ndim != 4:
+            raise DataError(f"{self.name}: images must be [N, C, H, W], got shape {self.images.shape}")
+        if self.labels.shape != (self.images.shape[0],):
+            raise DataError(
+                f"{self.name}: {self.images.shape[0]} images but labels have shape {self.labels.shape}"
+            )
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def take(self, n: int | None) -> "Dataset":
+        """The first `n` samples (all of them when `n` is None)."""
+        if n is None or n >= len(self):
+            return self
+        if n <= 0:
+            raise DataError(f"sample count must be positive, got {n}")
+        return Dataset(f"{self.name}[:{n}]", self.images[:n], self.labels[:n], self.num_classes)
+
+
+def load_digits(split: Split = "test") -> Dataset:
+    """scikit-learn's 8x8 digits (1,797 images, pixel values 0..16 scaled to [0, 1]).
+
+    The split is stratified with a fixed seed: 1,437 train / 360 test images.
+    """
+    from sklearn.datasets import load_digits as sk_load_digits
+    from sklearn.model_selection import train_test_split
+
+    bunch = sk_load_digits()
+    images = (bunch.images / 16.0).astype(np.float32)[:, None, :, :]
+    labels = bunch.target.astype(np.int64)
+    x_train, x_test, y_train, y_test = train_test_split(
+        images,
+        labels,
+        test_size=DIGITS_TEST_FRACTION,
+        random_state=DIGITS_SPLIT_SEED,
+        stratify=labels,
+    )
+    if split == "train":
+        return Dataset("digits/train", x_train, y_train, 10)
+    if split == "test":
+        return Dataset("digits/test", x_test, y_test, 10)
+    raise DataError(f"unknown split {split!r}; use 'train' or 'test'")
+
+
+class _CifarBatchUnpickler(pickle.Unpickler):
+    """Unpickles a CIFAR-10 batch without running code from the file.
+
+    A CIFAR-10 python batch is a dict of bytes, lists of ints and one uint8
+    numpy array. Rebuilding the array needs exactly these numpy globals, and
+    protocol-2 pickles written by Python 3 spell bytes as
+    ``_codecs.encode(str, 'latin1')`` (a pure function). Anything else in the
+    stream (the way a malicious pickle runs code) is refused.
+    """
+
+    _ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("_codecs", "encode"),
+    }
+
+    def find_class(self, module: str, name: str):
+        if (module, name) in self._ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(
+            f"refusing global {module}.{name}: a CIFAR-10 batch contains only numpy "
+            "arrays, lists and strings"
+        )
+
+
+def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError as err:
+        raise DataError(
+            f"{path}: missing CIFAR-10 batch file; point --data cifar10:FOLDER at the "
+            "extracted `cifar-10-batches-py` folder (no download is attempted)"
+        ) from err
+    try:
+        batch = _CifarBatchUnpickler(io.BytesIO(raw), encoding="bytes").load()
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError) as err:
+        raise DataError(f"{path}: not a CIFAR-10 python batch ({err})") from err
+    if not isinstance(batch, dict) or b"data" not in batch or b"labels" not in batch:
+        raise DataError(f"{path}: not a CIFAR-10 python batch (expected a dict with b'data' and b'labels')")
+    data = np.asarray(batch[b"data"])
+    labels = np.asarray(batch[b"labels"], dtype=np.int64)
+    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
+        raise DataError(f"{path}: b'data' must be uint8 [N, 3072], got {data.dtype} {data.shape}")
+    if labels.shape != (data.shape[0],) or labels.min(initial=0) < 0 or labels.max(initial=0) > 9:
+        raise DataError(f"{path}: b'labels' must be N integers in 0..9")
+    return data, labels
+
+
+def load_cifar10(folder: str | Path, split: Split = "test") -> Dataset:
+    """CIFAR-10 from its standard python batches in `folder` (no download).
+
+    Args:
+        folder: The extracted ``cifar-10-batches-py`` folder.
+        split: ``train`` (data_batch_1..5) or ``test`` (test_batch).
+
+    Returns:
+        Images float32 [N, 3, 32, 32] in [0, 1] (rows of 3072 bytes are
+        R, G, B planes of 32x32, row-major) and labels.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"{folder}: not a folder; expected the extracted `cifar-10-batches-py` folder")
+    names = {"train": CIFAR10_TRAIN_BATCHES, "test": CIFAR10_TEST_BATCHES}.get(split)
+    if names is None:
+        raise DataError(f"unknown split {split!r}; use 'train' or 'test'")
+    parts = [_read_cifar_batch(folder / name) for name in names]
+    data = np.concatenate([p[0] for p in parts])
+    labels = np.concatenate([p[1] for p in parts])
+    images = data.reshape(-1, 3, 32, 32).astype(np.float32) / 255.0
+    return Dataset(f"cifar10/{split}", images, labels, 10)
+
+
+def load_npz(path: str | Path) -> Dataset:
+    """Arrays ``x`` (float [N, C, H, W]) and ``y`` (int [N]) from an ``.npz`` file.
+
+    Object arrays are refused (``allow_pickle=False``): they would run code.
+    """
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as arrays:
+            if "x" not in arrays or "y" not in arrays:
+                raise DataError(f"{path}: an .npz dataset needs arrays 'x' [N,C,H,W] and 'y' [N]; found {sorted(arrays.files)}")
+            x, y = arrays["x"], arrays["y"]
+    except FileNotFoundError as err:
+        raise DataError(f"{path}: no such file") from err
+    except (ValueError, OSError) as err:
+        if isinstance(err, DataError):
+            raise
+        raise DataError(f"{path}: not a readable .npz file ({err})") from err
+    if not np.issubdtype(x.dtype, np.number) or not np.issubdtype(y.dtype, np.integer):
+        raise DataError(f"{path}: 'x' must be numeric and 'y' integer, got {x.dtype} and {y.dtype}")
+    if y.size and y.min() < 0:
+        raise DataError(f"{path}: labels must be non-negative")
+    if x.size and not np.isfinite(x).all():
+        raise DataError(f"{path}: 'x' contains NaN or inf")
+    num_classes = int(y.max()) + 1 if y.size else 0
+    return Dataset(f"npz:{path.name}", x.astype(np.float32), y.astype(np.int64), num_classes)
+
+
+def load_dataset(spec: str, split: Split = "test") -> Dataset:
+    """Resolve a CLI `--data` spec (see the package docstring)."""
+    if spec == "digits":
+        return load_digits(split)
+    if spec.startswith("cifar10:"):
+        return load_cifar10(spec.split(":", 1)[1], split)
+    if spec.startswith("npz:"):
+        return load_npz(spec.split(":", 1)[1])
+    if spec.endswith(".npz"):
+        return load_npz(spec)
+    raise DataError(
+        f"unknown dataset {spec!r}; use 'digits', 'cifar10:FOLDER' (CIFAR-10 python batches) "
+        "or 'npz:FILE' / 'FILE.npz' (arrays x [N,C,H,W] and y [N])"
+    )
