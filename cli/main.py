@@ -161,23 +161,95 @@ def targets(as_json):
         click.echo(f"  {'':<12} {row['description']}")
 
 
-@cli.command()
-@_user_errors
-def demo():
-    """The README's main job on the bundled digits model."""
-    from inflor_deploy.checkpoint import load_checkpoint
-    from inflor_deploy.data import load_dataset
-    from inflor_deploy.pretrained import DEFAULT_MODEL
-    from inflor_deploy.train import evaluate as run_evaluation
+def _compile(model, target, output, force, stop_after, trust_pickle, input_scale, headroom, overflow, timesteps, probe_samples):
+    from inflor_deploy.artifact import prepare_output, write_artifact
+    from inflor_deploy.compiler import compile_checkpoint
+    from inflor_deploy.passes.base import QuantizationOptions
 
-    loaded = load_checkpoint(DEFAULT_MODEL)
-    data = load_dataset("digits", "test")
-    accuracy, _ = run_evaluation(loaded.model, data)
+    prepare_output(output, force)  # refuse before spending time on the compile
+    options = QuantizationOptions(input_grade_scale=input_scale, headroom=headroom, overflow=overflow)
+    result = compile_checkpoint(
+        model, target, trust_pickle=trust_pickle, quantization=options, stop_after=stop_after,
+        timesteps=timesteps, probe_samples=probe_samples,
+    )  # fmt: skip
+    write_artifact(result, output, force=force)
+    return result
+
+
+def _print_compile_summary(result, output) -> None:
+    config = result.checkpoint.config
     click.echo(
-        f"bundled model {DEFAULT_MODEL.name}: {loaded.config.arch}, T={loaded.config.timesteps}, "
-        f"{loaded.config.neuron}{'+MPR' if loaded.config.mpr else ''}; float accuracy on "
-        f"{data.name}: {accuracy:.4f} ({len(data)} samples)"
+        f"compiled {result.checkpoint.path.name} ({config.arch}, T={result.graph.timesteps}, "
+        f"{config.neuron}{'+MPR' if config.mpr else ''}) for {result.target.name} in {result.seconds:.1f} s"
     )
+    click.echo(f"contracts (probe: {result.probe_source}):")
+    for contract in result.contracts:
+        click.echo(f"  {'ok  ' if contract.ok else 'FAIL'} {contract.pass_name:<27} [{contract.kind}] {contract.summary}")
+    if result.quantization_report:
+        click.echo("quantization (weight units per float unit; headroom = limit / worst case):")
+        for row in result.quantization_report:
+            threshold = f"theta {row['threshold']:>6} reset {row['reset_mant']:>6}" if "threshold" in row else f"{'(accumulator)':<25}"
+            warn = "  WARNING: v can saturate in the worst case" if row["can_saturate_v"] else ""
+            click.echo(
+                f"  {row['layer']:<22} scale {row['scale']:>10.2f} ({row['scale_limited_by']:<15}) {threshold} "
+                f"u headroom {row['u_headroom']:>6.2f}x  v headroom {row['v_headroom']:>6.2f}x{warn}"
+            )
+    schedule = result.graph.schedule
+    if schedule is not None:
+        click.echo(f"schedule: latency {schedule.latency} steps, reset interval {schedule.reset_interval}")
+    click.echo(f"artifact: {output}")
+
+
+compile_options = [
+    click.option("--target", "-t", default="loihi2-sim", show_default=True, help="Target name (see `inflor-deploy targets`)."),
+    click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), default=None,
+                 help="Artifact directory [default: artifacts/<model>-<target>]."),
+    click.option("--force", is_flag=True, help="Replace an existing artifact directory."),
+    click.option("--stop-after", default=None, help="Stop after this pass and save what exists so far."),
+    click.option("--input-scale", type=float, default=None, help="Integer grades per unit of input [default 255]."),
+    click.option("--headroom", type=click.Choice(["u", "uv"]), default="u", show_default=True,
+                 help="Worst cases the scales must respect: u never wraps (u), and also v never saturates (uv)."),
+    click.option("--overflow", type=click.Choice(["warn", "error"]), default="warn", show_default=True,
+                 help="A layer whose v can saturate in the worst case: warn, or refuse to compile."),
+    click.option("-T", "--timesteps", type=int, default=None, help="Override the checkpoint's T."),
+    click.option("--probe-samples", type=int, default=16, show_default=True, help="Inputs the pass contracts run on."),
+]
+
+
+def _with_options(options):
+    def decorate(f):
+        for option in reversed(options):
+            f = option(f)
+        return f
+
+    return decorate
+
+
+def _default_output(model: Path, target: str) -> Path:
+    return Path("artifacts") / f"{model.stem}-{target}"
+
+
+@cli.command(name="compile")
+@click.argument("model", type=click.Path(path_type=Path))
+@_with_options(compile_options)
+@trust_pickle_option
+@_user_errors
+def compile_command(model, target, output, force, stop_after, input_scale, headroom, overflow, timesteps, probe_samples, trust_pickle):
+    """Compile a checkpoint to Loihi 2 fixed point and write an artifact directory."""
+    output = output or _default_output(model, target)
+    result = _compile(model, target, output, force, stop_after, trust_pickle, input_scale, headroom, overflow, timesteps, probe_samples)
+    _print_compile_summary(result, output)
+
+
+@cli.command()
+@click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), default=Path("artifacts/demo"), show_default=True)
+@_user_errors
+def demo(output):
+    """The README's main job: compile the bundled digits model for loihi2-sim."""
+    from inflor_deploy.pretrained import DEFAULT_MODEL
+
+    result = _compile(DEFAULT_MODEL, "loihi2-sim", output, True, None, False, None, "u", "warn", None, 16)
+    _print_compile_summary(result, output)
 
 
 if __name__ == "__main__":

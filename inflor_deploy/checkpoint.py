@@ -78,6 +78,9 @@ def save_checkpoint(path: str | Path, model: torch.nn.Module, metadata: dict[str
     os.close(fd)
     try:
         torch.save(payload, tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp made it private
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -120,21 +123,29 @@ def _read(path: Path, trust_pickle: bool) -> Any:
         raise CheckpointError(f"{path}: loading the trusted pickle failed: {err!r}") from err
 
 
-def _from_module(path: Path, module: Any) -> dict[str, Any]:
-    config = getattr(module, "config", None)
-    if not isinstance(module, torch.nn.Module) or not isinstance(config, ModelConfig):
+def _from_module(path: Path, module: Any) -> Checkpoint:
+    """A trusted pickled model is compiled as it is, not rebuilt from its config.
+
+    Rebuilding would silently drop any change the user made to the modules
+    (a swapped layer must reach the exporter and be refused there).
+    """
+    from inflor_deploy.nn.neurons import Neuron
+
+    if not isinstance(module, torch.nn.Module):
+        raise CheckpointError(f"{path}: holds a pickled {type(module).__name__}, not a model")
+    if not any(isinstance(m, Neuron) for m in module.modules()):
         raise CheckpointError(
-            f"{path}: holds a pickled {type(module).__name__}, not a model built by "
-            "inflor_deploy.nn.build_model; supported architectures: "
-            f"{', '.join(sorted(ARCHITECTURES))}"
+            f"{path}: the pickled {type(module).__name__} is not a spiking network (it has no "
+            "inflor_deploy.nn.Neuron layer); inflor-deploy compiles SNNs built with inflor_deploy.nn"
         )
-    return {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "config": config.to_dict(),
-        "state_dict": module.state_dict(),
-        "metadata": {"converted_from": "pickled nn.Module"},
-    }
+    config = getattr(module, "config", None)
+    if not isinstance(config, ModelConfig):
+        raise CheckpointError(
+            f"{path}: holds a pickled {type(module).__name__} without a ModelConfig; build the model "
+            f"with inflor_deploy.nn.build_model (architectures: {', '.join(sorted(ARCHITECTURES))})"
+        )
+    _check_finite(path, module.state_dict())
+    return Checkpoint(path=path, config=config, model=module.eval(), metadata={"converted_from": "pickled nn.Module"})
 
 
 def _check_finite(path: Path, state_dict: dict[str, torch.Tensor]) -> None:
@@ -164,7 +175,7 @@ def load_checkpoint(path: str | Path, *, trust_pickle: bool = False) -> Checkpoi
     path = Path(path)
     payload = _read(path, trust_pickle)
     if isinstance(payload, torch.nn.Module):
-        payload = _from_module(path, payload)
+        return _from_module(path, payload)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         found = sorted(map(str, payload))[:8] if isinstance(payload, dict) else type(payload).__name__
         raise CheckpointError(

@@ -1,0 +1,160 @@
+"""The compile driver: checkpoint -> ONNX -> IR -> passes -> fixed-point IR.
+
+    load_checkpoint ─> model_to_ir ─> graph_to_onnx ─(float ONNX)─> onnx_to_graph
+                    ─> COMPILE_PIPELINE (each pass validated and its contract checked)
+
+The IR that the passes see is the one read back from the exported ONNX, so
+the ONNX file in an artifact is exactly what was compiled.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import onnx
+
+from inflor_deploy.checkpoint import Checkpoint, load_checkpoint
+from inflor_deploy.errors import InflorError
+from inflor_deploy.export.onnx_io import graph_to_onnx, onnx_to_graph
+from inflor_deploy.export.torch_to_ir import model_to_ir
+from inflor_deploy.ir import Graph
+from inflor_deploy.passes.base import ContractResult, PassContext, QuantizationOptions
+from inflor_deploy.passes.pipeline import COMPILE_PIPELINE, run_pipeline
+from inflor_deploy.passes.probe import make_probe
+from inflor_deploy.passes.quantize import quantize_with_report
+from inflor_deploy.targets import Target, load_target
+
+#: Probe samples the contracts run on (real test images when the checkpoint names its dataset).
+DEFAULT_PROBE_SAMPLES = 16
+
+
+@dataclass
+class CompileResult:
+    """Everything one compile produced.
+
+    Attributes:
+        checkpoint: The loaded checkpoint.
+        target: The hardware target compiled for.
+        onnx_model: The per-timestep float ONNX export.
+        steps: ``(name, graph)`` after the import and after each pass, in order.
+        contracts: One contract result per pass run.
+        quantization_report: Per-layer quantization report (empty if stopped before).
+        probe_source: Where the contract probe came from.
+        seconds: Wall time of the compile.
+    """
+
+    checkpoint: Checkpoint
+    target: Target
+    onnx_model: onnx.ModelProto
+    steps: list[tuple[str, Graph]]
+    contracts: list[ContractResult]
+    quantization_report: list[dict[str, Any]] = field(default_factory=list)
+    probe_source: str = ""
+    seconds: float = 0.0
+
+    @property
+    def graph(self) -> Graph:
+        """The graph after the last pass run."""
+        return self.steps[-1][1]
+
+    def graph_after(self, name: str) -> Graph:
+        for step, graph in self.steps:
+            if step == name:
+                return graph
+        raise KeyError(name)
+
+    @property
+    def float_graph(self) -> Graph:
+        """The last float graph (input of QuantizeFixedPoint, or the final graph if stopped before)."""
+        floats = [g for _, g in self.steps if not g.is_fixed_point]
+        return floats[-1]
+
+    @property
+    def fixed_graph(self) -> Graph | None:
+        """The scheduled fixed-point graph, or None when the compile stopped earlier."""
+        graph = self.graph
+        return graph if graph.is_fixed_point and graph.schedule is not None else None
+
+
+def _probe(checkpoint: Checkpoint, graph: Graph, samples: int) -> tuple[np.ndarray, str]:
+    """Real test images when the checkpoint names a built-in dataset that fits, else seeded noise."""
+    dataset = checkpoint.metadata.get("dataset")
+    if dataset == "digits":
+        from inflor_deploy.data import load_digits
+
+        images = load_digits("test").images[:samples]
+        if images.shape[1:] == tuple(graph.input.shape):
+            return images, f"digits/test[:{samples}]"
+    return make_probe(graph, count=samples, seed=0), f"uniform[0,1) noise, seed 0, {samples} samples"
+
+
+def compile_checkpoint(
+    path: str | Path,
+    target: str | Target = "loihi2-sim",
+    *,
+    trust_pickle: bool = False,
+    quantization: QuantizationOptions = QuantizationOptions(),
+    stop_after: str | None = None,
+    probe_samples: int = DEFAULT_PROBE_SAMPLES,
+    timesteps: int | None = None,
+    on_step: Callable[[str, Graph], None] | None = None,
+) -> CompileResult:
+    """Compile a checkpoint for a target, checking every pass's contract.
+
+    Args:
+        path: A checkpoint written by ``save_checkpoint``.
+        target: Target name (``inflor-deploy targets``) or a loaded Target.
+        trust_pickle: Passed to ``load_checkpoint`` (executes code; trusted files only).
+        quantization: Options of ``QuantizeFixedPoint``.
+        stop_after: Stop after this pass (see ``PASSES_BY_NAME``).
+        probe_samples: How many probe inputs the contracts run on.
+        timesteps: Override the checkpoint's T (must be >= 1).
+        on_step: Called with ``(name, graph)`` after the import and each pass.
+
+    Raises:
+        InflorError: bad checkpoint, unsupported layer, bad option, a broken
+            precondition, or a violated contract (each names the fix).
+    """
+    start = time.perf_counter()
+    if isinstance(target, str):
+        target = load_target(target)
+    checkpoint = load_checkpoint(path, trust_pickle=trust_pickle)
+    if timesteps is not None and timesteps < 1:
+        raise InflorError(f"timesteps must be >= 1, got {timesteps}")
+    if probe_samples < 1:
+        raise InflorError(f"probe_samples must be >= 1, got {probe_samples}")
+    exported = model_to_ir(checkpoint.model)
+    if timesteps is not None:
+        exported = Graph(exported.nodes, timesteps, exported.name)
+    onnx_model = graph_to_onnx(exported)
+    imported = onnx_to_graph(onnx_model)
+    steps: list[tuple[str, Graph]] = [("import", imported)]
+    if on_step:
+        on_step("import", imported)
+
+    def record(name: str, graph: Graph) -> None:
+        steps.append((name, graph))
+        if on_step:
+            on_step(name, graph)
+
+    probe, probe_source = _probe(checkpoint, imported, probe_samples)
+    ctx = PassContext(target=target, probe=probe, quantization=quantization)
+    result = run_pipeline(imported, COMPILE_PIPELINE, ctx, stop_after=stop_after, on_step=record)
+    report: list[dict[str, Any]] = []
+    if "QuantizeFixedPoint" in result.steps:
+        float_graph = [g for _, g in steps if not g.is_fixed_point][-1]
+        _, report = quantize_with_report(float_graph, ctx)
+    return CompileResult(
+        checkpoint=checkpoint,
+        target=target,
+        onnx_model=onnx_model,
+        steps=steps,
+        contracts=result.results,
+        quantization_report=report,
+        probe_source=probe_source,
+        seconds=time.perf_counter() - start,
+    )

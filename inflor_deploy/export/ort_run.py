@@ -1,0 +1,116 @@
+"""Step a per-timestep ONNX model (see :mod:`inflor_deploy.export.onnx_io`) with onnxruntime.
+
+This is how the exported file is checked against the float IR: onnxruntime
+runs the graph T times, feeding every ``<neuron>.u_next`` / ``<readout>.acc_next``
+back as the next step's ``<neuron>.u`` / ``<readout>.acc``.
+
+onnxruntime's kernels sum convolutions and matrix products in their own
+order, so its spikes can differ from the float IR's where a membrane lies
+within float rounding of the threshold; compare with
+:func:`inflor_deploy.sim.compare.spike_mismatches` and the float IR's
+membranes. The ONNX neuron does not output H, so membranes are not returned.
+Graph optimizations are off by default so that onnxruntime evaluates the
+nodes as written (fusing Conv and BatchNormalization would change the
+rounding and add mismatches that are not the file's).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from inflor_deploy.export.onnx_io import DOMAIN, OnnxFormatError
+from inflor_deploy.sim.float_ir import FloatRun
+
+__all__ = ["run_onnx"]
+
+
+def _name(proto: onnx.NodeProto) -> str:
+    return proto.name or proto.output[0]
+
+
+def _state_dims(value: onnx.ValueInfoProto, batch: int) -> tuple[int, ...]:
+    dims = value.type.tensor_type.shape.dim
+    per_sample = []
+    for d in dims[1:]:
+        if not d.HasField("dim_value"):
+            raise OnnxFormatError(f"state input {value.name!r} needs a known shape after the batch dimension")
+        per_sample.append(int(d.dim_value))
+    return (batch, *per_sample)
+
+
+def run_onnx(
+    model: onnx.ModelProto,
+    images: np.ndarray,
+    timesteps: int | None = None,
+    optimize: bool = False,
+    threads: int = 2,
+) -> FloatRun:
+    """Run the ONNX model for T timesteps on a batch of static images.
+
+    Args:
+        model: A per-timestep model written by
+            :func:`~inflor_deploy.export.onnx_io.graph_to_onnx`.
+        images: ``[B, C, H, W]`` float images (direct encoding: the same
+            frame at every step).
+        timesteps: T; default: the model's ``inflor.timesteps`` metadata.
+        optimize: Let onnxruntime rewrite the graph (ORT_ENABLE_ALL) instead
+            of running it as written.
+        threads: onnxruntime intra-op threads.
+
+    Returns:
+        A :class:`~inflor_deploy.sim.float_ir.FloatRun` with ``scores``
+        (``A[T-1] / T``, float32) and ``spikes`` (neuron name -> ``[T, B, ...]``
+        uint8); ``membranes`` stays empty.
+
+    Raises:
+        OnnxFormatError: No timesteps, or no Neuron/Accumulator state to step.
+    """
+    if timesteps is None:
+        meta = {p.key: p.value for p in model.metadata_props}
+        if "inflor.timesteps" not in meta:
+            raise OnnxFormatError("the ONNX model does not record its timesteps; pass timesteps=T")
+        timesteps = int(meta["inflor.timesteps"])
+    if timesteps < 1:
+        raise OnnxFormatError(f"timesteps must be >= 1, got {timesteps}")
+    images = np.ascontiguousarray(images, dtype=np.float32)
+    batch = images.shape[0]
+
+    neurons = [p for p in model.graph.node if p.domain == DOMAIN and p.op_type == "Neuron"]
+    readouts = [p for p in model.graph.node if p.domain == DOMAIN and p.op_type == "Accumulator"]
+    if len(readouts) != 1:
+        raise OnnxFormatError(f"expected one {DOMAIN}.Accumulator node, found {len(readouts)}")
+    readout = readouts[0]
+    # state input -> the output that holds its next value
+    feedback = {p.input[1]: p.output[1] for p in neurons}
+    feedback[readout.input[1]] = readout.output[0]
+    graph_inputs = {v.name: v for v in model.graph.input}
+    state = {name: np.zeros(_state_dims(graph_inputs[name], batch), np.float32) for name in feedback}
+    initializers = {i.name for i in model.graph.initializer}
+    image_names = [v for v in graph_inputs if v not in feedback and v not in initializers]
+    if len(image_names) != 1:
+        raise OnnxFormatError(f"expected one image input besides the states; found {image_names}")
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3  # errors only
+    options.graph_optimization_level = (
+        ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    )
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+    spike_outputs = [p.output[0] for p in neurons]
+    fetch = spike_outputs + list(feedback.values())
+    spikes: dict[str, list[np.ndarray]] = {_name(p): [] for p in neurons}
+    for _ in range(timesteps):
+        values = dict(zip(fetch, session.run(fetch, {image_names[0]: images, **state})))
+        for proto in neurons:
+            spikes[_name(proto)].append(values[proto.output[0]] != 0)
+        state = {name: values[next_name] for name, next_name in feedback.items()}
+    scores = state[readout.input[1]] / np.float32(timesteps)
+    return FloatRun(
+        scores=scores.astype(np.float32),
+        spikes={name: np.stack(steps).astype(np.uint8) for name, steps in spikes.items()},
+    )

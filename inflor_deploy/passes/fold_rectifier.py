@@ -1,0 +1,123 @@
+"""FoldRectifierIntoThreshold: replace the Membrane Potential Rectifier by a folded threshold.
+
+Rewrites every :class:`~inflor_deploy.ir.Neuron` with ``mpr=True`` to
+``mpr=False, vth=phi^-1(vth)`` (:func:`~inflor_deploy.nn.mpr.phi_inverse_scalar`,
+float64). Loihi compares the raw membrane with a threshold; it has no phi.
+
+Invariant: phi is strictly increasing, so ``phi(h) >= vth  <=>  h >= phi^-1(vth)``.
+MPR therefore changes no spike at inference (it only shapes the surrogate
+gradient in training). For the paper's vth = 1/2 the folded threshold is
+exactly 1/2.
+
+Precondition: ``vth > 0`` (raises :class:`PassError` naming the neuron).
+
+Contract (spike-exact): before (with MPR) and after run in float32 on the
+probe, the after-graph teacher-forced with the before-graph's spikes. The
+membranes H are computed identically by both, so they must be bitwise equal
+(up to a train's first spike mismatch, see :mod:`inflor_deploy.passes.probe`).
+Spikes must be identical except near-ties, where float32 rounding decides:
+the first mismatch of a train must have
+``|H - phi^-1(vth)| <= TIE_ULPS * (ulp(phi^-1(vth)) + ulp(vth) / phi'(phi^-1(vth)))``,
+i.e. within a few float32 ulps of the folded threshold, counting both the
+rounding of H and of phi(H) (mapped back through phi's slope). Ties are
+counted and reported; anything else is a violation naming the first divergence.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import torch
+
+from inflor_deploy.ir import nodes as n
+from inflor_deploy.ir.graph import Graph
+from inflor_deploy.nn.mpr import phi, phi_inverse_scalar
+from inflor_deploy.passes.base import ContractResult, Pass, PassContext, PassError
+from inflor_deploy.passes.probe import compare_runs
+from inflor_deploy.sim.float_ir import run_float
+
+TIE_ULPS = 4
+"""Width of the near-tie band in float32 ulps (of H, and of phi(H) mapped back to H)."""
+
+
+def run(graph: Graph, ctx: PassContext) -> Graph:
+    """Fold phi into the threshold of every MPR neuron (see the module docstring)."""
+    nodes = []
+    for node in graph:
+        if isinstance(node, n.Neuron) and node.mpr:
+            if not node.vth > 0:
+                raise PassError(
+                    f"neuron {node.name!r}: threshold {node.vth} must be > 0 to fold MPR into it; "
+                    "retrain or re-export with a positive vth"
+                )
+            node = dataclasses.replace(node, vth=phi_inverse_scalar(node.vth), mpr=False)
+        nodes.append(node)
+    return graph.replace_nodes(nodes)
+
+
+def _slope(theta: float) -> float:
+    """phi'(theta) in float64, the smaller one-sided slope (phi has kinks at 0 and 1)."""
+    d = 1e-6 * max(1.0, abs(theta))
+    u = torch.tensor([theta - d, theta, theta + d], dtype=torch.float64)
+    lo, mid, hi = phi(u).tolist()
+    return min(mid - lo, hi - mid) / d
+
+
+def tie_band(neuron: n.Neuron) -> float:
+    """The near-tie band on H around ``phi^-1(vth)`` for an MPR neuron run in float32."""
+    theta = phi_inverse_scalar(neuron.vth)
+    ulp_theta, ulp_vth = (float(np.spacing(np.float32(abs(x)))) for x in (theta, neuron.vth))
+    return TIE_ULPS * (ulp_theta + ulp_vth / _slope(theta))
+
+
+def check(before: Graph, after: Graph, ctx: PassContext) -> ContractResult:
+    """Float32 teacher-forced spikes identical up to near-ties; membranes bitwise equal."""
+    ref = run_float(before, ctx.probe, record=True, dtype=torch.float32)
+    out = run_float(after, ctx.probe, record=True, dtype=torch.float32, forced_spikes=ref.spikes)
+    bands = {neuron.name: tie_band(neuron) for neuron in before.of_type(n.Neuron) if neuron.mpr}
+    comparison = compare_runs(before, ref, out, tie_band=bands)
+    divergence = comparison.first_divergence()
+    unequal = [d for d in comparison.membranes if d.max_abs_diff != 0]
+    if divergence is None and unequal:
+        divergence = unequal[0].max_diff_at.to_dict() if unequal[0].max_diff_at else {"layer": unequal[0].layer}
+        divergence["reason"] = "membranes differ; folding the threshold must not change H"
+    left = [node.name for node in after.of_type(n.Neuron) if node.mpr]
+    if divergence is None and left:
+        divergence = {"layer": left[0], "reason": "neuron still has mpr=True after the pass"}
+    spikes = comparison.spikes
+    metrics = {
+        "spike_mismatches": comparison.spike_mismatches,
+        "near_ties": spikes.near_ties,
+        "unexplained": spikes.unexplained,
+        "after_first": comparison.after_first,
+        "tie_ulps": TIE_ULPS,
+        "tie_band": bands,
+        "folded_thresholds": {
+            node.name: {"vth": node.vth, "folded": phi_inverse_scalar(node.vth)}
+            for node in before.of_type(n.Neuron) if node.mpr
+        },
+        "probe_images": int(ctx.probe.shape[0]),
+        "layers": {name: stats.mismatches for name, stats in spikes.per_layer.items()},
+    }  # fmt: skip
+    summary = (
+        f"{len(bands)} thresholds folded; {comparison.spike_mismatches} spike mismatches on "
+        f"{ctx.probe.shape[0]} probe images: {spikes.near_ties} near-ties (|H - phi^-1(vth)| within "
+        f"{TIE_ULPS} float32 ulps), {spikes.unexplained} unexplained, {comparison.after_first} later "
+        f"in a tied train (its reset differs from then on); membranes {'differ' if unequal else 'bitwise equal'}"
+        + ("" if divergence is None else f"; first divergence in {divergence['layer']!r}")
+    )
+    return ContractResult(
+        pass_name="FoldRectifierIntoThreshold",
+        kind="spike-exact",
+        ok=divergence is None,
+        summary=summary,
+        metrics=metrics,
+        first_divergence=divergence,
+    )
+
+
+FoldRectifierIntoThreshold = Pass(
+    name="FoldRectifierIntoThreshold", run=run, check=check, contract="spike-exact"
+)
+"""Fold MPR into the threshold, vth -> phi^-1(vth) (spike-exact contract up to float32 near-ties)."""

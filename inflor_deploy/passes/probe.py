@@ -1,0 +1,295 @@
+"""Probe inputs for contract checks, and the layer-by-layer comparison the contracts share.
+
+A contract runs the graph before and after a pass on the same probe images
+and compares every neuron layer (see :mod:`inflor_deploy.passes.base`):
+
+* :func:`make_probe` makes the seeded probe images (or checks real ones);
+* :func:`compare_runs` compares two recorded
+  :class:`~inflor_deploy.sim.float_ir.FloatRun` results with
+  :mod:`inflor_deploy.sim.compare` (spike mismatches, near-ties, first
+  divergence) and measures the membrane differences;
+* :func:`tolerance_contract` is the whole ``float-tolerance`` contract that
+  the folding passes share.
+
+Float contracts run *teacher-forced* (``run_float(..., forced_spikes=...)``
+fed with the before-graph's spikes): every layer of the after-graph sees
+exactly the spikes the before-graph's layer saw, so a difference in a layer
+comes from that layer's own arithmetic, never from upstream.
+
+One spike train at a time. Teacher forcing stops differences travelling
+*between* layers, not *along* one neuron's own train: once a neuron fires in
+one run and not in the other (a near-tie), its soft reset differs by the
+reset amount and the rest of that train (that neuron, that sample)
+legitimately differs. So only the first mismatch of each train is judged
+(near-tie or unexplained, by :func:`inflor_deploy.sim.compare.spike_mismatches`);
+the later ones are counted as ``after_first`` and excused. Membranes are
+compared up to and including each train's first mismatch, where both runs
+have integrated the same history.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from inflor_deploy.ir import nodes as n
+from inflor_deploy.ir.graph import Graph
+from inflor_deploy.nn.mpr import phi_inverse_scalar
+from inflor_deploy.passes.base import ContractResult, PassError
+from inflor_deploy.sim.compare import Divergence, SpikeComparison, spike_mismatches
+from inflor_deploy.sim.float_ir import FloatRun, run_float
+
+SCORES = "scores"
+"""Pseudo-layer name under which :func:`compare_runs` reports the class scores."""
+
+
+def make_probe(graph: Graph, count: int = 8, seed: int = 0, images: np.ndarray | None = None) -> np.ndarray:
+    """Probe images for contract checks, shaped ``[B, *graph.input.shape]``.
+
+    Without ``images``: ``count`` images drawn uniformly from [0, 1] (the
+    models' input range: pixels scaled to [0, 1]) by a seeded generator, so a
+    contract check is reproducible. With ``images``: the caller's real data
+    (all of it; ``count`` and ``seed`` are then unused), checked against the
+    graph's input shape.
+
+    Args:
+        graph: The graph the probe is for.
+        count: Number of random images.
+        seed: Seed of ``numpy.random.default_rng``.
+        images: Real inputs ``[B, C, H, W]`` to use instead.
+
+    Returns:
+        float32 ``[B, C, H, W]``.
+
+    Raises:
+        PassError: ``count < 1``, or ``images`` of the wrong shape or not finite.
+    """
+    shape = tuple(graph.input.shape)
+    if images is not None:
+        images = np.asarray(images)
+        if images.ndim != len(shape) + 1 or tuple(images.shape[1:]) != shape or images.shape[0] < 1:
+            raise PassError(
+                f"probe images have shape {tuple(images.shape)}; graph {graph.name!r} needs "
+                f"[B, {', '.join(map(str, shape))}] with B >= 1"
+            )
+        if not np.isfinite(images).all():
+            raise PassError("probe images contain NaN/inf values; pass finite inputs in [0, 1]")
+        return np.ascontiguousarray(images, dtype=np.float32)
+    if count < 1:
+        raise PassError(f"probe count must be >= 1, got {count}")
+    rng = np.random.default_rng(seed)
+    return rng.uniform(0.0, 1.0, size=(count, *shape)).astype(np.float32)
+
+
+def effective_threshold(neuron: n.Neuron) -> float:
+    """The threshold on the raw membrane H: ``phi^-1(vth)`` with MPR, else ``vth``."""
+    return phi_inverse_scalar(neuron.vth) if neuron.mpr else float(neuron.vth)
+
+
+@dataclass(frozen=True)
+class MembraneDiff:
+    """How far one layer's membranes (or the scores) are from the reference.
+
+    Attributes:
+        layer: Neuron name, or :data:`SCORES`.
+        max_abs_diff: Largest ``|H - H_ref|`` over the compared values (each
+            train up to and including its first spike mismatch).
+        scale: ``max(1, max |H_ref|)``, the denominator of :attr:`rel_diff`.
+        max_diff_at: Where ``max_abs_diff`` occurs, or None when equal.
+    """
+
+    layer: str
+    max_abs_diff: float
+    scale: float
+    max_diff_at: Divergence | None
+
+    @property
+    def rel_diff(self) -> float:
+        """``max_abs_diff / max(1, max |H_ref|)``."""
+        return self.max_abs_diff / self.scale
+
+
+@dataclass(frozen=True)
+class RunComparison:
+    """Result of :func:`compare_runs`.
+
+    Attributes:
+        spikes: First mismatches of each train, split into near-ties and
+            unexplained ones (:class:`~inflor_deploy.sim.compare.SpikeComparison`).
+        after_first: Mismatches later in a train that had already mismatched.
+        membranes: One :class:`MembraneDiff` per compared neuron layer in
+            graph order, then one for :data:`SCORES`.
+        missing: Layers of the reference missing from the run, or of another shape.
+        thresholds: Layer -> effective threshold the ties were measured against.
+    """
+
+    spikes: SpikeComparison
+    after_first: int
+    membranes: list[MembraneDiff]
+    missing: list[str] = field(default_factory=list)
+    thresholds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def spike_mismatches(self) -> int:
+        """Every differing spike: first mismatches plus those after them."""
+        return self.spikes.mismatches + self.after_first
+
+    def first_divergence(self) -> dict[str, Any] | None:
+        """The first unexplained spike mismatch (with its membrane and threshold), or None."""
+        if self.missing:
+            return {"layer": self.missing[0], "reason": "layer missing after the pass, or reshaped"}
+        first = self.spikes.first_unexplained
+        if first is None:
+            return None
+        out = first.to_dict()
+        out["threshold"] = self.thresholds.get(first.layer)
+        return out
+
+    def worst(self) -> MembraneDiff:
+        """The layer with the largest relative membrane difference."""
+        return max(self.membranes, key=lambda d: d.rel_diff)
+
+
+def _membrane_diff(layer: str, ref: np.ndarray, run: np.ndarray, mask: np.ndarray) -> MembraneDiff:
+    ref64 = ref.astype(np.float64)
+    diff = np.where(mask, np.abs(run.astype(np.float64) - ref64), 0.0)
+    scale = max(1.0, float(np.abs(ref64).max(initial=0.0)))
+    nan = np.isnan(diff)
+    worst = float("nan") if nan.any() else float(diff.max(initial=0.0))
+    at = None
+    if worst != 0:  # also true for NaN, which is located first
+        index = np.unravel_index(int(np.argmax(nan)) if nan.any() else int(np.argmax(diff)), diff.shape)
+        at = Divergence(
+            layer=layer, timestep=int(index[0]), sample=int(index[1]), neuron=tuple(int(i) for i in index[2:]),
+            expected=ref[index].item(), actual=run[index].item(),
+        )  # fmt: skip
+    return MembraneDiff(layer=layer, max_abs_diff=worst, scale=scale, max_diff_at=at)
+
+
+def compare_runs(
+    graph: Graph, ref: FloatRun, run: FloatRun, tie_band: dict[str, float] | float = 0.0
+) -> RunComparison:
+    """Compare a run with the reference run, neuron layer by neuron layer, then the scores.
+
+    Both runs must be recorded (``record=True``).
+
+    Args:
+        graph: The reference graph (its neurons give the order and thresholds).
+        ref: The reference run (the graph before the pass).
+        run: The run to judge (the graph after the pass).
+        tie_band: Absolute distance ``|H_ref - threshold|`` (threshold from
+            :func:`effective_threshold`) within which a train's first
+            mismatch counts as a near-tie; one number for all layers or one
+            per layer name (missing names: 0, which excuses only a membrane exactly
+            at the threshold).
+    """
+    neurons = [x for x in graph.of_type(n.Neuron) if x.name in ref.spikes]
+    missing = [
+        x.name for x in neurons
+        if x.name not in run.spikes or run.spikes[x.name].shape != ref.spikes[x.name].shape
+    ]  # fmt: skip
+    layers = [x for x in neurons if x.name not in missing]
+    judged: dict[str, np.ndarray] = {}
+    membranes: list[MembraneDiff] = []
+    after_first = 0
+    for neuron in layers:
+        expected, actual = ref.spikes[neuron.name], run.spikes[neuron.name]
+        mismatch = expected != actual
+        T = mismatch.shape[0]
+        first = np.where(mismatch.any(0), mismatch.argmax(0), T)  # per train; T: none
+        t_index = np.arange(T).reshape((T,) + (1,) * (mismatch.ndim - 1))
+        later = t_index > first
+        after_first += int((mismatch & later).sum())
+        # Later steps of a mismatched train take the reference's spikes: excused, not judged.
+        judged[neuron.name] = np.where(later, expected, actual)
+        membranes.append(
+            _membrane_diff(neuron.name, ref.membranes[neuron.name], run.membranes[neuron.name], ~later)
+        )
+    if ref.scores.shape == run.scores.shape:
+        # Scores are [B, classes]; a leading time axis makes their locations read like the neurons'.
+        everywhere = np.ones((1, *ref.scores.shape), bool)
+        membranes.append(_membrane_diff(SCORES, ref.scores[None], run.scores[None], everywhere))
+    else:
+        missing.append(SCORES)
+        membranes.append(MembraneDiff(layer=SCORES, max_abs_diff=float("inf"), scale=1.0, max_diff_at=None))
+    thresholds = {x.name: effective_threshold(x) for x in layers}
+    bands = {x.name: (tie_band.get(x.name, 0.0) if isinstance(tie_band, dict) else tie_band) for x in layers}
+    spikes = spike_mismatches(
+        {x.name: ref.spikes[x.name] for x in layers}, judged, ref.membranes, thresholds, bands,
+        layer_order=[x.name for x in layers],
+    )  # fmt: skip
+    return RunComparison(spikes=spikes, after_first=after_first, membranes=membranes, missing=missing,
+                         thresholds=thresholds)  # fmt: skip
+
+
+def tolerance_contract(
+    pass_name: str,
+    before: Graph,
+    after: Graph,
+    probe: np.ndarray,
+    rel_tol: float,
+    why: str,
+    folded: tuple[type, ...] = (),
+) -> ContractResult:
+    """The ``float-tolerance`` contract: teacher-forced float64 membranes agree within ``rel_tol``.
+
+    Both graphs run in float64 on ``probe``; the after-graph is fed the
+    before-graph's spikes. Per layer, ``max |dH| / max(1, max |H|) <= rel_tol``
+    must hold (the scores are held to the same bound). Spike mismatches are
+    allowed only as near-ties: a train's first mismatch must lie within
+    ``rel_tol * max(1, max |H|)`` of the effective threshold, the only place a
+    membrane difference within tolerance can flip a spike.
+
+    Args:
+        pass_name: Reported in the result.
+        before, after: The graphs before and after the pass.
+        probe: Probe images ``[B, C, H, W]``.
+        rel_tol: The stated relative tolerance.
+        why: One phrase saying where the tolerance comes from (for the summary).
+        folded: Node types the pass removes; one left in ``after`` breaks the
+            contract (the pass's postcondition).
+    """
+    ref = run_float(before, probe, record=True, dtype=torch.float64)
+    run = run_float(after, probe, record=True, dtype=torch.float64, forced_spikes=ref.spikes)
+    band = {name: rel_tol * max(1.0, float(np.abs(h).max(initial=0.0))) for name, h in ref.membranes.items()}
+    comparison = compare_runs(before, ref, run, tie_band=band)
+    divergence = comparison.first_divergence()
+    over = [d for d in comparison.membranes if not d.rel_diff <= rel_tol]  # NaN counts as over
+    if divergence is None and over:
+        divergence = over[0].max_diff_at.to_dict() if over[0].max_diff_at else {"layer": over[0].layer}
+        divergence["reason"] = f"membrane difference {over[0].rel_diff:.3g} relative, above {rel_tol:g}"
+    left = [node.name for node in after.of_type(*folded)] if folded else []
+    if divergence is None and left:
+        divergence = {"layer": left[0], "reason": f"{type(after.node(left[0])).__name__} not folded"}
+    worst = comparison.worst()
+    spikes = comparison.spikes
+    metrics = {
+        "tolerance_rel": rel_tol,
+        "max_abs_diff": max(d.max_abs_diff for d in comparison.membranes),
+        "max_rel_diff": worst.rel_diff,
+        "worst_layer": worst.layer,
+        "spike_mismatches": comparison.spike_mismatches,
+        "near_ties": spikes.near_ties,
+        "unexplained": spikes.unexplained,
+        "after_first": comparison.after_first,
+        "probe_images": int(probe.shape[0]),
+        "layers": {d.layer: {"max_abs_diff": d.max_abs_diff, "rel_diff": d.rel_diff} for d in comparison.membranes},
+    }  # fmt: skip
+    summary = (
+        (f"nodes left that should be folded: {left}; " if left else "")
+        + f"max |dH| = {metrics['max_abs_diff']:.3g}, {worst.rel_diff:.3g} relative in {worst.layer!r} "
+        f"(tolerance {rel_tol:g}: {why}); {comparison.spike_mismatches} spike mismatches "
+        f"({spikes.near_ties} near-ties, {spikes.unexplained} unexplained, {comparison.after_first} "
+        f"later in a tied train) on {probe.shape[0]} probe images"
+    )
+    return ContractResult(
+        pass_name=pass_name,
+        kind="float-tolerance",
+        ok=divergence is None,
+        summary=summary,
+        metrics=metrics,
+        first_divergence=divergence,
+    )

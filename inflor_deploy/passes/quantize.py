@@ -1,0 +1,350 @@
+"""QuantizeFixedPoint: float IR -> Loihi 2 fixed-point IR, one scale per neuron layer.
+
+Rewrites every synapse (Conv2d / Linear, plus identity shortcuts between
+neurons) into a :class:`FixedPointSynapse` with integer weights, every
+Neuron into a :class:`FixedPointNeuron`, the Accumulator into a
+:class:`FixedPointAccumulator`, and gives the Input a ``grade_scale``.
+
+Invariant (why a per-layer scale is free): SRIF dynamics are
+scale-invariant. Multiplying a layer's incoming weights, bias, threshold,
+reset amount and membrane by the same s > 0 changes no spike, because
+``H >= vth  <=>  s*H >= s*vth`` and the reset subtracts ``s*reset``.
+So each layer gets its own s, and the only errors are the roundings of
+``s*W``, ``s*b``, ``s*vth`` and ``s*reset`` to integers, reported per layer.
+
+How s is chosen for a layer (all its incoming synapses share it, because
+their currents add into one membrane):
+
+1. Fill: the largest |effective weight| maps to the top of the target's
+   range (dense: even values in [-256, 254], Lava's mixed-sign Dense
+   handling; conv: [-128, 127], exponent 0).
+2. Headroom against the 24-bit wrap of u (always enforced): the current of
+   one step enters u as ``a << 6``, so the worst-case ``|a|`` (every input
+   that can raise it at its maximum) must stay below ``2^17``.
+3. Headroom against saturation of v (``headroom="uv"``): over one sample
+   window v can move by at most ``T * max|a + bias|``, which must stay below
+   ``(2^23 - 1) >> 6``. Under the default ``headroom="u"`` this bound is only
+   reported: a layer that *could* saturate is flagged (and refused with
+   ``overflow="error"``); the simulators count real saturation events.
+4. The bias mantissa must fit 13 signed bits (``bias_exp = 6``: weight units)
+   and the threshold mantissa 17 unsigned bits.
+
+Threshold: the paper fires on ``H >= vth``; the hardware on ``v > vth_hw << 6``.
+With integer threshold ``theta = round(s * vth)`` and v a multiple of 64
+(no leak; weights, bias and reset all enter shifted by 6),
+``v >= theta << 6  <=>  v > (theta - 1) << 6``, so ``vth_hw = theta - 1``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from inflor_deploy.ir import nodes as n
+from inflor_deploy.ir.graph import Graph, infer_shapes
+from inflor_deploy.passes.base import ContractResult, Pass, PassContext, PassError
+
+#: |a| must stay below this so that ``a << 6`` cannot wrap u (24-bit signed).
+A_LIMIT = 2**17 - 1
+#: v saturates at 2^23 - 1, i.e. this many weight units.
+V_LIMIT_WEIGHT_UNITS = (2**23 - 1) >> 6
+#: Default integer grades per unit of input for images in [0, 1] (8-bit pixels).
+DEFAULT_INPUT_GRADES = 255.0
+
+
+@dataclass(frozen=True)
+class _Incoming:
+    """One synapse into a layer, with its weights as the layer sees them."""
+
+    name: str
+    source: str
+    kind: str  # "dense" | "conv"
+    effective: np.ndarray  # float64 weights per unit of the integer input value
+    bias: np.ndarray | None
+    input_max: float  # largest integer input value (1 for spikes, grades for the image)
+    stride: tuple[int, int] = (1, 1)
+    padding: tuple[int, int] = (0, 0)
+    groups: int = 1
+
+
+def _incoming(graph: Graph, layer: n.Node, shapes, grades: float) -> list[_Incoming]:
+    found = []
+    for source_name in layer.sources:
+        src = graph.node(source_name)
+        if isinstance(src, n.Neuron):
+            # Identity shortcut: the spikes of `src` add straight into this layer,
+            # as a 1x1 convolution with an identity kernel (or a diagonal dense).
+            shape = shapes[src.name]
+            channels = shape[0]
+            if len(shape) == 3:
+                eye = np.eye(channels).reshape(channels, channels, 1, 1) * src.spike_value
+                found.append(_Incoming(f"{layer.name}.shortcut", src.name, "conv", eye, None, 1.0))
+            else:
+                found.append(_Incoming(f"{layer.name}.shortcut", src.name, "dense", np.eye(channels) * src.spike_value, None, 1.0))
+            continue
+        if not isinstance(src, (n.Conv2d, n.Linear)):
+            raise PassError(
+                f"layer {layer.name!r}: source {src.name!r} is a {type(src).__name__}; after "
+                "FoldBatchNorm and FoldAveragePool every layer input must be a Conv2d, a Linear "
+                "or a neuron (identity shortcut)"
+            )
+        feeder = graph.node(src.sources[0])
+        if isinstance(feeder, n.Input):
+            per_unit, input_max = 1.0 / grades, grades  # integer grade x_q stands for x_q / grades
+        elif isinstance(feeder, n.Neuron):
+            per_unit, input_max = feeder.spike_value, 1.0
+        else:
+            raise PassError(
+                f"synapse {src.name!r} reads {type(feeder).__name__} {feeder.name!r}; on Loihi a "
+                "synapse reads spikes of a neuron layer or the graded input"
+            )
+        weight = np.asarray(src.weight, dtype=np.float64) * per_unit
+        bias = None if src.bias is None else np.asarray(src.bias, dtype=np.float64)
+        if isinstance(src, n.Conv2d):
+            found.append(_Incoming(src.name, feeder.name, "conv", weight, bias, input_max, src.stride, src.padding, src.groups))
+        else:
+            found.append(_Incoming(src.name, feeder.name, "dense", weight, bias, input_max))
+    return found
+
+
+def _per_output_extremes(inc: _Incoming) -> tuple[np.ndarray, np.ndarray]:
+    """Per output channel/unit: the largest and smallest current one step can bring.
+
+    Inputs are non-negative (spikes, or grades of images in [0, 1]), so the
+    extremes take every positive (negative) weight at the input maximum.
+    A conv's interior output sees its full kernel; borders see less.
+    """
+    w = inc.effective.reshape(inc.effective.shape[0], -1)
+    return np.clip(w, 0, None).sum(1) * inc.input_max, np.clip(w, None, 0).sum(1) * inc.input_max
+
+
+def _weight_max(kind: str, target) -> int:
+    num = target.numerics
+    return min(abs(num.dense_weight_min), num.dense_weight_max) if kind == "dense" else min(abs(num.conv_weight_min), num.conv_weight_max)
+
+
+def _round_weights(x: np.ndarray, kind: str, target) -> np.ndarray:
+    num = target.numerics
+    if kind == "dense":
+        step = num.dense_weight_step
+        q = np.rint(x / step) * step
+        return np.clip(q, num.dense_weight_min, num.dense_weight_max).astype(np.int32)
+    return np.clip(np.rint(x), num.conv_weight_min, num.conv_weight_max).astype(np.int32)
+
+
+def _channel_bias(layer_bias: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Broadcast a per-channel bias to the layer's shape."""
+    if len(shape) == 3:
+        return np.broadcast_to(layer_bias[:, None, None], shape)
+    return layer_bias.reshape(shape)
+
+
+def _quantize_layer(graph, layer, shapes, ctx: PassContext, grades: float):
+    """Choose this layer's scale and quantize everything that feeds it."""
+    target, opts = ctx.target, ctx.quantization
+    incoming = _incoming(graph, layer, shapes, grades)
+    channels = shapes[layer.name][0]
+    bias = np.zeros(channels)
+    for inc in incoming:
+        if inc.bias is not None:
+            bias = bias + inc.bias
+    hi = sum(_per_output_extremes(inc)[0] for inc in incoming)
+    lo = sum(_per_output_extremes(inc)[1] for inc in incoming)
+    bound_a = float(max(hi.max(initial=0), -lo.min(initial=0)))
+    window = graph.timesteps * float(max((hi + bias).max(initial=0), -(lo + bias).min(initial=0)))
+
+    limits = {}
+    w_abs = [float(np.abs(inc.effective).max(initial=0)) for inc in incoming]
+    fill = [opts.weight_fill * _weight_max(inc.kind, target) / m for inc, m in zip(incoming, w_abs) if m > 0]
+    if not fill:
+        raise PassError(f"layer {layer.name!r}: every incoming weight is zero; nothing to quantize")
+    limits["fill"] = min(fill)
+    if bound_a > 0:
+        limits["u_wrap"] = A_LIMIT / bound_a
+    if opts.headroom == "uv" and window > 0:
+        limits["v_saturation"] = V_LIMIT_WEIGHT_UNITS / window
+    bias_max = float(np.abs(bias).max(initial=0))
+    bias_lo, bias_hi = target.numerics.bias_mant_range.start, target.numerics.bias_mant_range.stop - 1
+    if bias_max > 0:
+        limits["bias_range"] = (min(-bias_lo, bias_hi) + 0.49) / bias_max
+    vth = getattr(layer, "vth", None)
+    if vth is not None:
+        limits["threshold_range"] = (target.numerics.vth_mant_max + 1.49) / vth
+    binding = min(limits, key=limits.get)
+    scale = limits[binding]
+
+    # Rounding can push the integer bounds past their limits: shrink until they hold.
+    for _ in range(20):
+        weights = [_round_weights(inc.effective * scale, inc.kind, target) for inc in incoming]
+        hi_q = sum(np.clip(w.reshape(w.shape[0], -1), 0, None).sum(1) * inc.input_max for w, inc in zip(weights, incoming))
+        lo_q = sum(np.clip(w.reshape(w.shape[0], -1), None, 0).sum(1) * inc.input_max for w, inc in zip(weights, incoming))
+        bound_q = int(max(hi_q.max(initial=0), -lo_q.min(initial=0)))
+        bias_q = np.rint(bias * scale).astype(np.int64)
+        window_q = graph.timesteps * int(max((hi_q + bias_q).max(initial=0), -(lo_q + bias_q).min(initial=0)))
+        shrink = 1.0
+        if bound_q > A_LIMIT:
+            shrink, binding = min(shrink, A_LIMIT / bound_q), "u_wrap"
+        if opts.headroom == "uv" and window_q > V_LIMIT_WEIGHT_UNITS:
+            shrink, binding = min(shrink, V_LIMIT_WEIGHT_UNITS / window_q), "v_saturation"
+        if shrink == 1.0:
+            break
+        scale *= shrink * 0.999
+    else:  # pragma: no cover - the loop converges in one or two steps
+        raise PassError(f"layer {layer.name!r}: could not find a scale that respects the headroom bounds")
+
+    if bias_q.size and (bias_q.min() < bias_lo or bias_q.max() > bias_hi):
+        raise PassError(f"layer {layer.name!r}: bias does not fit the 13-bit mantissa at scale {scale:.4g}")
+    can_saturate = window_q > V_LIMIT_WEIGHT_UNITS
+
+    synapses = []
+    for inc, w in zip(incoming, weights):
+        synapses.append(
+            n.FixedPointSynapse(
+                name=inc.name, sources=(inc.source,), kind=inc.kind, weight=w,
+                stride=inc.stride, padding=inc.padding, groups=inc.groups,
+            )  # fmt: skip
+        )
+    shape = shapes[layer.name]
+    common = dict(name=layer.name, sources=tuple(s.name for s in synapses), shape=shape,
+                  bias_mant=_channel_bias(bias_q, shape).astype(np.int32), bias_exp=target.numerics.bias_exp,
+                  scale=scale)  # fmt: skip
+    report: dict[str, Any] = {
+        "layer": layer.name,
+        "scale": scale,
+        "scale_limited_by": binding,
+        "scale_limits": {k: float(v) for k, v in limits.items()},
+        "weight_rounding": _weight_errors(incoming, weights, scale),
+        "bias_max_abs_error": float(np.abs(bias_q / scale - bias).max(initial=0)),
+        "u_bound": bound_q,
+        "u_headroom": A_LIMIT / bound_q if bound_q else math.inf,
+        "v_window_bound": window_q,
+        "v_headroom": V_LIMIT_WEIGHT_UNITS / window_q if window_q else math.inf,
+        "can_saturate_v": bool(can_saturate),
+    }
+    if isinstance(layer, n.Accumulator):
+        return synapses, n.FixedPointAccumulator(**common), report
+
+    theta = int(np.rint(layer.vth * scale))
+    if theta < 1:
+        raise PassError(
+            f"layer {layer.name!r}: threshold {layer.vth} rounds to {theta} at scale {scale:.4g}; "
+            "the layer's weights are too large relative to its threshold to quantize"
+        )
+    reset_mant = 0
+    if layer.reset == "subtract":
+        if layer.reset_amount is None:
+            raise PassError(f"layer {layer.name!r}: run SoftResetToSubtractive before QuantizeFixedPoint")
+        reset_mant = int(np.rint(layer.reset_amount * scale))
+        if reset_mant < 1:
+            raise PassError(f"layer {layer.name!r}: reset amount rounds to 0 at scale {scale:.4g}")
+    if layer.mpr:
+        raise PassError(f"layer {layer.name!r}: run FoldRectifierIntoThreshold before QuantizeFixedPoint")
+    # tau = (4096 - dv) / 4096; IF (tau = 1) is dv = 0.
+    dv = int(np.clip(np.rint((1.0 - layer.tau) * 4096), 0, 4095))
+    report.update(
+        threshold=theta,
+        threshold_error=abs(theta / scale - layer.vth) / layer.vth,
+        reset_mant=reset_mant,
+        reset_error=abs(reset_mant / scale - layer.reset_amount) / layer.reset_amount if reset_mant else 0.0,
+        dv=dv,
+        tau_realized=(4096 - dv) / 4096,
+    )
+    neuron = n.FixedPointNeuron(vth=theta - 1, reset=layer.reset, reset_mant=reset_mant, du=4095, dv=dv, **common)
+    return synapses, neuron, report
+
+
+def _weight_errors(incoming, weights, scale) -> dict[str, float]:
+    errors = {}
+    for inc, w in zip(incoming, weights):
+        exact = inc.effective * scale
+        span = float(np.abs(exact).max(initial=0)) or 1.0
+        errors[inc.name] = {
+            "max_abs_error_weight_units": float(np.abs(w - exact).max(initial=0)),
+            "rms_relative_error": float(np.sqrt(np.mean((w - exact) ** 2)) / span),
+            "levels_used": int(np.unique(w).size),
+        }
+    return errors
+
+
+def quantize_fixed_point(graph: Graph, ctx: PassContext) -> Graph:
+    """Rewrite a float graph into fixed point; the per-layer report rides on ``last_report``.
+
+    Preconditions (PassError otherwise): no BatchNorm, AvgPool2d or Flatten
+    left; no neuron with MPR or an unresolved reset amount; every synapse
+    reads the Input or a neuron and feeds exactly one neuron layer.
+    """
+    graph, _ = quantize_with_report(graph, ctx)
+    return graph
+
+
+def quantize_with_report(graph: Graph, ctx: PassContext) -> tuple[Graph, list[dict[str, Any]]]:
+    """As :func:`quantize_fixed_point`, also returning the per-layer report."""
+    leftovers = graph.of_type(n.BatchNorm, n.AvgPool2d, n.Flatten)
+    if leftovers:
+        raise PassError(
+            f"{type(leftovers[0]).__name__} {leftovers[0].name!r} is still in the graph; run FoldBatchNorm "
+            "and FoldAveragePool before QuantizeFixedPoint"
+        )
+    for synapse in graph.of_type(n.Conv2d, n.Linear):
+        users = graph.consumers(synapse.name)
+        if len(users) != 1 or not isinstance(users[0], (n.Neuron, n.Accumulator)):
+            raise PassError(f"synapse {synapse.name!r} must feed exactly one neuron layer, feeds {[u.name for u in users]}")
+    shapes = infer_shapes(graph)
+    grades = ctx.quantization.input_grade_scale or DEFAULT_INPUT_GRADES
+    nodes: list[n.Node] = [dataclasses.replace(graph.input, grade_scale=float(grades))]
+    reports = []
+    for layer in graph.of_type(n.Neuron, n.Accumulator):
+        synapses, quantized, report = _quantize_layer(graph, layer, shapes, ctx, grades)
+        nodes.extend(synapses)
+        nodes.append(quantized)
+        reports.append(report)
+        if report["can_saturate_v"] and ctx.quantization.overflow == "error":
+            raise PassError(
+                f"layer {layer.name!r}: v can saturate within one sample window (worst case "
+                f"{report['v_window_bound']} > {V_LIMIT_WEIGHT_UNITS} weight units). Compile with "
+                "headroom='uv' (smaller scale, coarser weights) or overflow='warn' to accept it and "
+                "count real saturation events in verification"
+            )
+    return graph.replace_nodes(nodes), reports
+
+
+def check_quantize_fixed_point(before: Graph, after: Graph, ctx: PassContext) -> ContractResult:
+    """Statistical contract: spike agreement of the integer reference with the float graph."""
+    from inflor_deploy.sim.float_ir import run_float
+    from inflor_deploy.sim.int_reference import run_aligned
+
+    reference = run_float(before, ctx.probe, record=True)
+    fixed = run_aligned(after, ctx.probe, record=True)
+    per_layer = {}
+    for name, spikes in reference.spikes.items():
+        per_layer[name] = float((fixed.spikes[name] == spikes).mean())
+    argmax = float((fixed.scores(after).argmax(1) == reference.scores.argmax(1)).mean())
+    worst = min(per_layer, key=per_layer.get) if per_layer else None
+    return ContractResult(
+        pass_name="QuantizeFixedPoint",
+        kind="statistical",
+        ok=True,
+        summary=(
+            f"spike agreement vs float: min {per_layer[worst]:.4f} ({worst}), "
+            f"class agreement {argmax:.3f} on {len(ctx.probe)} probe samples; "
+            f"u wraps {sum(fixed.u_wraps.values())}, v saturations {sum(fixed.v_saturations.values())}"
+        ) if worst else "no spiking layers",
+        metrics={
+            "spike_agreement": per_layer,
+            "class_agreement": argmax,
+            "u_wraps": fixed.u_wraps,
+            "v_saturations": fixed.v_saturations,
+        },
+    )
+
+
+QuantizeFixedPoint = Pass(
+    name="QuantizeFixedPoint",
+    run=quantize_fixed_point,
+    check=check_quantize_fixed_point,
+    contract="statistical",
+)

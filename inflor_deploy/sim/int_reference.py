@@ -1,0 +1,264 @@
+"""The integer reference: the quantized IR's semantics written for clarity, not speed.
+
+Every value is an int64 numpy array and every step follows Lava's
+``PyLifModelBitAcc`` (lava-nc 0.10.0, ``proc/lif/models.py``) literally:
+
+    u = sign(u * (4096 - (du + 1))) * (|u * (4096 - (du + 1))| >> 12)
+    u = u + (a << 6);  u -= 2^24 where u > 2^23;  u += 2^24 where u <= -2^23
+    v = sign(v * (4096 - dv)) * (|v * (4096 - dv)| >> 12)
+    v = clip(v + u + (bias_mant << bias_exp), -(2^23 - 1), 2^23 - 1)
+    s = v > (vth << 6);  v -= reset_mant << 6 (subtract) or v = 0 (zero) where s
+
+(the wrap is applied once, exactly as Lava does). Synaptic currents are
+exact integer sums (convolutions by im2col + int64 matmul). The fast
+simulator is checked against this module bit for bit (parity level 2).
+
+Two views of one run:
+
+* **aligned** — every layer at the same timestep t = 0..T-1, like PyTorch;
+* **pipelined** — as Lava runs it: global steps g = 1, 2, ... (Lava's
+  ``time_step``), a connection adds one step plus its delay, sample k's
+  frame occupies input columns ``k * R + t`` (``R = reset_interval``,
+  zero frames pad ``t = T..R-1``), and a layer at depth d resets its state
+  at the start of every step g with ``g % R == (d + 1) % R`` (the input
+  column c is emitted at step c + 1 and reaches depth d at step c + 1 + d).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from inflor_deploy.ir import nodes as n
+from inflor_deploy.ir.graph import Graph, IRError, infer_shapes
+
+U_LIMIT = 2**23  # u wraps into (-2^23, 2^23]
+V_LIMIT = 2**23 - 1  # v saturates at +-(2^23 - 1)
+DECAY_UNIT = 4096
+ACT_SHIFT = 6
+VTH_SHIFT = 6
+
+
+@dataclass
+class IntRun:
+    """Result of an integer run.
+
+    Attributes:
+        accumulator: ``[B, classes]`` int64 accumulator v at the end of each
+            sample window (units: 64 per weight unit).
+        spikes: Neuron name -> ``[T, B, ...]`` uint8 (when recorded).
+        voltages: Neuron/accumulator name -> ``[T, B, ...]`` int64 v after the
+            step's reset (when recorded).
+        currents: Neuron/accumulator name -> ``[T, B, ...]`` int64 u (when recorded).
+        u_wraps: Layer name -> count of u wrap events.
+        v_saturations: Layer name -> count of v clip events.
+    """
+
+    accumulator: np.ndarray
+    spikes: dict[str, np.ndarray] = field(default_factory=dict)
+    voltages: dict[str, np.ndarray] = field(default_factory=dict)
+    currents: dict[str, np.ndarray] = field(default_factory=dict)
+    u_wraps: dict[str, int] = field(default_factory=dict)
+    v_saturations: dict[str, int] = field(default_factory=dict)
+
+    def scores(self, graph: Graph) -> np.ndarray:
+        """Float class scores ``v / (64 * scale * T)``, comparable with the float model's."""
+        out = graph.output
+        return self.accumulator / (2**ACT_SHIFT * out.scale * graph.timesteps)
+
+
+def quantize_input(graph: Graph, images: np.ndarray) -> np.ndarray:
+    """Integer graded input ``round(image * grade_scale)`` (half to even), int64."""
+    scale = graph.input.grade_scale
+    if scale is None:
+        raise IRError("the graph's Input has no grade_scale: quantize the graph first")
+    return np.rint(np.asarray(images, dtype=np.float64) * scale).astype(np.int64)
+
+
+def _decay(x: np.ndarray, factor: int) -> np.ndarray:
+    """``sign(x * factor) * (|x * factor| >> 12)``: rounds toward zero."""
+    product = x * factor
+    return np.sign(product) * (np.abs(product) >> 12)
+
+
+def _wrap_u(u: np.ndarray) -> tuple[np.ndarray, int]:
+    wrapped = np.where(u > U_LIMIT, u - 2 * U_LIMIT, u)
+    wrapped = np.where(wrapped <= -U_LIMIT, u + 2 * U_LIMIT, wrapped)
+    return wrapped, int(np.count_nonzero(wrapped != u))
+
+
+def _conv_int(x: np.ndarray, node: n.FixedPointSynapse) -> np.ndarray:
+    """Exact integer cross-correlation of x [B, C, H, W] (im2col + int64 matmul)."""
+    w = node.weight.astype(np.int64)
+    out_c, cg, kh, kw = w.shape
+    (sh, sw), (ph, pw), groups = node.stride, node.padding, node.groups
+    b, c, h, wd = x.shape
+    xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    oh, ow = (h + 2 * ph - kh) // sh + 1, (wd + 2 * pw - kw) // sw + 1
+    # cols[b, c, a, bb, i, j] = xp[b, c, sh*i + a, sw*j + bb]
+    cols = np.empty((b, c, kh, kw, oh, ow), dtype=np.int64)
+    for a in range(kh):
+        for bb in range(kw):
+            cols[:, :, a, bb] = xp[:, :, a : a + sh * oh : sh, bb : bb + sw * ow : sw]
+    out = np.empty((b, out_c, oh, ow), dtype=np.int64)
+    per_group = out_c // groups
+    for g in range(groups):
+        xs = cols[:, g * cg : (g + 1) * cg].reshape(b, cg * kh * kw, oh * ow)
+        ws = w[g * per_group : (g + 1) * per_group].reshape(per_group, cg * kh * kw)
+        out[:, g * per_group : (g + 1) * per_group] = np.einsum("ok,bkp->bop", ws, xs).reshape(b, per_group, oh, ow)
+    return out
+
+
+def synapse_current(node: n.FixedPointSynapse, x: np.ndarray) -> np.ndarray:
+    """The integer current a synapse delivers for source output x [B, ...]."""
+    if node.kind == "conv":
+        return _conv_int(x, node)
+    return x.reshape(x.shape[0], -1) @ node.weight.astype(np.int64).T
+
+
+class _LayerState:
+    """u and v of one neuron layer (or the accumulator) for a batch."""
+
+    def __init__(self, node, batch: int, shape: tuple[int, ...]):
+        self.node = node
+        self.u = np.zeros((batch, *shape), dtype=np.int64)
+        self.v = np.zeros((batch, *shape), dtype=np.int64)
+        bias = np.broadcast_to(node.bias_mant.astype(np.int64), shape)
+        e = node.bias_exp
+        self.bias = bias << e if e >= 0 else bias >> -e
+        self.wraps = 0
+        self.saturations = 0
+
+    def reset(self) -> None:
+        self.u[:] = 0
+        self.v[:] = 0
+
+    def step(self, a: np.ndarray) -> np.ndarray | None:
+        node = self.node
+        du = node.du if isinstance(node, n.FixedPointNeuron) else DECAY_UNIT - 1
+        dv = node.dv if isinstance(node, n.FixedPointNeuron) else 0
+        u = _decay(self.u, DECAY_UNIT - (du + 1)) + (a << ACT_SHIFT)
+        self.u, wraps = _wrap_u(u)
+        self.wraps += wraps
+        v = _decay(self.v, DECAY_UNIT - dv) + self.u + self.bias
+        self.saturations += int(np.count_nonzero((v > V_LIMIT) | (v < -V_LIMIT)))
+        self.v = np.clip(v, -V_LIMIT, V_LIMIT)
+        if isinstance(node, n.FixedPointAccumulator):
+            return None
+        fired = self.v > (np.int64(node.vth) << VTH_SHIFT)
+        if node.reset == "subtract":
+            self.v = self.v - np.where(fired, np.int64(node.reset_mant) << ACT_SHIFT, 0)
+        else:
+            self.v = np.where(fired, 0, self.v)
+        return fired.astype(np.int64)
+
+
+def _check(graph: Graph) -> dict[str, tuple[int, ...]]:
+    if not graph.is_fixed_point:
+        raise IRError("the integer reference runs quantized graphs (after QuantizeFixedPoint)")
+    return infer_shapes(graph)
+
+
+def run_aligned(graph: Graph, images: np.ndarray, record: bool = False) -> IntRun:
+    """Every layer at the same timestep, samples in parallel (synaptic delays ignored)."""
+    shapes = _check(graph)
+    x = quantize_input(graph, images)
+    batch, T = x.shape[0], graph.timesteps
+    states = {node.name: _LayerState(node, batch, shapes[node.name])
+              for node in graph.of_type(n.FixedPointNeuron, n.FixedPointAccumulator)}  # fmt: skip
+    traces: dict[str, dict[str, list]] = {"spikes": {}, "voltages": {}, "currents": {}}
+    for _ in range(T):
+        value: dict[str, np.ndarray] = {graph.input.name: x}
+        for node in graph:
+            if isinstance(node, n.FixedPointSynapse):
+                value[node.name] = synapse_current(node, value[node.sources[0]])
+            elif isinstance(node, (n.FixedPointNeuron, n.FixedPointAccumulator)):
+                a = sum(value[s] for s in node.sources)
+                state = states[node.name]
+                fired = state.step(a)
+                value[node.name] = fired
+                if record:
+                    if fired is not None:
+                        traces["spikes"].setdefault(node.name, []).append(fired.astype(np.uint8))
+                    traces["voltages"].setdefault(node.name, []).append(state.v.copy())
+                    traces["currents"].setdefault(node.name, []).append(state.u.copy())
+    return _result(graph, states, traces)
+
+
+def _result(graph: Graph, states, traces) -> IntRun:
+    run = IntRun(
+        accumulator=states[graph.output.name].v.copy(),
+        u_wraps={k: s.wraps for k, s in states.items()},
+        v_saturations={k: s.saturations for k, s in states.items()},
+    )
+    for kind, per_layer in traces.items():
+        getattr(run, kind).update({k: np.stack(v) for k, v in per_layer.items()})
+    return run
+
+
+def run_pipelined(graph: Graph, images: np.ndarray, record: bool = False) -> tuple[IntRun, dict]:
+    """Run samples one after another through the pipelined network, as Lava does.
+
+    Returns:
+        The run, de-skewed into per-sample ``[T, B, ...]`` traces (layer at
+        depth d, sample k, step t is read at global step ``k*R + t + 1 + d``)
+        and the accumulator read at the end of each sample window, plus the
+        raw global-step traces ``{"spikes": {name: [G, ...]}, "voltages": ...}``
+        for comparison with Lava one to one.
+    """
+    shapes = _check(graph)
+    schedule = graph.schedule
+    if schedule is None:
+        raise IRError("run_pipelined needs a scheduled graph (run ScheduleTimesteps)")
+    x = quantize_input(graph, images)
+    samples, T, R = x.shape[0], graph.timesteps, schedule.reset_interval
+    total = samples * R + schedule.latency + 1
+    states = {node.name: _LayerState(node, 1, shapes[node.name])
+              for node in graph.of_type(n.FixedPointNeuron, n.FixedPointAccumulator)}  # fmt: skip
+    # history[name][g] = output of node `name` at global step g (spikes or graded input).
+    # history[name][g] = output of node `name` at global step g (spikes or graded input);
+    # entries older than the longest delay are dropped.
+    history: dict[str, dict[int, np.ndarray]] = {name: {} for name in [graph.input.name, *states]}
+    zeros = {name: np.zeros((1, *shapes[name]), dtype=np.int64) for name in history}
+    keep = 2 + max((s.delay for s in graph.of_type(n.FixedPointSynapse)), default=0)
+    out = graph.output.name
+    read_at = {k * R + T + schedule.depth[out]: k for k in range(samples)}  # global step -> sample
+    accumulator = np.zeros((samples, *shapes[out]), dtype=np.int64)
+    raw: dict[str, dict[str, list]] = {"spikes": {}, "voltages": {}}
+    for g in range(1, total + 1):
+        k, t = divmod(g - 1, R)
+        history[graph.input.name][g] = x[k : k + 1] if k < samples and t < T else zeros[graph.input.name]
+        for node in graph.of_type(n.FixedPointNeuron, n.FixedPointAccumulator):
+            state = states[node.name]
+            if g % R == schedule.reset_offset[node.name]:
+                state.reset()
+            a = np.zeros((1, *shapes[node.name]), dtype=np.int64)
+            for syn_name in node.sources:
+                syn = graph.node(syn_name)
+                src = syn.sources[0]
+                a = a + synapse_current(syn, history[src].get(g - 1 - syn.delay, zeros[src]))
+            fired = state.step(a)
+            if fired is not None:
+                history[node.name][g] = fired
+            if record:
+                if fired is not None:
+                    raw["spikes"].setdefault(node.name, []).append(fired[0].astype(np.uint8))
+                raw["voltages"].setdefault(node.name, []).append(state.v[0].copy())
+        if g in read_at:
+            accumulator[read_at[g]] = states[out].v[0]
+        for per_step in history.values():
+            per_step.pop(g - keep, None)
+    run = IntRun(
+        accumulator=accumulator,
+        u_wraps={k: s.wraps for k, s in states.items()},
+        v_saturations={k: s.saturations for k, s in states.items()},
+    )
+    raw_stacked = {kind: {name: np.stack(v) for name, v in per.items()} for kind, per in raw.items()}
+    for kind in ("spikes", "voltages"):
+        for name, trace in raw_stacked[kind].items():
+            d = schedule.depth[name]
+            # Layer at depth d handles sample k, step t at g = k*R + t + 1 + d (index g - 1).
+            idx = np.array([[k * R + t + d for k in range(samples)] for t in range(T)])
+            getattr(run, kind)[name] = trace[idx]
+    return run, raw_stacked

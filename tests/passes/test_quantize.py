@@ -1,0 +1,159 @@
+"""QuantizeFixedPoint on tiny hand-built graphs: structure, boundaries, headroom, preconditions."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from inflor_deploy.ir import nodes as n
+from inflor_deploy.ir.graph import Graph, validate
+from inflor_deploy.passes.base import PassContext, PassError, QuantizationOptions
+from inflor_deploy.passes.quantize import A_LIMIT, QuantizeFixedPoint, quantize_with_report
+from inflor_deploy.sim.float_ir import run_float
+from inflor_deploy.sim.int_reference import run_aligned
+from inflor_deploy.targets import load_target
+
+TARGET = load_target("loihi2-sim")
+
+
+def _ctx(probe, **options):
+    return PassContext(target=TARGET, probe=probe, quantization=QuantizationOptions(**options))
+
+
+def single_neuron(bias: float, vth: float = 0.5, timesteps: int = 1) -> Graph:
+    """image (1 value) -> Linear w=0.5, bias -> SRIF(vth, reset 1) -> Linear 1.0 -> accumulator."""
+    return Graph(
+        nodes=(
+            n.Input("image", (), shape=(1, 1, 1)),
+            n.Linear("fc1", ("image",), weight=np.array([[0.5]], np.float32), bias=np.array([bias], np.float32)),
+            n.Neuron("n1", ("fc1",), vth=vth, reset="subtract", reset_amount=1.0),
+            n.Linear("fc2", ("n1",), weight=np.array([[1.0]], np.float32), bias=None),
+            n.Accumulator("out", ("fc2",)),
+        ),
+        timesteps=timesteps,
+        name="single",
+    )
+
+
+@pytest.mark.parametrize("bias_units, fires", [(-1, False), (0, True), (1, True)])
+def test_threshold_boundary_in_integer_units(bias_units, fires):
+    # Scale: the weight 0.5 fills the dense range, s = 254 / 0.5 = 508, so the
+    # threshold 0.5 is theta = 254 weight units and one bias unit is 1/508.
+    # With input 1 the membrane is 254 + bias_units: theta-1, theta, theta+1.
+    graph = single_neuron(bias=bias_units / 508)
+    image = np.ones((1, 1, 1, 1), np.float32)
+    fixed, report = quantize_with_report(graph, _ctx(image, input_grade_scale=1.0))
+    validate(fixed)
+    neuron = fixed.node("n1")
+    assert report[0]["scale"] == pytest.approx(508) and report[0]["scale_limited_by"] == "fill"
+    assert neuron.vth == 253 and neuron.reset_mant == 508  # hardware compares v > 253 << 6
+    assert int(neuron.bias_mant[0]) == bias_units and neuron.bias_exp == 6
+    assert fixed.node("fc1").weight.tolist() == [[254]]
+    run = run_aligned(fixed, image, record=True)
+    assert bool(run.spikes["n1"][0, 0, 0]) is fires
+    expected_v = (254 + bias_units - (508 if fires else 0)) * 64  # v after the soft reset
+    assert int(run.voltages["n1"][0, 0, 0]) == expected_v
+    assert bool(run_float(graph, image, record=True).spikes["n1"][0, 0, 0]) is fires
+
+
+def test_structure_weight_representation_and_input_grades():
+    rng = np.random.default_rng(0)
+    graph = Graph(
+        nodes=(
+            n.Input("image", (), shape=(2, 4, 4)),
+            n.Conv2d("conv", ("image",), weight=rng.normal(0, 0.3, (3, 2, 3, 3)).astype(np.float32),
+                     bias=rng.normal(0, 0.1, 3).astype(np.float32), padding=(1, 1)),
+            n.Neuron("n1", ("conv",), vth=0.5, reset_amount=1.0),
+            n.Linear("fc", ("n1",), weight=rng.normal(0, 0.2, (5, 48)).astype(np.float32), bias=None),
+            n.Neuron("n2", ("fc",), vth=0.5, reset="zero", tau=0.75),
+            n.Linear("out_fc", ("n2",), weight=rng.normal(0, 0.5, (4, 5)).astype(np.float32), bias=None),
+            n.Accumulator("out", ("out_fc",)),
+        ),
+        timesteps=3,
+    )
+    fixed, report = quantize_with_report(graph, _ctx(rng.random((4, 2, 4, 4))))
+    validate(fixed)
+    assert fixed.input.grade_scale == 255.0
+    conv, fc = fixed.node("conv"), fixed.node("fc")
+    assert conv.kind == "conv" and conv.weight.dtype == np.int32 and conv.padding == (1, 1)
+    assert conv.weight.min() >= -128 and conv.weight.max() <= 127
+    # The largest weight lands where the layer's scale puts it (input grades: 1/255 per unit).
+    scale = report[0]["scale"]
+    assert np.abs(conv.weight).max() == round(scale * float(np.abs(graph.node("conv").weight).max()) / 255)
+    assert fc.kind == "dense" and np.all(fc.weight % 2 == 0) and fc.weight.min() >= -256 and fc.weight.max() <= 254
+    n2 = fixed.node("n2")
+    assert n2.reset == "zero" and n2.dv == 1024  # tau 0.75 = (4096 - 1024) / 4096
+    assert [type(x).__name__ for x in fixed] == [
+        "Input", "FixedPointSynapse", "FixedPointNeuron", "FixedPointSynapse", "FixedPointNeuron",
+        "FixedPointSynapse", "FixedPointAccumulator",
+    ]  # fmt: skip
+    result = QuantizeFixedPoint.check(graph, fixed, _ctx(rng.random((4, 2, 4, 4))))
+    assert result.ok and result.kind == "statistical" and set(result.metrics["spike_agreement"]) == {"n1", "n2"}
+
+
+def test_headroom_limits_the_scale_so_u_cannot_wrap():
+    fan_in = 2000  # at fill scale 508 the worst case is 2000 * 254 = 508000 > 2^17
+    graph = Graph(
+        nodes=(
+            n.Input("image", (), shape=(fan_in,)),
+            n.Linear("fc1", ("image",), weight=np.full((1, fan_in), 0.5, np.float32), bias=None),
+            n.Neuron("n1", ("fc1",), vth=400.0, reset_amount=1.0),
+            n.Linear("fc2", ("n1",), weight=np.ones((1, 1), np.float32), bias=None),
+            n.Accumulator("out", ("fc2",)),
+        ),
+        timesteps=2,
+    )
+    worst = np.ones((1, fan_in), np.float32)
+    fixed, report = quantize_with_report(graph, _ctx(worst, input_grade_scale=1.0))
+    assert report[0]["scale_limited_by"] == "u_wrap" and report[0]["u_bound"] <= A_LIMIT
+    run = run_aligned(fixed, worst)
+    assert run.u_wraps["n1"] == 0
+
+
+def test_v_saturation_is_flagged_refused_or_avoided():
+    graph = Graph(
+        nodes=(
+            n.Input("image", (), shape=(600,)),
+            n.Linear("fc1", ("image",), weight=np.full((1, 600), 0.5, np.float32), bias=None),
+            n.Neuron("n1", ("fc1",), vth=1000.0, reset_amount=1.0),
+            n.Linear("fc2", ("n1",), weight=np.ones((1, 1), np.float32), bias=None),
+            n.Accumulator("out", ("fc2",)),
+        ),
+        timesteps=8,
+    )
+    probe = np.ones((1, 600), np.float32)
+    _, report = quantize_with_report(graph, _ctx(probe, input_grade_scale=1.0))
+    assert report[0]["can_saturate_v"]
+    with pytest.raises(PassError, match="'n1': v can saturate"):
+        quantize_with_report(graph, _ctx(probe, input_grade_scale=1.0, overflow="error"))
+    fixed, report = quantize_with_report(graph, _ctx(probe, input_grade_scale=1.0, headroom="uv"))
+    assert not report[0]["can_saturate_v"] and report[0]["scale_limited_by"] == "v_saturation"
+    assert run_aligned(fixed, probe).v_saturations["n1"] == 0
+
+
+def test_preconditions_name_the_missing_pass():
+    graph = single_neuron(0.0)
+    probe = np.ones((1, 1, 1, 1), np.float32)
+    mpr = graph.replace_nodes([dataclasses.replace(x, mpr=True) if x.name == "n1" else x for x in graph])
+    with pytest.raises(PassError, match="FoldRectifierIntoThreshold"):
+        QuantizeFixedPoint.run(mpr, _ctx(probe))
+    unresolved = graph.replace_nodes([dataclasses.replace(x, reset_amount=None) if x.name == "n1" else x for x in graph])
+    with pytest.raises(PassError, match="SoftResetToSubtractive"):
+        QuantizeFixedPoint.run(unresolved, _ctx(probe))
+    tiny = single_neuron(0.0, vth=1e-4)
+    with pytest.raises(PassError, match="threshold 0.0001 rounds to 0"):
+        QuantizeFixedPoint.run(tiny, _ctx(probe, input_grade_scale=1.0))
+    with_bn = Graph(
+        nodes=(
+            n.Input("image", (), shape=(1, 1, 1)),
+            n.Linear("fc1", ("image",), weight=np.array([[0.5]], np.float32)),
+            n.BatchNorm("bn", ("fc1",), gamma=np.ones(1, np.float32), beta=np.zeros(1, np.float32),
+                        mean=np.zeros(1, np.float32), var=np.ones(1, np.float32)),
+            n.Neuron("n1", ("bn",), reset_amount=1.0),
+            n.Linear("fc2", ("n1",), weight=np.ones((1, 1), np.float32)),
+            n.Accumulator("out", ("fc2",)),
+        ),
+        timesteps=1,
+    )
+    with pytest.raises(PassError, match="FoldBatchNorm"):
+        QuantizeFixedPoint.run(with_bn, _ctx(probe))
