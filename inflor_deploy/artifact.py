@@ -5,6 +5,8 @@ Layout of ``OUT/``::
     manifest.json              versions, source checkpoint (sha256), target, pass list,
                                every contract's result, schedule, file index
     model.float.onnx           per-timestep float ONNX export (neurons = inflor.Neuron nodes)
+    model.fixed_point.onnx     per-timestep integer ONNX (inflor.LoihiNeuron nodes); onnxruntime
+                               runs it bit-exactly like the integer reference
     ir/NN_<step>.npz           the IR after the import and after each pass
     fixed_point.npz            the final scheduled fixed-point IR (integer parameters)
     quantization_report.json   per-layer scales, rounding errors, headroom, overflow flags
@@ -38,6 +40,7 @@ FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 FIXED_POINT_IR = "fixed_point.npz"
 FLOAT_ONNX = "model.float.onnx"
+FIXED_ONNX = "model.fixed_point.onnx"
 QUANT_REPORT = "quantization_report.json"
 
 _VERSIONED = ("inflor-deploy", "torch", "numpy", "onnx", "onnxruntime", "lava-nc", "lava-dl")
@@ -122,6 +125,7 @@ def write_atomically(out: Path, force: bool, fill: Callable[[Path], None]) -> Pa
 
 def write_artifact(result, out: str | Path, force: bool = False) -> Path:
     """Write a :class:`~inflor_deploy.compiler.CompileResult` as an artifact directory."""
+    from inflor_deploy.export.onnx_fixed import save_fixed_onnx
     from inflor_deploy.export.onnx_io import save_onnx
 
     out = Path(out)
@@ -138,7 +142,9 @@ def write_artifact(result, out: str | Path, force: bool = False) -> Path:
         fixed = result.fixed_graph
         if fixed is not None:
             save_graph(fixed, tmp / FIXED_POINT_IR)
+            save_fixed_onnx(fixed, tmp / FIXED_ONNX)
             files["fixed_point_ir"] = FIXED_POINT_IR
+            files["fixed_point_onnx"] = FIXED_ONNX
         if result.quantization_report:
             write_json(tmp / QUANT_REPORT, result.quantization_report)
             files["quantization_report"] = QUANT_REPORT

@@ -2,6 +2,8 @@
 
 import json
 
+import numpy as np
+
 import pytest
 import torch
 from click.testing import CliRunner
@@ -45,6 +47,16 @@ def test_compile_bundled_model_writes_a_self_describing_artifact(tmp_path):
     report = json.loads((tmp_path / "out" / "quantization_report.json").read_text())
     assert [r["layer"] for r in report] == ["unit1.neuron", "unit2.neuron", "neuron_fc1", "readout"]
     assert (tmp_path / "out" / "model.float.onnx").stat().st_size > 0
+    # The integer ONNX in the artifact runs in onnxruntime exactly like the integer reference.
+    import onnx
+
+    from inflor_deploy.data import load_digits
+    from inflor_deploy.export.onnx_fixed import run_fixed_onnx
+    from inflor_deploy.sim.int_reference import run_aligned
+
+    images = load_digits("test").images[:8]
+    ort = run_fixed_onnx(onnx.load(tmp_path / "out" / "model.fixed_point.onnx"), images)
+    assert np.array_equal(ort.accumulator, run_aligned(fixed, images).accumulator)
 
 
 def test_existing_output_is_refused_unless_forced(tmp_path):

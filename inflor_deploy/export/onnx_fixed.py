@@ -1,0 +1,601 @@
+"""The quantized IR as a per-timestep ONNX graph that onnxruntime runs bit-exactly.
+
+:mod:`inflor_deploy.export.onnx_io` writes the FLOAT graph; this module
+writes the fixed-point graph (after ``QuantizeFixedPoint``) so that any
+ONNX runtime reproduces :func:`inflor_deploy.sim.int_reference.run_aligned`
+(Lava's ``PyLifModelBitAcc``) integer for integer. One graph computes ONE
+timestep of the aligned view (every layer at the same t; synaptic delays
+only matter in the pipelined view and are ignored, as ``run_aligned`` does)::
+
+    inputs : image [batch, C, H, W]   float32, the static frame
+             <layer>.u, <layer>.v     int64 [batch, *shape], u and v of every neuron
+                                      layer and of the accumulator after step t-1
+    outputs: <neuron>.spikes          uint8, the step's spikes
+             <layer>.u_next, <layer>.v_next    int64, the state after step t
+                                      (the accumulator's <layer>.v_next is the score)
+
+Operators, and why each is exact:
+
+* Input quantization, ``round(image * grade_scale)`` half to even:
+  ``Cast(double) -> Mul(grade_scale) -> Round``. The product is taken in
+  float64 as the reference takes it (``np.rint(float64(image) * scale)``),
+  and ONNX ``Round`` rounds half to even like ``np.rint`` (checked by a test).
+* ``FixedPointSynapse``: ``Conv`` (conv) or ``Flatten(axis=1) + Gemm(transB=1)``
+  (dense) on the integer weights stored as float initializers
+  ``<synapse>.weight``, then ``Cast(int64)`` -> tensor ``<synapse>``. Every
+  partial sum of ``sum_k w_k x_k``, in whatever order and grouping a kernel
+  adds the terms (FMA included), is an integer of magnitude at most
+  ``B = max_o sum_k |w_ok| * max|x|``; float32 holds every integer with
+  magnitude <= 2^24, so the float32 result is exact when ``B < 2^24``. ``B``
+  is computed per synapse at export time from the weights and the input
+  bound (spikes: 1; graded input: ``round(input_bound * grade_scale)``) and
+  stored in the node's ``metadata_props`` (``inflor.sum_bound``). A dense
+  synapse with ``B >= 2^24`` is written in float64 (exact while ``B < 2^53``);
+  onnxruntime has no float64 ``Conv`` kernel, so such a conv synapse raises
+  :class:`ExportError`.
+* Currents into a layer are summed in int64 (``Add``, ``<layer>.current``).
+* ``FixedPointNeuron``: one node ``inflor.LoihiNeuron(A, U, V, B) -> (S, U_next, V_next)``
+  with attributes ``vth``, ``reset`` ("subtract"/"zero"), ``reset_mant``,
+  ``du``, ``dv``, ``bias_exp`` and the bias mantissas as input ``B``
+  (initializer ``<neuron>.bias_mant``, int64, layer shape). Its
+  FunctionProto body is int64 ONNX, step for step the reference::
+
+      u = sign(u*(4095-du)) * (|u*(4095-du)| // 4096)
+      u = u + a*64 ;  u' = Where(u > 2^23, u - 2^24, u) ;  u = Where(u' <= -2^23, u + 2^24, u')
+      v = sign(v*(4096-dv)) * (|v*(4096-dv)| // 4096)
+      v = Clip(v + u + eb, -(2^23-1), 2^23-1)          eb = b * 2^e  or  floor(b / 2^-e)
+      s = v > vth*64 ;  v = v - Where(s, reset_mant*64, 0)  |  Where(s, 0, v)
+
+  ``x << 6`` is written ``x * 64`` (the same integer for either sign; ONNX
+  ``BitShift`` is defined for unsigned types only). Every ``Div`` divides a
+  non-negative integer by a positive one, where truncation and floor agree:
+  onnxruntime's int64 ``Div`` truncates toward zero (``-7 / 2 = -3``) while
+  numpy's ``//`` floors, so a ``Div`` of a negative operand would be a
+  runtime-dependent trap. The right shift of a negative bias by ``-e`` is
+  built as ``-ceil(|b| / 2^-e)`` for the same reason.
+* ``FixedPointAccumulator``: ``inflor.LoihiAccumulator(A, U, V, B) -> (U_next, V_next)``
+  with attributes ``du`` (4095), ``dv`` (0), ``bias_exp``: the same update
+  without spike and reset.
+
+The model's ``metadata_props`` hold ``inflor.timesteps``, ``inflor.model_name``,
+``inflor.input_node``, ``inflor.grade_scale``, ``inflor.input_bound`` (the
+largest ``|image|`` the exactness proof covers) and ``inflor.semantics``.
+:func:`run_fixed_onnx` steps the model with onnxruntime.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from inflor_deploy.export.onnx_io import DOMAIN, DOMAIN_VERSION, IR_VERSION, OPSET, OnnxFormatError, save_onnx
+from inflor_deploy.export.torch_to_ir import INPUT_NAME, ExportError
+from inflor_deploy.ir import nodes as n
+from inflor_deploy.ir.graph import Graph, validate
+from inflor_deploy.sim.int_reference import ACT_SHIFT, DECAY_UNIT, U_LIMIT, V_LIMIT, VTH_SHIFT
+
+__all__ = [
+    "ACCUMULATOR_OP",
+    "FLOAT32_EXACT_LIMIT",
+    "FLOAT64_EXACT_LIMIT",
+    "FixedOnnxRun",
+    "NEURON_OP",
+    "SEMANTICS",
+    "fixed_graph_to_onnx",
+    "loihi_accumulator_function",
+    "loihi_neuron_function",
+    "run_fixed_onnx",
+    "save_fixed_onnx",
+    "synapse_sum_bound",
+]
+
+NEURON_OP = "LoihiNeuron"
+ACCUMULATOR_OP = "LoihiAccumulator"
+SEMANTICS = "Lava PyLifModelBitAcc (lava-nc 0.10.0)"
+#: A synapse is evaluated in float32 when its sum bound is below this (every
+#: integer of magnitude <= 2^24 is a float32; the strict bound is conservative by one).
+FLOAT32_EXACT_LIMIT = 2**24
+#: The same for float64 (dense synapses only; onnxruntime has no float64 Conv).
+FLOAT64_EXACT_LIMIT = 2**53
+
+_NEURON_ATTRIBUTES = ("vth", "reset", "reset_mant", "du", "dv", "bias_exp")
+_ACCUMULATOR_ATTRIBUTES = ("du", "dv", "bias_exp")
+
+_META_TIMESTEPS = "inflor.timesteps"
+_META_NAME = "inflor.model_name"
+_META_INPUT = "inflor.input_node"
+_META_SEMANTICS = "inflor.semantics"
+_META_GRADE_SCALE = "inflor.grade_scale"
+_META_INPUT_BOUND = "inflor.input_bound"
+
+
+# =========================================================================== functions
+
+
+def _int_constant(output: str, value: int) -> onnx.NodeProto:
+    return helper.make_node("Constant", [], [output], value=helper.make_tensor(output, TensorProto.INT64, [], [value]))
+
+
+def _attribute_constant(output: str, attribute: str, kind: str = "value_int") -> onnx.NodeProto:
+    """``Constant`` holding the calling node's attribute (an int64 or string scalar)."""
+    node = helper.make_node("Constant", [], [output])
+    ref = onnx.AttributeProto()
+    ref.name = kind
+    ref.ref_attr_name = attribute
+    ref.type = onnx.AttributeProto.INT if kind == "value_int" else onnx.AttributeProto.STRING
+    node.attribute.append(ref)
+    return node
+
+
+def _decay(x: str, factor: str, out: str) -> list[onnx.NodeProto]:
+    """``out = sign(x*factor) * (|x*factor| // 4096)``: truncation toward zero.
+
+    The Div sees a non-negative dividend, so it is exact whether the runtime's
+    integer Div truncates or floors.
+    """
+    make = helper.make_node
+    return [
+        make("Mul", [x, factor], [f"{out}_product"]),
+        make("Sign", [f"{out}_product"], [f"{out}_sign"]),
+        make("Abs", [f"{out}_product"], [f"{out}_abs"]),
+        make("Div", [f"{out}_abs", "decay_unit"], [f"{out}_magnitude"]),
+        make("Mul", [f"{out}_sign", f"{out}_magnitude"], [out]),
+    ]
+
+
+def _cuba_body(v_out: str) -> list[onnx.NodeProto]:
+    """Nodes from (A, U, V, B) and attributes du, dv, bias_exp to ``U_next`` and the clipped v."""
+    make = helper.make_node
+    return [
+        _attribute_constant("du", "du"),
+        _attribute_constant("dv", "dv"),
+        _attribute_constant("bias_exp", "bias_exp"),
+        _int_constant("zero", 0),
+        _int_constant("one", 1),
+        _int_constant("act_unit", 2**ACT_SHIFT),
+        _int_constant("decay_unit", DECAY_UNIT),
+        _int_constant("decay_max", DECAY_UNIT - 1),
+        _int_constant("u_limit", U_LIMIT),
+        _int_constant("u_neg_limit", -U_LIMIT),
+        _int_constant("u_period", 2 * U_LIMIT),
+        _int_constant("v_max", V_LIMIT),
+        _int_constant("v_min", -V_LIMIT),
+        # eb = B << e (e >= 0) or B >> -e (arithmetic: floor), with p = 2^|e| via an unsigned shift.
+        make("Abs", ["bias_exp"], ["exp_abs"]),
+        make("Cast", ["exp_abs"], ["exp_abs_u"], to=TensorProto.UINT64),
+        make("Cast", ["one"], ["one_u"], to=TensorProto.UINT64),
+        make("BitShift", ["one_u", "exp_abs_u"], ["pow_u"], direction="LEFT"),
+        make("Cast", ["pow_u"], ["pow"], to=TensorProto.INT64),
+        make("Mul", ["B", "pow"], ["bias_left"]),
+        make("Abs", ["B"], ["bias_abs"]),
+        make("Div", ["bias_abs", "pow"], ["bias_floor_pos"]),  # |B| // p, B >= 0
+        make("Sub", ["pow", "one"], ["pow_minus_one"]),
+        make("Add", ["bias_abs", "pow_minus_one"], ["bias_ceil_num"]),
+        make("Div", ["bias_ceil_num", "pow"], ["bias_ceil"]),  # ceil(|B| / p)
+        make("Neg", ["bias_ceil"], ["bias_floor_neg"]),  # floor(B / p) = -ceil(|B| / p), B < 0
+        make("GreaterOrEqual", ["B", "zero"], ["bias_nonneg"]),
+        make("Where", ["bias_nonneg", "bias_floor_pos", "bias_floor_neg"], ["bias_right"]),
+        make("GreaterOrEqual", ["bias_exp", "zero"], ["exp_nonneg"]),
+        make("Where", ["exp_nonneg", "bias_left", "bias_right"], ["eb"]),
+        # u = decay(u, 4096 - (du + 1)) + a << 6, wrapped once into (-2^23, 2^23]
+        make("Sub", ["decay_max", "du"], ["u_factor"]),
+        *_decay("U", "u_factor", "u_decayed"),
+        make("Mul", ["A", "act_unit"], ["a_shifted"]),
+        make("Add", ["u_decayed", "a_shifted"], ["u_raw"]),
+        make("Greater", ["u_raw", "u_limit"], ["u_over"]),
+        make("Sub", ["u_raw", "u_period"], ["u_down"]),
+        make("Where", ["u_over", "u_down", "u_raw"], ["u_once"]),
+        make("LessOrEqual", ["u_once", "u_neg_limit"], ["u_under"]),
+        make("Add", ["u_raw", "u_period"], ["u_up"]),  # from the unwrapped u, as Lava does
+        make("Where", ["u_under", "u_up", "u_once"], ["U_next"]),
+        # v = clip(decay(v, 4096 - dv) + u + eb)
+        make("Sub", ["decay_unit", "dv"], ["v_factor"]),
+        *_decay("V", "v_factor", "v_decayed"),
+        make("Add", ["v_decayed", "U_next"], ["v_plus_u"]),
+        make("Add", ["v_plus_u", "eb"], ["v_raw"]),
+        make("Clip", ["v_raw", "v_min", "v_max"], [v_out]),
+    ]
+
+
+def loihi_neuron_function() -> onnx.FunctionProto:
+    """``inflor.LoihiNeuron(A, U, V, B) -> (S, U_next, V_next)`` in int64 ONNX (module docstring)."""
+    make = helper.make_node
+    body = _cuba_body("v_clipped") + [
+        _attribute_constant("vth", "vth"),
+        _attribute_constant("reset_mant", "reset_mant"),
+        _attribute_constant("reset_mode", "reset", kind="value_string"),
+        make("Constant", [], ["subtract"], value=helper.make_tensor("subtract", TensorProto.STRING, [], [b"subtract"])),
+        _int_constant("vth_unit", 2**VTH_SHIFT),
+        make("Mul", ["vth", "vth_unit"], ["threshold"]),
+        make("Greater", ["v_clipped", "threshold"], ["fired"]),  # strict, as the hardware
+        make("Cast", ["fired"], ["S"], to=TensorProto.UINT8),
+        make("Mul", ["reset_mant", "act_unit"], ["reset_amount"]),
+        make("Where", ["fired", "reset_amount", "zero"], ["removed"]),
+        make("Sub", ["v_clipped", "removed"], ["v_soft"]),
+        make("Where", ["fired", "zero", "v_clipped"], ["v_hard"]),
+        make("Equal", ["reset_mode", "subtract"], ["is_soft"]),
+        make("Where", ["is_soft", "v_soft", "v_hard"], ["V_next"]),
+    ]
+    return helper.make_function(
+        DOMAIN,
+        NEURON_OP,
+        ["A", "U", "V", "B"],
+        ["S", "U_next", "V_next"],
+        body,
+        [helper.make_opsetid("", OPSET)],
+        attributes=list(_NEURON_ATTRIBUTES),
+        doc_string=(
+            f"Loihi CUBA neuron layer, one timestep, integer-exact ({SEMANTICS}); "
+            "see inflor_deploy.ir.nodes.FixedPointNeuron and inflor_deploy.export.onnx_fixed."
+        ),
+    )
+
+
+def loihi_accumulator_function() -> onnx.FunctionProto:
+    """``inflor.LoihiAccumulator(A, U, V, B) -> (U_next, V_next)``: the neuron without spike or reset."""
+    return helper.make_function(
+        DOMAIN,
+        ACCUMULATOR_OP,
+        ["A", "U", "V", "B"],
+        ["U_next", "V_next"],
+        _cuba_body("V_next"),
+        [helper.make_opsetid("", OPSET)],
+        attributes=list(_ACCUMULATOR_ATTRIBUTES),
+        doc_string=(
+            f"Never-firing Loihi neuron (the readout), one timestep ({SEMANTICS}); "
+            "see inflor_deploy.ir.nodes.FixedPointAccumulator."
+        ),
+    )
+
+
+# =========================================================================== writer
+
+
+def synapse_sum_bound(node: n.FixedPointSynapse, input_max: int) -> int:
+    """``max_o sum_k |w_ok| * input_max``: no partial sum of the synapse exceeds it in magnitude."""
+    w = np.abs(np.asarray(node.weight, dtype=np.int64)).reshape(node.weight.shape[0], -1)
+    return int(w.sum(axis=1).max(initial=0)) * int(input_max)
+
+
+def _set_meta(proto: onnx.NodeProto, key: str, value: object) -> None:
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = key, str(value)
+
+
+def _value_info(name: str, dtype: int, shape: tuple[int, ...]) -> onnx.ValueInfoProto:
+    return helper.make_tensor_value_info(name, dtype, ["batch", *shape])
+
+
+class _Writer:
+    def __init__(self, graph: Graph, input_bound: float) -> None:
+        self.graph = graph
+        self.shapes = validate(graph)
+        self.input_bound = input_bound
+        self.nodes: list[onnx.NodeProto] = []
+        self.initializers: list[onnx.TensorProto] = []
+        self.inputs: list[onnx.ValueInfoProto] = []
+        self.outputs: list[onnx.ValueInfoProto] = []
+        # IR node name -> (ONNX tensor with its output, element type, largest |value|)
+        self.tensor: dict[str, tuple[str, int, int]] = {}
+        self.casts: dict[tuple[str, int], str] = {}
+
+    def as_type(self, source: str, dtype: int) -> str:
+        """The source's output in ``dtype`` (one Cast per source and type, shared by its synapses)."""
+        tensor, current, _ = self.tensor[source]
+        if current == dtype:
+            return tensor
+        key = (source, dtype)
+        if key not in self.casts:
+            name = f"{source}.as_{helper.tensor_dtype_to_np_dtype(dtype).name}"
+            self.nodes.append(helper.make_node("Cast", [tensor], [name], name=name, to=dtype))
+            self.casts[key] = name
+        return self.casts[key]
+
+    def add_input(self, node: n.Input) -> None:
+        scale = node.grade_scale
+        if scale is None:
+            raise ExportError(f"Input {node.name!r} has no grade_scale: quantize the graph (QuantizeFixedPoint) first")
+        self.inputs.append(_value_info(INPUT_NAME, TensorProto.FLOAT, tuple(node.shape)))
+        make = helper.make_node
+        suffixes = ("grade_scale", "as_float64", "scaled", "graded")
+        scale_name, wide, scaled, graded = (f"{node.name}.{s}" for s in suffixes)
+        self.initializers.append(numpy_helper.from_array(np.array(scale, dtype=np.float64), scale_name))
+        self.nodes += [
+            make("Cast", [INPUT_NAME], [wide], name=wide, to=TensorProto.DOUBLE),
+            make("Mul", [wide, scale_name], [scaled], name=scaled),
+            make("Round", [scaled], [graded], name=graded),  # half to even, as np.rint
+        ]
+        # round() is monotone, so |image| <= input_bound gives |graded| <= rint(input_bound * scale).
+        input_max = int(np.rint(np.float64(self.input_bound) * np.float64(scale)))
+        self.tensor[node.name] = (graded, TensorProto.DOUBLE, abs(input_max))
+
+    def add_synapse(self, node: n.FixedPointSynapse) -> None:
+        name, source = node.name, node.sources[0]
+        if not isinstance(self.graph.node(source), (n.Input, n.FixedPointNeuron)):
+            raise ExportError(f"synapse {name!r}: its source {source!r} is neither the Input nor a neuron layer")
+        input_max = self.tensor[source][2]
+        # The input itself must also survive the Cast (it does whenever some weight is nonzero).
+        bound = max(synapse_sum_bound(node, input_max), input_max)
+        if bound < FLOAT32_EXACT_LIMIT:
+            dtype, np_type = TensorProto.FLOAT, np.float32
+        elif node.kind == "dense" and bound < FLOAT64_EXACT_LIMIT:
+            dtype, np_type = TensorProto.DOUBLE, np.float64
+        else:
+            raise ExportError(
+                f"synapse {name!r} ({node.kind}): its partial sums can reach {bound} "
+                f"(sum |w| per output x input bound {input_max}), beyond what "
+                + ("float32 (2^24) holds exactly, and onnxruntime has no float64 Conv"
+                   if node.kind == "conv" else "float64 (2^53) holds exactly")
+                + "; requantize with smaller weights or a smaller grade_scale, or export a smaller input_bound"
+            )  # fmt: skip
+        weight = np.asarray(node.weight)
+        weight_name = f"{name}.weight"
+        self.initializers.append(numpy_helper.from_array(weight.astype(np_type), weight_name))
+        x = self.as_type(source, dtype)
+        total = f"{name}.sum"
+        if node.kind == "conv":
+            proto = helper.make_node(
+                "Conv", [x, weight_name], [total], name=name,
+                kernel_shape=list(weight.shape[2:]), strides=list(node.stride),
+                pads=[node.padding[0], node.padding[1], node.padding[0], node.padding[1]],
+                dilations=[1, 1], group=int(node.groups),
+            )  # fmt: skip
+        else:
+            if len(self.shapes[source]) != 1:
+                flat = f"{name}.flatten"
+                self.nodes.append(helper.make_node("Flatten", [x], [flat], name=flat, axis=1))
+                x = flat
+            proto = helper.make_node("Gemm", [x, weight_name], [total], name=name, transB=1)
+        _set_meta(proto, "inflor.sum_bound", bound)
+        _set_meta(proto, "inflor.compute_type", "float32" if dtype == TensorProto.FLOAT else "float64")
+        _set_meta(proto, "inflor.delay", node.delay)
+        self.nodes.append(proto)
+        self.nodes.append(helper.make_node("Cast", [total], [name], name=f"{name}.to_int64", to=TensorProto.INT64))
+        self.tensor[name] = (name, TensorProto.INT64, bound)
+
+    def current(self, node: n.Node) -> str:
+        """The int64 sum of the source synapses' currents, in source order."""
+        total = self.tensor[node.sources[0]][0]
+        last = len(node.sources) - 1
+        for i, source in enumerate(node.sources[1:], start=1):
+            name = f"{node.name}.current" if i == last else f"{node.name}.current_{i}"
+            self.nodes.append(helper.make_node("Add", [total, self.tensor[source][0]], [name], name=name))
+            total = name
+        return total
+
+    def add_layer(self, node: n.FixedPointNeuron | n.FixedPointAccumulator) -> None:
+        name = node.name
+        for source in node.sources:
+            if not isinstance(self.graph.node(source), n.FixedPointSynapse):
+                raise ExportError(f"layer {name!r}: source {source!r} is not a FixedPointSynapse")
+        shape = self.shapes[name]
+        bias_name = f"{name}.bias_mant"
+        bias = np.broadcast_to(np.asarray(node.bias_mant, dtype=np.int64), shape)
+        self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(bias), bias_name))
+        u, v, u_next, v_next = f"{name}.u", f"{name}.v", f"{name}.u_next", f"{name}.v_next"
+        inputs = [self.current(node), u, v, bias_name]
+        if isinstance(node, n.FixedPointNeuron):
+            if node.reset not in ("subtract", "zero"):
+                raise ExportError(f"neuron {name!r}: reset {node.reset!r} must be 'subtract' or 'zero'")
+            spikes = f"{name}.spikes"
+            proto = helper.make_node(
+                NEURON_OP, inputs, [spikes, u_next, v_next], name=name, domain=DOMAIN,
+                vth=int(node.vth), reset=str(node.reset), reset_mant=int(node.reset_mant),
+                du=int(node.du), dv=int(node.dv), bias_exp=int(node.bias_exp),
+            )  # fmt: skip
+            self.outputs.append(_value_info(spikes, TensorProto.UINT8, shape))
+            self.tensor[name] = (spikes, TensorProto.UINT8, 1)
+        else:
+            proto = helper.make_node(
+                ACCUMULATOR_OP, inputs, [u_next, v_next], name=name, domain=DOMAIN,
+                du=DECAY_UNIT - 1, dv=0, bias_exp=int(node.bias_exp),
+            )  # fmt: skip
+        _set_meta(proto, "inflor.scale", repr(float(node.scale)))
+        self.nodes.append(proto)
+        self.inputs += [_value_info(u, TensorProto.INT64, shape), _value_info(v, TensorProto.INT64, shape)]
+        self.outputs += [_value_info(u_next, TensorProto.INT64, shape), _value_info(v_next, TensorProto.INT64, shape)]
+
+    def add(self, node: n.Node) -> None:
+        if isinstance(node, n.Input):
+            self.add_input(node)
+        elif isinstance(node, n.FixedPointSynapse):
+            self.add_synapse(node)
+        elif isinstance(node, (n.FixedPointNeuron, n.FixedPointAccumulator)):
+            self.add_layer(node)
+        else:
+            raise ExportError(
+                f"fixed_graph_to_onnx writes fixed-point graphs; node {node.name!r} is a {type(node).__name__}"
+            )
+
+    def check_unique_names(self) -> None:
+        """Derived names (<node>.weight, <node>.u, ...) must not collide with node names or each other."""
+        tensors = [t for p in self.nodes for t in p.output] + [t.name for t in self.initializers]
+        tensors += [v.name for v in self.inputs]
+        for label, values in (("node", [p.name for p in self.nodes]), ("tensor", tensors)):
+            seen: set[str] = set()
+            for value in values:
+                if value in seen:
+                    raise ExportError(
+                        f"ONNX {label} name {value!r} would be used twice; rename the IR node whose name "
+                        "collides with a derived name (<node>.weight, <node>.u, <node>.current, ...)"
+                    )
+                seen.add(value)
+
+
+def fixed_graph_to_onnx(graph: Graph, input_bound: float = 1.0) -> onnx.ModelProto:
+    """Write a quantized IR graph as a per-timestep ONNX model, bit-exact with ``run_aligned``.
+
+    Args:
+        graph: A valid fixed-point graph (after ``QuantizeFixedPoint``; a
+            schedule, if any, is not used: the ONNX graph is the aligned view).
+        input_bound: The largest ``|image|`` value the exactness proof of the
+            input synapses covers (images are in [0, 1] in this project);
+            :func:`run_fixed_onnx` refuses images beyond it.
+
+    Returns:
+        The model (layout in the module docstring); it passes
+        ``onnx.checker.check_model(model, full_check=True)``.
+
+    Raises:
+        IRError: The graph is invalid.
+        ExportError: A float graph, an Input without grade_scale, a synapse
+            whose sums no float type holds exactly (names the synapse and its
+            bound), or names that collide once suffixed.
+    """
+    if not graph.is_fixed_point:
+        raise ExportError("fixed_graph_to_onnx writes quantized graphs; run QuantizeFixedPoint first")
+    if not (math.isfinite(input_bound) and input_bound > 0):
+        raise ExportError(f"input_bound must be a finite number > 0, got {input_bound}")
+    writer = _Writer(graph, float(input_bound))
+    for node in graph:
+        writer.add(node)
+    writer.check_unique_names()
+    onnx_graph = helper.make_graph(
+        writer.nodes, graph.name, writer.inputs, writer.outputs, initializer=writer.initializers,
+        doc_string=(
+            f"One timestep of the fixed-point {graph.name!r} (T = {graph.timesteps}, aligned view); "
+            "feed <layer>.u_next / <layer>.v_next back as <layer>.u / <layer>.v."
+        ),
+    )  # fmt: skip
+    model = helper.make_model(
+        onnx_graph,
+        opset_imports=[helper.make_opsetid("", OPSET), helper.make_opsetid(DOMAIN, DOMAIN_VERSION)],
+        functions=[loihi_neuron_function(), loihi_accumulator_function()],
+        producer_name="inflor-deploy",
+        ir_version=IR_VERSION,
+    )
+    helper.set_model_props(
+        model,
+        {
+            _META_TIMESTEPS: str(graph.timesteps),
+            _META_NAME: graph.name,
+            _META_INPUT: graph.input.name,
+            _META_SEMANTICS: SEMANTICS,
+            _META_GRADE_SCALE: repr(float(graph.input.grade_scale)),
+            _META_INPUT_BOUND: repr(float(input_bound)),
+        },
+    )
+    return model
+
+
+def save_fixed_onnx(graph: Graph, path: str | Path, input_bound: float = 1.0) -> Path:
+    """Export a quantized graph with :func:`fixed_graph_to_onnx` and write it atomically."""
+    return save_onnx(fixed_graph_to_onnx(graph, input_bound), path)
+
+
+# =========================================================================== runner
+
+
+class FixedOnnxRun(NamedTuple):
+    """What :func:`run_fixed_onnx` returns (unpacks as ``accumulator, spikes, voltages``).
+
+    Attributes:
+        accumulator: ``[B, classes]`` int64 accumulator v after the last step.
+        spikes: Neuron name -> ``[T, B, ...]`` uint8.
+        voltages: Neuron/accumulator name -> ``[T, B, ...]`` int64 v after the step's reset.
+    """
+
+    accumulator: np.ndarray
+    spikes: dict[str, np.ndarray]
+    voltages: dict[str, np.ndarray]
+
+
+def _metadata(model: onnx.ModelProto) -> dict[str, str]:
+    return {p.key: p.value for p in model.metadata_props}
+
+
+def run_fixed_onnx(
+    model: onnx.ModelProto,
+    images: np.ndarray,
+    timesteps: int | None = None,
+    optimize: bool = False,
+    threads: int = 2,
+) -> FixedOnnxRun:
+    """Run a model written by :func:`fixed_graph_to_onnx` for T steps with onnxruntime (CPU).
+
+    Args:
+        model: The fixed-point per-timestep model.
+        images: ``[B, C, H, W]`` images; fed as float32, so their values
+            must be float32 numbers (``run_aligned`` reads them as float64).
+        timesteps: T; default: the model's ``inflor.timesteps`` metadata.
+        optimize: Let onnxruntime rewrite the graph (ORT_ENABLE_ALL) instead
+            of running it as written; the result is the same integers.
+        threads: onnxruntime intra-op threads.
+
+    Returns:
+        ``(accumulator, spikes, voltages)`` as a :class:`FixedOnnxRun`.
+
+    Raises:
+        OnnxFormatError: Not a fixed-point model, no timesteps, or images
+            outside the model's ``inflor.input_bound`` or not float32 values.
+    """
+    import onnxruntime as ort  # here, so that importing the exporter does not load onnxruntime
+
+    meta = _metadata(model)
+    if meta.get(_META_SEMANTICS) != SEMANTICS:
+        raise OnnxFormatError("not a fixed-point model written by fixed_graph_to_onnx (no inflor.semantics)")
+    if timesteps is None:
+        if _META_TIMESTEPS not in meta:
+            raise OnnxFormatError("the ONNX model does not record its timesteps; pass timesteps=T")
+        timesteps = int(meta[_META_TIMESTEPS])
+    if timesteps < 1:
+        raise OnnxFormatError(f"timesteps must be >= 1, got {timesteps}")
+    original = np.asarray(images)
+    images = np.ascontiguousarray(original, dtype=np.float32)
+    if not np.array_equal(images, original):
+        raise OnnxFormatError("images hold values that float32 (the model's input type) cannot represent exactly")
+    bound = float(meta.get(_META_INPUT_BOUND, "1.0"))
+    if not np.isfinite(images).all() or (images.size and float(np.abs(images).max()) > bound):
+        raise OnnxFormatError(
+            f"images must be finite with |value| <= {bound}, the input bound the export proved exact; "
+            "export with a larger input_bound"
+        )
+    batch = images.shape[0]
+
+    layers = [p for p in model.graph.node if p.domain == DOMAIN and p.op_type in (NEURON_OP, ACCUMULATOR_OP)]
+    readouts = [p for p in layers if p.op_type == ACCUMULATOR_OP]
+    if len(readouts) != 1:
+        raise OnnxFormatError(f"expected one {DOMAIN}.{ACCUMULATOR_OP} node, found {len(readouts)}")
+    # state input -> the output holding its next value; outputs are (S, U_next, V_next) or (U_next, V_next)
+    feedback: dict[str, str] = {}
+    v_next: dict[str, str] = {}
+    for p in layers:
+        u_out, v_out = p.output[-2], p.output[-1]
+        feedback[p.input[1]], feedback[p.input[2]] = u_out, v_out
+        v_next[p.name] = v_out
+    neurons = [p for p in layers if p.op_type == NEURON_OP]
+    graph_inputs = {v.name: v for v in model.graph.input}
+    state = {}
+    for name in feedback:
+        dims = graph_inputs[name].type.tensor_type.shape.dim[1:]
+        state[name] = np.zeros((batch, *(int(d.dim_value) for d in dims)), dtype=np.int64)
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3  # errors only
+    options.graph_optimization_level = (
+        ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    )
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+    fetch = [p.output[0] for p in neurons] + list(feedback.values())
+    spikes: dict[str, list[np.ndarray]] = {p.name: [] for p in neurons}
+    voltages: dict[str, list[np.ndarray]] = {p.name: [] for p in layers}
+    for _ in range(timesteps):
+        values = dict(zip(fetch, session.run(fetch, {INPUT_NAME: images, **state})))
+        for p in neurons:
+            spikes[p.name].append(values[p.output[0]])
+        for name, out in v_next.items():
+            voltages[name].append(values[out])
+        state = {name: values[out] for name, out in feedback.items()}
+    return FixedOnnxRun(
+        accumulator=state[readouts[0].input[2]],
+        spikes={k: np.stack(v).astype(np.uint8) for k, v in spikes.items()},
+        voltages={k: np.stack(v) for k, v in voltages.items()},
+    )
