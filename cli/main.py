@@ -16,6 +16,7 @@ import click
 from inflor_deploy.errors import InflorError
 
 EXIT_USER_ERROR = 1
+EXIT_VERIFICATION_FAILED = 2
 
 
 def _user_errors(command):
@@ -197,6 +198,10 @@ def _print_compile_summary(result, output) -> None:
     schedule = result.graph.schedule
     if schedule is not None:
         click.echo(f"schedule: latency {schedule.latency} steps, reset interval {schedule.reset_interval}")
+    if result.fixed_graph is not None:
+        from inflor_deploy.report import resource_summary
+
+        click.echo(resource_summary(result.fixed_graph, result.target))
     click.echo(f"artifact: {output}")
 
 
@@ -212,7 +217,8 @@ compile_options = [
     click.option("--overflow", type=click.Choice(["warn", "error"]), default="warn", show_default=True,
                  help="A layer whose v can saturate in the worst case: warn, or refuse to compile."),
     click.option("-T", "--timesteps", type=int, default=None, help="Override the checkpoint's T."),
-    click.option("--probe-samples", type=int, default=16, show_default=True, help="Inputs the pass contracts run on."),
+    click.option("--probe-samples", type=int, default=None,
+                 help="Inputs the pass contracts run on [default: 16, fewer (>= 2) for very large nets]."),
 ]
 
 
@@ -241,6 +247,90 @@ def compile_command(model, target, output, force, stop_after, input_scale, headr
     _print_compile_summary(result, output)
 
 
+def _artifact_for(model: Path, target, output, force, trust_pickle, options):
+    """An artifact directory as given, or a fresh compile of a checkpoint file."""
+    from inflor_deploy.artifact import load_artifact
+
+    if model.is_dir():
+        return load_artifact(model)
+    output = output or _default_output(model, target)
+    result = _compile(model, target, output, force, None, trust_pickle, *options)
+    _print_compile_summary(result, output)
+    return load_artifact(output)
+
+
+def _print_ladder(ladder) -> None:
+    click.echo("parity ladder:")
+    for level in ladder.levels:
+        status = {True: "PASS", False: "FAIL", None: "skip"}[level.ok]
+        if level.kind == "statistical" and level.ok:
+            status = "info"
+        click.echo(f"  {level.level}  {status}  {level.name:<52} [{level.kind}] {level.summary}")
+        if level.first_divergence and (level.ok is False or level.kind == "statistical"):
+            where = ", ".join(f"{k}={v}" for k, v in level.first_divergence.items())
+            click.echo(f"           first divergence: {where}")
+
+
+@cli.command()
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--data", "data_spec", default="digits", show_default=True, help="digits | cifar10:FOLDER | FILE.npz")
+@click.option("--samples", type=int, default=None, help="Use the first N test samples (default: all).")
+@click.option("--reference-samples", type=int, default=8, show_default=True,
+              help="Samples the slow integer reference checks the simulator on (level 2).")
+@click.option("--lava-samples", type=int, default=2, show_default=True,
+              help="Samples run through Lava for level 3 (0 skips it; Lava runs ~1000 steps/s).")
+@click.option("--target", "-t", default="loihi2-sim", show_default=True)
+@click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Artifact directory when MODEL is a checkpoint [default: artifacts/<model>-<target>].")
+@click.option("--force", is_flag=True, help="Replace an existing artifact directory.")
+@trust_pickle_option
+@_user_errors
+def verify(model, data_spec, samples, reference_samples, lava_samples, target, output, force, trust_pickle):
+    """Run the parity ladder; MODEL is a checkpoint (compiled first) or an artifact directory.
+
+    Exits with status 2 when a bit-exact or spike-exact level fails.
+    """
+    from inflor_deploy.data import load_dataset
+    from inflor_deploy.verify import run_ladder
+
+    if reference_samples < 1 or lava_samples < 0:
+        raise InflorError("--reference-samples must be >= 1 and --lava-samples >= 0")
+    artifact = _artifact_for(model, target, output, force, trust_pickle, (None, "u", "warn", None, None))
+    data = load_dataset(data_spec, "test").take(samples)
+    ladder = run_ladder(
+        artifact, data, reference_samples=reference_samples, lava_samples=lava_samples,
+        trust_pickle=trust_pickle, progress=lambda message: click.echo(f"  ... {message}", err=True),
+    )  # fmt: skip
+    path = artifact.write_json("verify.json", {"data": data.name, **ladder.to_dict()})
+    _print_ladder(ladder)
+    click.echo(f"ladder written to {path}")
+    if not ladder.ok:
+        click.echo("error: a bit-exact level failed (see the first divergence above)", err=True)
+        sys.exit(EXIT_VERIFICATION_FAILED)
+
+
+@cli.command()
+@click.argument("artifact", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--data", "data_spec", default="digits", show_default=True,
+              help="digits | cifar10:FOLDER | FILE.npz (its test split is simulated)")
+@click.option("--samples", type=click.IntRange(min=1), default=None, help="Use only the first N test samples.")
+@click.option("--target", "-t", default=None, help="Limits and energy constants of this target instead of the artifact's.")
+@click.option("--progress/--no-progress", default=False, show_default=True, help="Show a progress bar while simulating.")
+@_user_errors
+def report(artifact, data_spec, samples, target, progress):
+    """Simulate ARTIFACT over a dataset; write ARTIFACT/report/report.{json,md,html} (spikes, synops, energy, cores)."""
+    from inflor_deploy.report import build_report, short_summary, write_report
+
+    result = build_report(artifact, data_spec, samples=samples, progress=progress, target=target)
+    paths = write_report(result, artifact)
+    click.echo(short_summary(result))
+    for kind, path in paths.items():
+        click.echo(f"  {kind}: {path}")
+    if result.status == "error":
+        click.echo("error: the model exceeds the target's enforced resource limits (see the violations above)", err=True)
+        sys.exit(EXIT_USER_ERROR)
+
+
 @cli.command()
 @click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), default=Path("artifacts/demo"), show_default=True)
 @_user_errors
@@ -248,7 +338,7 @@ def demo(output):
     """The README's main job: compile the bundled digits model for loihi2-sim."""
     from inflor_deploy.pretrained import DEFAULT_MODEL
 
-    result = _compile(DEFAULT_MODEL, "loihi2-sim", output, True, None, False, None, "u", "warn", None, 16)
+    result = _compile(DEFAULT_MODEL, "loihi2-sim", output, True, None, False, None, "u", "warn", None, None)
     _print_compile_summary(result, output)
 
 

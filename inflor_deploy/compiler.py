@@ -29,7 +29,29 @@ from inflor_deploy.passes.quantize import quantize_with_report
 from inflor_deploy.targets import Target, load_target
 
 #: Probe samples the contracts run on (real test images when the checkpoint names its dataset).
-DEFAULT_PROBE_SAMPLES = 16
+MAX_PROBE_SAMPLES = 16
+MIN_PROBE_SAMPLES = 2
+#: Multiply-accumulates one float run of the probe may cost when the probe size is automatic.
+#: Contracts check each pass on a handful of inputs; whole datasets are `inflor-deploy verify`'s job.
+PROBE_MAC_BUDGET = 2e10
+
+
+def macs_per_sample(graph: Graph) -> int:
+    """Dense-equivalent multiply-accumulates of one sample over T timesteps (synapses only)."""
+    from inflor_deploy.ir import infer_shapes
+    from inflor_deploy.ir import nodes as n
+
+    shapes = infer_shapes(graph)
+    per_step = 0
+    for node in graph.of_type(n.Conv2d, n.Linear):
+        per_step += int(np.prod(shapes[node.name])) * int(np.prod(node.weight.shape[1:]))
+    return per_step * graph.timesteps
+
+
+def auto_probe_samples(graph: Graph) -> int:
+    """16 probe inputs for small nets, fewer (at least 2) when one float run would exceed the budget."""
+    fit = int(PROBE_MAC_BUDGET // max(1, macs_per_sample(graph)))
+    return max(MIN_PROBE_SAMPLES, min(MAX_PROBE_SAMPLES, fit))
 
 
 @dataclass
@@ -99,7 +121,7 @@ def compile_checkpoint(
     trust_pickle: bool = False,
     quantization: QuantizationOptions = QuantizationOptions(),
     stop_after: str | None = None,
-    probe_samples: int = DEFAULT_PROBE_SAMPLES,
+    probe_samples: int | None = None,
     timesteps: int | None = None,
     on_step: Callable[[str, Graph], None] | None = None,
 ) -> CompileResult:
@@ -111,7 +133,7 @@ def compile_checkpoint(
         trust_pickle: Passed to ``load_checkpoint`` (executes code; trusted files only).
         quantization: Options of ``QuantizeFixedPoint``.
         stop_after: Stop after this pass (see ``PASSES_BY_NAME``).
-        probe_samples: How many probe inputs the contracts run on.
+        probe_samples: How many probe inputs the contracts run on (None: :func:`auto_probe_samples`).
         timesteps: Override the checkpoint's T (must be >= 1).
         on_step: Called with ``(name, graph)`` after the import and each pass.
 
@@ -125,7 +147,7 @@ def compile_checkpoint(
     checkpoint = load_checkpoint(path, trust_pickle=trust_pickle)
     if timesteps is not None and timesteps < 1:
         raise InflorError(f"timesteps must be >= 1, got {timesteps}")
-    if probe_samples < 1:
+    if probe_samples is not None and probe_samples < 1:
         raise InflorError(f"probe_samples must be >= 1, got {probe_samples}")
     exported = model_to_ir(checkpoint.model)
     if timesteps is not None:
@@ -141,7 +163,7 @@ def compile_checkpoint(
         if on_step:
             on_step(name, graph)
 
-    probe, probe_source = _probe(checkpoint, imported, probe_samples)
+    probe, probe_source = _probe(checkpoint, imported, probe_samples or auto_probe_samples(imported))
     ctx = PassContext(target=target, probe=probe, quantization=quantization)
     result = run_pipeline(imported, COMPILE_PIPELINE, ctx, stop_after=stop_after, on_step=record)
     report: list[dict[str, Any]] = []

@@ -31,8 +31,8 @@ from inflor_deploy.ir import nodes as n
 from inflor_deploy.ir.graph import Graph, Schedule
 from inflor_deploy.passes.base import ContractResult, Pass, PassContext, PassError
 
-#: At most this many probe samples go through the (slow) pipelined reference.
-PIPELINE_PROBE_SAMPLES = 2
+#: Probe samples run back to back through the pipelined view.
+PIPELINE_PROBE_SAMPLES = 4
 
 
 def schedule_timesteps(graph: Graph, ctx: PassContext) -> Graph:
@@ -74,18 +74,30 @@ def schedule_timesteps(graph: Graph, ctx: PassContext) -> Graph:
 def check_schedule_timesteps(before: Graph, after: Graph, ctx: PassContext) -> ContractResult:
     """Bit-exact: the pipelined run, de-skewed, equals the aligned run."""
     from inflor_deploy.sim.compare import first_divergence
-    from inflor_deploy.sim.int_reference import run_aligned, run_pipelined
+    from inflor_deploy.sim.fixed_point import simulate
 
+    s = after.schedule
+    misaligned = _misaligned_synapse(after)
+    if misaligned is not None:
+        return ContractResult(
+            pass_name="ScheduleTimesteps",
+            kind="bit-exact",
+            ok=False,
+            summary=f"synapse {misaligned['synapse']!r} delay {misaligned['actual']} does not align its spikes "
+            f"with {misaligned['layer']!r} (needs {misaligned['expected']})",
+            metrics={"latency": s.latency, "reset_interval": s.reset_interval},
+            first_divergence=misaligned,
+        )
+    # The fast simulator's two views (each checked bit-exact against int_reference).
     probe = ctx.probe[:PIPELINE_PROBE_SAMPLES]
-    aligned = run_aligned(before, probe, record=True)
-    pipelined, _ = run_pipelined(after, probe, record=True)
+    aligned = simulate(before, probe, view="aligned", record=True)
+    pipelined = simulate(after, probe, view="pipelined", record=True)
     order = [l.name for l in after.of_type(n.FixedPointNeuron, n.FixedPointAccumulator)]
     divergence = first_divergence(aligned.spikes, pipelined.spikes, [o for o in order if o in aligned.spikes])
     if divergence is None:
         divergence = first_divergence(aligned.voltages, pipelined.voltages, order)
     readout_equal = bool(np.array_equal(aligned.accumulator, pipelined.accumulator))
     ok = divergence is None and readout_equal
-    s = after.schedule
     summary = (
         f"pipelined == aligned on {len(probe)} samples (every spike and v); latency {s.latency} steps, "
         f"reset interval {s.reset_interval}, max delay {max((x.delay for x in after.of_type(n.FixedPointSynapse)), default=0)}"
@@ -100,6 +112,18 @@ def check_schedule_timesteps(before: Graph, after: Graph, ctx: PassContext) -> C
         metrics={"latency": s.latency, "reset_interval": s.reset_interval, "samples": len(probe)},
         first_divergence=None if divergence is None else dataclasses.asdict(divergence),
     )
+
+
+def _misaligned_synapse(graph: Graph) -> dict | None:
+    """The first synapse whose delay breaks ``delay = depth(L) - depth(source) - 1``, if any."""
+    depth = {graph.input.name: 0, **graph.schedule.depth}
+    for layer in graph.of_type(n.FixedPointNeuron, n.FixedPointAccumulator):
+        for name in layer.sources:
+            synapse = graph.node(name)
+            expected = depth[layer.name] - depth[synapse.sources[0]] - 1
+            if synapse.delay != expected:
+                return {"layer": layer.name, "synapse": name, "expected": expected, "actual": synapse.delay}
+    return None
 
 
 ScheduleTimesteps = Pass(

@@ -1,0 +1,65 @@
+"""The parity ladder on the bundled digits model, and a corrupted weight caught at level 2."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from inflor_deploy import verify
+from inflor_deploy.artifact import load_artifact, write_artifact
+from inflor_deploy.compiler import compile_checkpoint
+from inflor_deploy.data import load_digits
+from inflor_deploy.pretrained import DEFAULT_MODEL
+
+
+@pytest.fixture(scope="module")
+def artifact(tmp_path_factory):
+    out = tmp_path_factory.mktemp("verify") / "digits"
+    write_artifact(compile_checkpoint(DEFAULT_MODEL), out)
+    return load_artifact(out)
+
+
+def test_ladder_passes_on_the_bundled_model(artifact):
+    data = load_digits("test").take(96)
+    ladder = verify.run_ladder(artifact, data, reference_samples=4, lava_samples=0)
+    levels = {level.level: level for level in ladder.levels}
+    assert ladder.ok
+    assert levels[1].ok and levels[1].metrics["unexplained"] == 0 and levels[1].metrics["spikes"] > 0
+    assert levels[2].ok and levels[2].metrics["values_compared"] > 0
+    assert levels[3].ok is None  # skipped: 0 Lava samples
+    assert levels[4].metrics["accuracy_fixed"] >= 0.95 and levels[4].metrics["class_agreement"] >= 0.95
+
+
+def test_a_corrupted_weight_fails_level_2_in_the_right_layer(artifact, monkeypatch):
+    from inflor_deploy.sim import fixed_point
+
+    real = fixed_point.simulate
+
+    def corrupted(graph, images, **kwargs):
+        nodes = []
+        for node in graph:
+            if node.name == "unit2.conv":
+                weight = node.weight.copy()
+                weight[3, 0, 1, 1] += 40  # one weight of one synapse
+                node = dataclasses.replace(node, weight=weight)
+            nodes.append(node)
+        return real(graph.replace_nodes(nodes), images, **kwargs)
+
+    monkeypatch.setattr(fixed_point, "simulate", corrupted)
+    result = verify.level2_reference_vs_simulator(artifact.fixed_graph, load_digits("test").images[:4])
+    assert result.ok is False
+    assert result.first_divergence["layer"] == "unit2.neuron"
+    assert "DIVERGES" in result.summary
+
+
+def test_level1_names_a_real_mismatch(artifact):
+    from inflor_deploy.checkpoint import load_checkpoint
+
+    model = load_checkpoint(DEFAULT_MODEL).model
+    imported = artifact.graph_at("import")
+    # Shift one layer's threshold in the IR: no longer a near-tie, a real disagreement.
+    broken = imported.replace_nodes(
+        [dataclasses.replace(x, vth=0.45) if x.name == "unit2.neuron" else x for x in imported]
+    )
+    result = verify.level1_torch_vs_float_ir(model, broken, load_digits("test").take(16))
+    assert result.ok is False and result.first_divergence["layer"] == "unit2.neuron"
