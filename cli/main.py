@@ -331,6 +331,58 @@ def report(artifact, data_spec, samples, target, progress):
         sys.exit(EXIT_USER_ERROR)
 
 
+def _predict(graph, images, backend: str, chunk: int, soft_reset: str):
+    """Accumulator readouts per sample from the chosen backend, with progress on stderr."""
+    import numpy as np
+
+    if backend == "sim":
+        from inflor_deploy.sim.fixed_point import simulate
+
+        return simulate(graph, images, view="pipelined", progress=True).accumulator
+    from inflor_deploy.lava_backend import run_lava
+
+    parts = []
+    for start in range(0, len(images), chunk):
+        run = run_lava(graph, images[start : start + chunk], soft_reset=soft_reset)
+        parts.append(run.accumulator)
+        click.echo(
+            f"  ... lava: {min(start + chunk, len(images))}/{len(images)} samples "
+            f"({run.steps} steps in {run.run_seconds:.1f} s, {run.steps / max(run.run_seconds, 1e-9):.0f} steps/s)",
+            err=True,
+        )
+    return np.concatenate(parts)
+
+
+@cli.command(name="run")
+@click.argument("artifact", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--backend", type=click.Choice(["sim", "lava"]), default="sim", show_default=True,
+              help="sim: the bit-exact simulator (pipelined view); lava: Lava's Loihi2SimCfg(fixed_pt).")
+@click.option("--data", "data_spec", default="digits", show_default=True, help="digits | cifar10:FOLDER | FILE.npz")
+@click.option("--samples", type=click.IntRange(min=1), default=None, help="Use the first N test samples.")
+@click.option("--chunk", type=click.IntRange(min=1), default=50, show_default=True,
+              help="Samples per Lava run (progress is reported per chunk).")
+@click.option("--soft-reset", type=click.Choice(["process", "recurrent"]), default="process", show_default=True,
+              help="Lava route for soft reset: our SoftResetLIF process, or stock CUBA LIF + self-inhibitory synapse.")
+@click.option("--show", type=click.IntRange(min=0), default=10, show_default=True, help="Predictions to print.")
+@_user_errors
+def run_command(artifact, backend, data_spec, samples, chunk, soft_reset, show):
+    """Run a compiled artifact on a dataset; print predictions and accuracy."""
+    from inflor_deploy.artifact import load_artifact
+    from inflor_deploy.data import load_dataset
+
+    art = load_artifact(artifact)
+    graph = art.fixed_graph
+    data = load_dataset(data_spec, "test").take(samples)
+    if tuple(data.images.shape[1:]) != tuple(graph.input.shape):
+        raise InflorError(f"{data.name} images are {tuple(data.images.shape[1:])}; the model expects {tuple(graph.input.shape)}")
+    readout = _predict(graph, data.images, backend, chunk, soft_reset)
+    predicted = readout.argmax(1)
+    for i in range(min(show, len(data))):
+        click.echo(f"  sample {i:>4}: predicted {int(predicted[i])}  label {int(data.labels[i])}")
+    accuracy = float((predicted == data.labels).mean())
+    click.echo(f"{backend}: accuracy {accuracy:.4f} on {len(data)} samples of {data.name}")
+
+
 @cli.command()
 @click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), default=Path("artifacts/demo"), show_default=True)
 @_user_errors

@@ -287,14 +287,15 @@ def _diagonal(node: n.FixedPointSynapse) -> np.ndarray | None:
 def _current_range(node: n.FixedPointSynapse, x_lo: int, x_hi: int) -> tuple[np.ndarray, np.ndarray]:
     """Per output: ``(lo, hi)`` bracketing every partial sum of ``w[o, :] * x``, x in [x_lo, x_hi]."""
     w = node.weight.astype(np.int64).reshape(node.weight.shape[0], -1)
-    pos, neg = np.clip(w, 0, None).sum(axis=1), -np.clip(w, None, 0).sum(axis=1)
+    # Python ints (object arrays): huge inputs must not overflow the bound itself.
+    pos = np.clip(w, 0, None).sum(axis=1).astype(object)
+    neg = -np.clip(w, None, 0).sum(axis=1).astype(object)
     x_pos, x_neg = max(x_hi, 0), max(-x_lo, 0)  # the positive and negative reach of x
     return -(pos * x_neg + neg * x_pos), pos * x_pos + neg * x_neg
 
 
-def _bias(layer) -> np.ndarray:
-    """``bias_mant << bias_exp`` (``>> -bias_exp`` when negative), int64, exactly as the reference."""
-    shape = tuple(layer.shape) if layer.shape else layer.bias_mant.shape
+def _bias(layer, shape: tuple[int, ...]) -> np.ndarray:
+    """``bias_mant << bias_exp`` (``>> -bias_exp`` when negative) over the layer's shape, int64, as the reference."""
     bias = np.broadcast_to(layer.bias_mant.astype(np.int64), shape)
     e = layer.bias_exp
     return bias << e if e >= 0 else bias >> -e
@@ -325,7 +326,7 @@ def plan(
         IRError: The graph is not quantized, or not consistently scheduled
             for the pipelined view.
     """
-    _check_graph(graph)
+    shapes = _check_graph(graph)
     if view not in ("aligned", "pipelined"):
         raise IRError(f"view must be 'aligned' or 'pipelined', got {view!r}")
     if precision not in ("auto", "int64"):
@@ -351,7 +352,7 @@ def plan(
         dv = layer.dv if is_neuron else 0
         vth64 = layer.vth << VTH_SHIFT if is_neuron else 0
         reset64 = layer.reset_mant << ACT_SHIFT if is_neuron and layer.reset == "subtract" else 0
-        bias_max = int(np.abs(_bias(layer)).max(initial=0))
+        bias_max = int(np.abs(_bias(layer, shapes[layer.name])).max(initial=0))
         # |u_t| <= f |u_{t-1}| + 64 A with f = (4095 - du) / 4096 (the decay rounds toward zero),
         # so |u| <= 64 A * min(n, 1 / (1 - f)) = 64 A * min(n, 4096 / (du + 1)) from a zero state.
         growth = min(Fraction(window), Fraction(DECAY_UNIT, du + 1))
@@ -401,6 +402,9 @@ def _check_graph(graph: Graph) -> dict[str, tuple[int, ...]]:
         for s in node.sources:
             if not isinstance(graph.node(s), n.FixedPointSynapse):
                 raise IRError(f"layer {node.name!r}: source {s!r} is not a FixedPointSynapse")
+    for node in graph.of_type(n.FixedPointSynapse):
+        if not isinstance(graph.node(node.sources[0]), (n.Input, n.FixedPointNeuron)):
+            raise IRError(f"synapse {node.name!r} must read the Input or a neuron layer, reads {node.sources[0]!r}")
     return shapes
 
 
@@ -525,7 +529,8 @@ class _Synapse:
             d = torch.from_numpy(_diagonal(node).astype(np.int64) * self.factor).to(device=device, dtype=self.dtype)
             self.diag = d.view(1, -1, 1, 1) if node.kind == "conv" else d.view(1, -1)
         elif self.dtype != torch.int64:
-            self.weight = torch.from_numpy(node.weight.astype(np.int64) * self.factor).to(device=device, dtype=self.dtype)
+            weight = torch.from_numpy(node.weight.astype(np.int64) * self.factor)
+            self.weight = weight.to(device=device, dtype=self.dtype)
         self._int_weight: torch.Tensor | None = None
         self._summing: dict[tuple, bool] = {}
 
@@ -636,9 +641,9 @@ class _Float32Layer:
     Its synapses deliver ``u = a << 6`` (weights x 64); v is float32 holding exact integers.
     """
 
-    def __init__(self, node, lp: LayerPlan, device: torch.device):
+    def __init__(self, node, lp: LayerPlan, shape: tuple[int, ...], device: torch.device):
         self.is_neuron = isinstance(node, n.FixedPointNeuron)
-        bias = _bias(node)
+        bias = _bias(node, shape)
         self.bias = torch.from_numpy(bias.astype(np.float32)).to(device) if bias.any() else None
         self.vth = float(node.vth << VTH_SHIFT) if self.is_neuron else 0.0
         self.subtract = self.is_neuron and node.reset == "subtract"
@@ -690,11 +695,11 @@ class _Float32Layer:
 class _Int64Layer:
     """The int64 kernel: the reference's ``_LayerState.step``, line by line, in torch."""
 
-    def __init__(self, node, lp: LayerPlan, device: torch.device):
+    def __init__(self, node, lp: LayerPlan, shape: tuple[int, ...], device: torch.device):
         self.is_neuron = isinstance(node, n.FixedPointNeuron)
-        self.shape = tuple(node.shape) if node.shape else node.bias_mant.shape
+        self.shape = shape
         self.device = device
-        self.bias = torch.from_numpy(np.ascontiguousarray(_bias(node))).to(device)
+        self.bias = torch.from_numpy(np.ascontiguousarray(_bias(node, shape))).to(device)
         self.du_factor = DECAY_UNIT - ((node.du if self.is_neuron else DECAY_UNIT - 1) + 1)
         self.dv_factor = DECAY_UNIT - (node.dv if self.is_neuron else 0)
         self.vth = node.vth << VTH_SHIFT if self.is_neuron else 0
@@ -747,14 +752,14 @@ class _Int64Layer:
 class _Network:
     """The graph on a device: layers in order, each with its kernel and synapses."""
 
-    def __init__(self, graph: Graph, sim_plan: SimPlan, device: torch.device):
+    def __init__(self, graph: Graph, sim_plan: SimPlan, shapes: dict[str, tuple[int, ...]], device: torch.device):
         self.device = device
         self.input_name = graph.input.name
         self.output_name = graph.output.name
         self.layers = []
         for layer in graph.of_type(n.FixedPointNeuron, n.FixedPointAccumulator):
             lp = sim_plan.layers[layer.name]
-            kernel = (_Float32Layer if lp.kernel == "float32" else _Int64Layer)(layer, lp, device)
+            kernel = (_Float32Layer if lp.kernel == "float32" else _Int64Layer)(layer, lp, shapes[layer.name], device)
             out_dtype = torch.float32 if lp.kernel == "float32" else torch.int64
             synapses = [_Synapse(graph.node(s), sim_plan.synapses[s], device, out_dtype) for s in layer.sources]
             # Conv/dense first: their fresh output can then take the diagonal ones in place.
@@ -943,7 +948,7 @@ def simulate(
         largest = max(math.prod(s) for s in shapes.values())
         batch_size = max(1, min(samples, DEFAULT_ELEMENTS_PER_BATCH // max(largest, 1)))
     with _exact_backends(device):
-        net = _Network(graph, sim_plan, device)
+        net = _Network(graph, sim_plan, shapes, device)
         setup = time.perf_counter() - started
         batches = _batches(graph, images, batch_size, progress, started)
         if view == "aligned":

@@ -15,15 +15,16 @@ import numpy as np
 import pytest
 import torch
 
+from inflor_deploy.checkpoint import load_checkpoint
 from inflor_deploy.data import load_digits
 from inflor_deploy.export.torch_to_ir import model_to_ir
 from inflor_deploy.ir import nodes as n
 from inflor_deploy.ir.graph import Graph, IRError
 from inflor_deploy.nn import ModelConfig
 from inflor_deploy.passes.base import PassContext
-from inflor_deploy.passes.pipeline import COMPILE_PIPELINE, FLOAT_PIPELINE
+from inflor_deploy.passes.pipeline import COMPILE_PIPELINE
 from inflor_deploy.pretrained import DEFAULT_MODEL
-from inflor_deploy.checkpoint import load_checkpoint
+from inflor_deploy.sim import fixed_point
 from inflor_deploy.sim.compare import first_divergence
 from inflor_deploy.sim.fixed_point import FLOAT32_EXACT, SimRun, input_range, plan, simulate
 from inflor_deploy.sim.int_reference import run_aligned, run_pipelined
@@ -59,8 +60,9 @@ def assert_bit_exact(reference, sim: SimRun, graph: Graph) -> None:
     assert sim.accumulator.dtype == np.int64
     assert sim.u_wraps == reference.u_wraps and sim.v_saturations == reference.v_saturations
     for name in neurons:  # the counts always collected agree with the recorded spikes
-        assert sim.spike_counts[name] == int(reference.spikes[name].sum())
-        np.testing.assert_array_equal(sim.spikes_per_sample[name], reference.spikes[name].sum(axis=(0, *range(2, reference.spikes[name].ndim))))
+        spikes = reference.spikes[name]
+        assert sim.spike_counts[name] == int(spikes.sum())
+        np.testing.assert_array_equal(sim.spikes_per_sample[name], spikes.sum(axis=(0, *range(2, spikes.ndim))))
 
 
 def assert_pipelined_bit_exact(graph: Graph, images: np.ndarray, precision: str = "auto") -> SimRun:
@@ -130,11 +132,13 @@ def test_plan_proves_float32_for_the_bundled_model(digits_fixed, digits_images):
     assert {s.dtype for s in p.synapses.values()} == {"float32"}
     assert {x.kernel for x in p.layers.values()} == {"float32"}
     assert all(s.bound <= FLOAT32_EXACT and s.prescaled for s in p.synapses.values())
-    # The input synapse: spikes reach it as [0, 255] grades; the bound is the worst partial sum.
+    # The input synapse reads grades in [0, 255]: its worst partial sum takes every positive
+    # (or every negative) weight of one output at 255.
     first = p.synapses["unit1.conv"]
     w = digits_fixed.node("unit1.conv").weight.reshape(16, -1).astype(np.int64)
     assert (first.input_min, first.input_max) == (0, 255) == p.input_range
-    assert first.bound == int(max((np.clip(w, 0, None).sum(1) * 255).max(), (-np.clip(w, None, 0).sum(1) * 255).max()))
+    positive, negative = np.clip(w, 0, None).sum(1) * 255, -np.clip(w, None, 0).sum(1) * 255
+    assert first.bound == max(positive.max(), negative.max())
     assert not p.layers["unit2.neuron"].can_saturate and p.layers["neuron_fc1"].can_saturate
     assert "float32" in p.summary() and p.to_dict()["layers"]["readout"]["kernel"] == "float32"
 
@@ -155,12 +159,25 @@ def test_plan_falls_back_where_float32_is_not_proven():
     assert plan(huge, np.ones((1, 1)), precision="int64").layers["acc"].kernel == "int64"
 
 
-@pytest.mark.parametrize("scale", [2.0**30, 2.0**52])
+@pytest.mark.parametrize("scale", [2.0**30, 2.0**52, 2.0**60])
 def test_float64_and_int64_synapses_match_the_reference(scale):
-    # u wraps every step and v saturates: the int64 kernel, fed by float64 / int64 sums.
+    # u wraps every step and v saturates: the int64 kernel, fed by float64 (2^30) or int64 sums
+    # (2^52; at 2^60, a << 6 overflows int64 and both implementations wrap modulo 2^64 alike).
     graph = hand_graph([3, -1, 0], timesteps=3, vth=100, reset="subtract", reset_mant=7, grade_scale=scale)
     images = np.array([[1.0], [0.5], [-0.25]])
     assert_bit_exact(run_aligned(graph, images, record=True), simulate(graph, images, record=True), graph)
+
+
+def test_a_convolution_backend_off_the_allow_list_sums_in_int64(digits_fixed, digits_images, monkeypatch):
+    # The float32 proof holds only for backends that add products; any other one (e.g. Winograd)
+    # makes the convolution sum in int64 instead, still bit-exact.
+    calls = []
+    original = fixed_point._Synapse._int64
+    monkeypatch.setattr(fixed_point, "SUMMING_CONV_BACKENDS", frozenset())
+    monkeypatch.setattr(fixed_point._Synapse, "_int64", lambda self, x: calls.append(self.name) or original(self, x))
+    sim = simulate(digits_fixed, digits_images, record=True)
+    assert {"unit1.conv", "unit2.conv"} <= set(calls) and "fc1" not in calls
+    assert_bit_exact(run_aligned(digits_fixed, digits_images, record=True), sim, digits_fixed)
 
 
 def test_input_range_without_images_assumes_unit_pixels(digits_fixed):
@@ -249,7 +266,8 @@ def test_if_and_lif_models(neuron):
     assert all(x.reset == "zero" for x in layers) and all((x.dv > 0) == (neuron == "lif") for x in layers)
     sim = simulate(graph, images, record=True)
     assert_bit_exact(run_aligned(graph, images, record=True), sim, graph)
-    assert {x.kernel for x in sim.plan.layers.values() if x.name != "readout"} == {"float32" if neuron == "if" else "int64"}
+    kernels = {x.kernel for x in sim.plan.layers.values() if x.name != "readout"}
+    assert kernels == {"float32" if neuron == "if" else "int64"}
     assert all(count > 0 for count in sim.spike_counts.values())
     assert_pipelined_bit_exact(graph, images[:2])
 
@@ -265,6 +283,13 @@ def test_reset_interval_padded_to_a_power_of_two(digits_images):
     np.testing.assert_array_equal(sim.accumulator, aligned.accumulator)
     assert sim.spike_counts == aligned.spike_counts
     assert sum(sim.pipeline_spike_counts.values()) > sum(sim.spike_counts.values())  # padding steps fire too
+
+
+def test_padded_reset_interval_with_a_delayed_shortcut():
+    probe = np.random.default_rng(3).random((3, 2, 5, 5)).astype(np.float32)
+    graph = compile_graph(residual_graph(3), probe, target="loihi2")
+    assert graph.schedule.reset_interval == 4 and max(s.delay for s in graph.of_type(n.FixedPointSynapse)) == 1
+    assert_pipelined_bit_exact(graph, probe)
 
 
 @pytest.mark.parametrize("which", ["digits", "residual"])
@@ -283,7 +308,9 @@ def test_a_corrupted_weight_is_found_in_its_layer(digits_fixed, digits_images):
     node = digits_fixed.node("unit2.conv")
     weight = node.weight.copy()
     weight[3, 5, 1, 1] += 7
-    corrupted = digits_fixed.replace_nodes(dataclasses.replace(x, weight=weight) if x is node else x for x in digits_fixed)
+    corrupted = digits_fixed.replace_nodes(
+        dataclasses.replace(x, weight=weight) if x is node else x for x in digits_fixed
+    )
     reference = run_aligned(digits_fixed, digits_images, record=True)
     sim = simulate(corrupted, digits_images, record=True)
     divergence = first_divergence(reference.voltages, sim.voltages, layer_order(digits_fixed))

@@ -316,7 +316,11 @@ def test_reference_refuses_float_and_unscheduled_graphs():
     with pytest.raises(IRError, match="needs a scheduled graph"):
         run_pipelined(Graph(case.graph.nodes, case.graph.timesteps), case.images)
     float_graph = Graph(
-        (n.Input("x", (), shape=(1,)), n.Linear("l", ("x",), weight=np.ones((1, 1), np.float32)), n.Accumulator("a", ("l",))),
+        (
+            n.Input("x", (), shape=(1,)),
+            n.Linear("l", ("x",), weight=np.ones((1, 1), np.float32)),
+            n.Accumulator("a", ("l",)),
+        ),
         timesteps=1,
     )
     with pytest.raises(IRError, match="quantized graphs"):
