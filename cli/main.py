@@ -219,6 +219,8 @@ compile_options = [
     click.option("-T", "--timesteps", type=int, default=None, help="Override the checkpoint's T."),
     click.option("--probe-samples", type=int, default=None,
                  help="Inputs the pass contracts run on [default: 16, fewer (>= 2) for very large nets]."),
+    click.option("--lava-smoke/--no-lava-smoke", default=True, show_default=True,
+                 help="On a runnable target, run one probe sample through Lava fixed_pt and check it bit-exact."),
 ]
 
 
@@ -240,11 +242,29 @@ def _default_output(model: Path, target: str) -> Path:
 @_with_options(compile_options)
 @trust_pickle_option
 @_user_errors
-def compile_command(model, target, output, force, stop_after, input_scale, headroom, overflow, timesteps, probe_samples, trust_pickle):
-    """Compile a checkpoint to Loihi 2 fixed point and write an artifact directory."""
+def compile_command(model, target, output, force, stop_after, input_scale, headroom, overflow, timesteps, probe_samples, lava_smoke, trust_pickle):
+    """Compile a checkpoint to Loihi 2 fixed point and write an artifact directory.
+
+    Exits with status 2 if the Lava smoke run is not bit-exact with the simulator.
+    """
     output = output or _default_output(model, target)
     result = _compile(model, target, output, force, stop_after, trust_pickle, input_scale, headroom, overflow, timesteps, probe_samples)
     _print_compile_summary(result, output)
+    if lava_smoke:
+        _lava_smoke(result)
+
+
+def _lava_smoke(result) -> None:
+    """One probe sample through Lava's Loihi2SimCfg(fixed_pt), compared bit-exactly with the simulator."""
+    if result.fixed_graph is None or not result.target.runnable:
+        return
+    from inflor_deploy.lava_backend import compare_with_simulator
+
+    parity = compare_with_simulator(result.fixed_graph, result.probe[:1])
+    click.echo(f"lava smoke run (1 sample, Loihi2SimCfg fixed_pt): {parity.summary()}")
+    if not parity.ok:
+        click.echo("error: Lava and the fixed-point simulator disagree (first divergence above)", err=True)
+        sys.exit(EXIT_VERIFICATION_FAILED)
 
 
 def _artifact_for(model: Path, target, output, force, trust_pickle, options):
@@ -392,6 +412,7 @@ def demo(output):
 
     result = _compile(DEFAULT_MODEL, "loihi2-sim", output, True, None, False, None, "u", "warn", None, None)
     _print_compile_summary(result, output)
+    _lava_smoke(result)
 
 
 if __name__ == "__main__":

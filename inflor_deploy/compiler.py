@@ -66,6 +66,7 @@ class CompileResult:
         contracts: One contract result per pass run.
         quantization_report: Per-layer quantization report (empty if stopped before).
         probe_source: Where the contract probe came from.
+        probe: The probe inputs themselves ``[N, C, H, W]``.
         seconds: Wall time of the compile.
     """
 
@@ -76,6 +77,7 @@ class CompileResult:
     contracts: list[ContractResult]
     quantization_report: list[dict[str, Any]] = field(default_factory=list)
     probe_source: str = ""
+    probe: np.ndarray | None = None
     seconds: float = 0.0
 
     @property
@@ -178,5 +180,6 @@ def compile_checkpoint(
         contracts=result.results,
         quantization_report=report,
         probe_source=probe_source,
+        probe=probe,
         seconds=time.perf_counter() - start,
     )

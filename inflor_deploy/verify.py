@@ -254,8 +254,8 @@ def level3_simulator_vs_lava(graph: Graph, images: np.ndarray) -> LevelResult:
         name="fixed-point simulator vs Lava Loihi2SimCfg(fixed_pt)",
         kind="bit-exact",
         ok=bool(result.ok),
-        summary=result.summary if hasattr(result, "summary") else ("bit-exact" if result.ok else "DIVERGES"),
-        metrics={"samples": len(images)},
+        summary=result.summary(),
+        metrics=result.to_dict(),
         first_divergence=divergence,
         seconds=time.perf_counter() - start,
     )
