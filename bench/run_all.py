@@ -1,0 +1,13 @@
+"""Run every benchmark in turn (`make bench`); each writes bench/results/<name>.json."""
+
+from bench import bench_compile, bench_lava, bench_simulator
+
+
+def main() -> None:
+    for module in (bench_compile, bench_simulator, bench_lava):
+        print(f"== {module.__name__}")
+        module.main()
+
+
+if __name__ == "__main__":
+    main()
