@@ -73,7 +73,15 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from inflor_deploy.export.onnx_io import DOMAIN, DOMAIN_VERSION, IR_VERSION, OPSET, OnnxFormatError, save_onnx
+from inflor_deploy.export.onnx_io import (
+    DOMAIN,
+    DOMAIN_VERSION,
+    IR_VERSION,
+    OPSET,
+    OnnxFormatError,
+    check_unique_names,
+    save_onnx,
+)
 from inflor_deploy.export.torch_to_ir import INPUT_NAME, ExportError
 from inflor_deploy.ir import nodes as n
 from inflor_deploy.ir.graph import Graph, validate
@@ -413,18 +421,7 @@ class _Writer:
             )
 
     def check_unique_names(self) -> None:
-        """Derived names (<node>.weight, <node>.u, ...) must not collide with node names or each other."""
-        tensors = [t for p in self.nodes for t in p.output] + [t.name for t in self.initializers]
-        tensors += [v.name for v in self.inputs]
-        for label, values in (("node", [p.name for p in self.nodes]), ("tensor", tensors)):
-            seen: set[str] = set()
-            for value in values:
-                if value in seen:
-                    raise ExportError(
-                        f"ONNX {label} name {value!r} would be used twice; rename the IR node whose name "
-                        "collides with a derived name (<node>.weight, <node>.u, <node>.current, ...)"
-                    )
-                seen.add(value)
+        check_unique_names(self.nodes, self.initializers, self.inputs)
 
 
 def fixed_graph_to_onnx(graph: Graph, input_bound: float = 1.0) -> onnx.ModelProto:

@@ -244,6 +244,21 @@ def accumulator_function() -> onnx.FunctionProto:
     )
 
 
+def check_unique_names(nodes, initializers, inputs) -> None:
+    """Derived names (<node>.weight, <node>.u, <node>.current, ...) must not collide with node names."""
+    tensors = [t for p in nodes for t in p.output] + [t.name for t in initializers]
+    tensors += [v.name for v in inputs]
+    for label, values in (("node", [p.name for p in nodes]), ("tensor", tensors)):
+        seen: set[str] = set()
+        for value in values:
+            if value in seen:
+                raise ExportError(
+                    f"ONNX {label} name {value!r} would be used twice; rename the IR node whose name "
+                    "collides with a derived name (<node>.weight, <node>.u, <node>.current, ...)"
+                )
+            seen.add(value)
+
+
 class _Writer:
     def __init__(self, graph: Graph) -> None:
         self.graph = graph
@@ -354,18 +369,7 @@ class _Writer:
         self.tensor[name] = name
 
     def check_unique_names(self) -> None:
-        """Derived names (<node>.weight, <node>.u, <node>.current) must not collide with node names."""
-        tensors = [t for p in self.nodes for t in p.output] + [t.name for t in self.initializers]
-        tensors += [v.name for v in self.inputs]
-        for label, values in (("node", [p.name for p in self.nodes]), ("tensor", tensors)):
-            seen: set[str] = set()
-            for value in values:
-                if value in seen:
-                    raise ExportError(
-                        f"ONNX {label} name {value!r} would be used twice; rename the IR node whose name "
-                        "collides with a derived name (<node>.weight, <node>.u, <node>.current, ...)"
-                    )
-                seen.add(value)
+        check_unique_names(self.nodes, self.initializers, self.inputs)
 
 
 def graph_to_onnx(graph: Graph) -> onnx.ModelProto:

@@ -127,7 +127,7 @@ import torch.nn.functional as F
 
 from inflor_deploy.ir import nodes as n
 from inflor_deploy.ir.graph import Graph, IRError, infer_shapes
-from inflor_deploy.sim.int_reference import ACT_SHIFT, DECAY_UNIT, U_LIMIT, V_LIMIT, VTH_SHIFT, quantize_input
+from inflor_deploy.sim.int_reference import ACT_SHIFT, DECAY_UNIT, U_LIMIT, V_LIMIT, VTH_SHIFT, IntRun, quantize_input
 
 __all__ = ["LayerPlan", "SimPlan", "SimRun", "SimTiming", "SynapsePlan", "plan", "simulate"]
 
@@ -469,8 +469,8 @@ class SimTiming:
 
 
 @dataclass
-class SimRun:
-    """Result of :func:`simulate`; the first six fields are :class:`~inflor_deploy.sim.int_reference.IntRun`'s.
+class SimRun(IntRun):
+    """Result of :func:`simulate`: an :class:`~inflor_deploy.sim.int_reference.IntRun` (same six fields, same `scores`) plus counts.
 
     Attributes:
         accumulator: ``[B, classes]`` int64 accumulator v at the end of each
@@ -495,12 +495,6 @@ class SimRun:
         timing: The :class:`SimTiming`.
     """
 
-    accumulator: np.ndarray
-    spikes: dict[str, np.ndarray] = field(default_factory=dict)
-    voltages: dict[str, np.ndarray] = field(default_factory=dict)
-    currents: dict[str, np.ndarray] = field(default_factory=dict)
-    u_wraps: dict[str, int] = field(default_factory=dict)
-    v_saturations: dict[str, int] = field(default_factory=dict)
     spike_counts: dict[str, int] = field(default_factory=dict)
     spikes_per_sample: dict[str, np.ndarray] = field(default_factory=dict)
     pipeline_spike_counts: dict[str, int] | None = None
@@ -509,9 +503,6 @@ class SimRun:
     plan: SimPlan | None = None
     timing: SimTiming | None = None
 
-    def scores(self, graph: Graph) -> np.ndarray:
-        """Float class scores ``v / (64 * scale * T)``, comparable with the float model's."""
-        return self.accumulator / (_SCALE * graph.output.scale * graph.timesteps)
 
 
 # --------------------------------------------------------------------------- synapses
