@@ -199,9 +199,11 @@ def _print_compile_summary(result, output) -> None:
     if schedule is not None:
         click.echo(f"schedule: latency {schedule.latency} steps, reset interval {schedule.reset_interval}")
     if result.fixed_graph is not None:
-        from inflor_deploy.report import resource_summary
+        from inflor_deploy.report import report_from_graph, short_summary
 
-        click.echo(resource_summary(result.fixed_graph, result.target))
+        # The short report on the probe inputs; `inflor-deploy report OUT --data ...` runs a dataset.
+        probe_report = report_from_graph(result.fixed_graph, result.probe, result.target, data_name=result.probe_source)
+        click.echo(short_summary(probe_report))
     click.echo(f"artifact: {output}")
 
 

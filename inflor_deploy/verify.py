@@ -237,25 +237,31 @@ def _describe(d: dict[str, Any]) -> str:
 # --------------------------------------------------------------------------- level 3
 
 
-def level3_simulator_vs_lava(graph: Graph, images: np.ndarray) -> LevelResult:
-    """Bit-exact: the pipelined simulator against Lava fixed_pt (few samples: Lava is slow)."""
+def level3_simulator_vs_lava(graph: Graph, images: np.ndarray, float_graph: Graph | None = None) -> LevelResult:
+    """Bit-exact: the pipelined simulator against Lava fixed_pt (few samples: Lava is slow).
+
+    Also runs Lava's floating_pt models on the same samples and reports their
+    agreement with the integer network and the float graph (statistical,
+    shown beside the bit-exact result).
+    """
     start = time.perf_counter()
+    name = "fixed-point simulator vs Lava Loihi2SimCfg(fixed_pt)"
     if len(images) == 0:
-        return LevelResult(3, "fixed-point simulator vs Lava Loihi2SimCfg(fixed_pt)", "bit-exact", None,
-                           "skipped (0 Lava samples requested)")  # fmt: skip
-    from inflor_deploy.lava_backend import compare_with_simulator
+        return LevelResult(3, name, "bit-exact", None, "skipped (0 Lava samples requested)")
+    from inflor_deploy.lava_backend import compare_floating_pt, compare_with_simulator
 
     result = compare_with_simulator(graph, images)
+    floating = compare_floating_pt(graph, images, float_graph=float_graph)
     divergence = None if result.ok else result.first_divergence
     if divergence is not None and not isinstance(divergence, dict):
         divergence = divergence.to_dict()
     return LevelResult(
         level=3,
-        name="fixed-point simulator vs Lava Loihi2SimCfg(fixed_pt)",
+        name=name,
         kind="bit-exact",
         ok=bool(result.ok),
-        summary=result.summary(),
-        metrics=result.to_dict(),
+        summary=f"{result.summary()}; {floating.summary()}",
+        metrics={**result.to_dict(), "floating_pt": dataclasses.asdict(floating)},
         first_divergence=divergence,
         seconds=time.perf_counter() - start,
     )
@@ -352,7 +358,7 @@ def run_ladder(artifact, data: Dataset, *, reference_samples: int = 8, lava_samp
     say("level 2: integer reference vs simulator")
     levels.append(level2_reference_vs_simulator(fixed, data.images[:reference_samples]))
     say("level 3: simulator vs Lava")
-    levels.append(level3_simulator_vs_lava(fixed, data.images[:lava_samples]))
+    levels.append(level3_simulator_vs_lava(fixed, data.images[:lava_samples], float_graph))
     say("level 4: float vs fixed point")
     levels.append(level4_float_vs_fixed(checkpoint.model, float_graph, fixed, data, progress=progress))
     return Ladder(levels)

@@ -63,3 +63,39 @@ def test_level1_names_a_real_mismatch(artifact):
     )
     result = verify.level1_torch_vs_float_ir(model, broken, load_digits("test").take(16))
     assert result.ok is False and result.first_divergence["layer"] == "unit2.neuron"
+
+
+@pytest.mark.lava
+def test_level3_runs_lava_bit_exact_and_reports_floating_pt(artifact):
+    result = verify.level3_simulator_vs_lava(artifact.fixed_graph, load_digits("test").images[:2], artifact.float_graph)
+    assert result.ok is True and result.kind == "bit-exact"
+    assert result.metrics["readout_equal"] and result.metrics["floating_pt"]["samples"] == 2
+    assert "Lava floating_pt" in result.summary
+
+
+def test_verify_cli_writes_the_ladder_and_exits_2_on_a_bit_exact_failure(artifact, monkeypatch):
+    import json
+
+    from click.testing import CliRunner
+
+    from inflor_deploy.sim import fixed_point
+    from inflor_deploy_cli.main import cli
+
+    args = ["verify", str(artifact.path), "--samples", "24", "--reference-samples", "2", "--lava-samples", "0"]
+    ok = CliRunner().invoke(cli, args)
+    assert ok.exit_code == 0, ok.output
+    assert "1  PASS" in ok.output and "2  PASS" in ok.output and "3  skip" in ok.output
+    written = json.loads((artifact.path / "verify.json").read_text())
+    assert written["ok"] and [level["level"] for level in written["levels"]] == [1, 2, 3, 4]
+
+    real = fixed_point.simulate
+
+    def off_by_one(graph, images, **kwargs):
+        run = real(graph, images, **kwargs)
+        run.accumulator[0, 0] += 1  # a simulator bug in the readout
+        return run
+
+    monkeypatch.setattr(fixed_point, "simulate", off_by_one)
+    failed = CliRunner().invoke(cli, args)
+    assert failed.exit_code == 2, failed.output
+    assert "2  FAIL" in failed.output and "accumulator readout" in failed.output
