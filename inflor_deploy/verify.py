@@ -117,7 +117,8 @@ def torch_run(model: torch.nn.Module, images: np.ndarray) -> FloatRun:
     )
 
 
-def level1_torch_vs_float_ir(model, imported: Graph, data: Dataset, batch_size: int = 256) -> LevelResult:
+def level1_torch_vs_float_ir(model, imported: Graph, data: Dataset, batch_size: int = 256,
+                             progress: Progress | None = None) -> LevelResult:  # fmt: skip
     """Teacher-forced: each IR layer gets the model's spikes; ties are the only excuse."""
     from inflor_deploy.passes.fold_rectifier import FoldRectifierIntoThreshold, tie_band
     from inflor_deploy.passes.probe import compare_runs
@@ -140,6 +141,8 @@ def level1_torch_vs_float_ir(model, imported: Graph, data: Dataset, batch_size: 
         if divergence is None and comparison.first_divergence() is not None:
             divergence = comparison.first_divergence()
             divergence["sample"] = divergence.get("sample", 0) + s.start
+        if progress:
+            progress(f"level 1: {s.stop}/{len(data)} samples")
     ok = divergence is None
     return LevelResult(
         level=1,
@@ -354,7 +357,7 @@ def run_ladder(artifact, data: Dataset, *, reference_samples: int = 8, lava_samp
     say = progress or (lambda _: None)
     levels = []
     say("level 1: torch vs float IR")
-    levels.append(level1_torch_vs_float_ir(checkpoint.model, imported, data))
+    levels.append(level1_torch_vs_float_ir(checkpoint.model, imported, data, progress=progress))
     say("level 2: integer reference vs simulator")
     levels.append(level2_reference_vs_simulator(fixed, data.images[:reference_samples]))
     say("level 3: simulator vs Lava")
