@@ -376,7 +376,9 @@ def place(graph: Graph, target: Target, memory_model: MemoryModel | None = None)
             fix=("shrink the model (fewer channels, a smaller input) to fit one chip, or partition it across "
                  f"{chips} chips (a Kapoho Point board holds {lim.chips_per_board}); this report does not map "
                  "across chips"),
-            severity=severity,
+            # Several chips of one board is a deployment the hardware supports (with inter-chip
+            # routing this report does not model): a warning. Beyond one board: the target's severity.
+            severity=severity if chips > lim.chips_per_board else "warning",
         ))
     return Placement(
         target=target.name,
