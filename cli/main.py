@@ -162,7 +162,8 @@ def targets(as_json):
         click.echo(f"  {'':<12} {row['description']}")
 
 
-def _compile(model, target, output, force, stop_after, trust_pickle, input_scale, headroom, overflow, timesteps, probe_samples):
+def _compile(model, target, output, force, *, stop_after=None, trust_pickle=False, input_scale=None,
+             headroom="u", overflow="warn", timesteps=None, probe_samples=None):
     from inflor_deploy.artifact import prepare_output, write_artifact
     from inflor_deploy.compiler import compile_checkpoint
     from inflor_deploy.passes.base import QuantizationOptions
@@ -250,7 +251,10 @@ def compile_command(model, target, output, force, stop_after, input_scale, headr
     Exits with status 2 if the Lava smoke run is not bit-exact with the simulator.
     """
     output = output or _default_output(model, target)
-    result = _compile(model, target, output, force, stop_after, trust_pickle, input_scale, headroom, overflow, timesteps, probe_samples)
+    result = _compile(
+        model, target, output, force, stop_after=stop_after, trust_pickle=trust_pickle, input_scale=input_scale,
+        headroom=headroom, overflow=overflow, timesteps=timesteps, probe_samples=probe_samples,
+    )  # fmt: skip
     _print_compile_summary(result, output)
     if lava_smoke:
         _lava_smoke(result)
@@ -269,14 +273,14 @@ def _lava_smoke(result) -> None:
         sys.exit(EXIT_VERIFICATION_FAILED)
 
 
-def _artifact_for(model: Path, target, output, force, trust_pickle, options):
+def _artifact_for(model: Path, target, output, force, trust_pickle):
     """An artifact directory as given, or a fresh compile of a checkpoint file."""
     from inflor_deploy.artifact import load_artifact
 
     if model.is_dir():
         return load_artifact(model)
     output = output or _default_output(model, target)
-    result = _compile(model, target, output, force, None, trust_pickle, *options)
+    result = _compile(model, target, output, force, trust_pickle=trust_pickle)
     _print_compile_summary(result, output)
     return load_artifact(output)
 
@@ -317,7 +321,7 @@ def verify(model, data_spec, samples, reference_samples, lava_samples, target, o
 
     if reference_samples < 1 or lava_samples < 0:
         raise InflorError("--reference-samples must be >= 1 and --lava-samples >= 0")
-    artifact = _artifact_for(model, target, output, force, trust_pickle, (None, "u", "warn", None, None))
+    artifact = _artifact_for(model, target, output, force, trust_pickle)
     data = load_dataset(data_spec, "test").take(samples)
     ladder = run_ladder(
         artifact, data, reference_samples=reference_samples, lava_samples=lava_samples,
@@ -412,7 +416,7 @@ def demo(output):
     """The README's main job: compile the bundled digits model for loihi2-sim."""
     from inflor_deploy.pretrained import DEFAULT_MODEL
 
-    result = _compile(DEFAULT_MODEL, "loihi2-sim", output, True, None, False, None, "u", "warn", None, None)
+    result = _compile(DEFAULT_MODEL, "loihi2-sim", output, force=True)
     _print_compile_summary(result, output)
     _lava_smoke(result)
 
