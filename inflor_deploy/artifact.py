@@ -31,6 +31,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
+from inflor_deploy.atomic import apply_umask, write_file_atomically
 from inflor_deploy.errors import InflorError
 from inflor_deploy.ir import Graph
 from inflor_deploy.ir.serialize import load_graph, save_graph
@@ -93,14 +94,6 @@ def prepare_output(out: Path, force: bool) -> None:
         raise ArtifactError(f"{out} exists and is not a directory")
 
 
-def _apply_umask(root: Path) -> None:
-    """mkdtemp/mkstemp create private (0700/0600) entries; give them the user's usual modes."""
-    umask = os.umask(0)
-    os.umask(umask)
-    for path in [root, *root.rglob("*")]:
-        path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
-
-
 def write_atomically(out: Path, force: bool, fill: Callable[[Path], None]) -> Path:
     """Let `fill` write a fresh directory, then move it to `out` in one rename."""
     prepare_output(out, force)
@@ -108,7 +101,7 @@ def write_atomically(out: Path, force: bool, fill: Callable[[Path], None]) -> Pa
     staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.partial-"))
     try:
         fill(staging)
-        _apply_umask(staging)
+        apply_umask(staging)
         if out.exists():
             retired = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old-"))
             retired.rmdir()
@@ -223,11 +216,7 @@ class Artifact:
 
     def write_json(self, name: str, data: Any) -> Path:
         """Add or replace one JSON file in the artifact (atomic rename)."""
-        path = self.path / name
-        tmp = path.with_name(f".{name}.tmp")
-        write_json(tmp, data)
-        os.replace(tmp, path)
-        return path
+        return write_file_atomically(self.path / name, lambda tmp: write_json(tmp, data))
 
 
 def load_artifact(path: str | Path) -> Artifact:

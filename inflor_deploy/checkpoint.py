@@ -19,9 +19,7 @@ it; :func:`load_checkpoint` refuses that unless the caller passes
 
 from __future__ import annotations
 
-import os
 import pickle
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +27,7 @@ from typing import Any
 
 import torch
 
+from inflor_deploy.atomic import write_file_atomically
 from inflor_deploy.errors import InflorError
 from inflor_deploy.nn.models import ARCHITECTURES, ModelConfig, build_model
 
@@ -71,21 +70,8 @@ def save_checkpoint(path: str | Path, model: torch.nn.Module, metadata: dict[str
         "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
         "metadata": dict(metadata or {}),
     }
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     # Write next to the target, then rename: a crash never leaves a partial file.
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(payload, tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp made it private
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_file_atomically(path, lambda tmp: torch.save(payload, tmp))
 
 
 def _read(path: Path, trust_pickle: bool) -> Any:

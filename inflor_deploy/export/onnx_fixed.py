@@ -531,17 +531,13 @@ def run_fixed_onnx(
         OnnxFormatError: Not a fixed-point model, no timesteps, or images
             outside the model's ``inflor.input_bound`` or not float32 values.
     """
-    import onnxruntime as ort  # here, so that importing the exporter does not load onnxruntime
+    # Imported here, so that importing the exporter does not load onnxruntime.
+    from inflor_deploy.export.ort_run import cpu_session, model_timesteps
 
     meta = _metadata(model)
     if meta.get(_META_SEMANTICS) != SEMANTICS:
         raise OnnxFormatError("not a fixed-point model written by fixed_graph_to_onnx (no inflor.semantics)")
-    if timesteps is None:
-        if _META_TIMESTEPS not in meta:
-            raise OnnxFormatError("the ONNX model does not record its timesteps; pass timesteps=T")
-        timesteps = int(meta[_META_TIMESTEPS])
-    if timesteps < 1:
-        raise OnnxFormatError(f"timesteps must be >= 1, got {timesteps}")
+    timesteps = model_timesteps(model, timesteps)
     original = np.asarray(images)
     images = np.ascontiguousarray(original, dtype=np.float32)
     if not np.array_equal(images, original):
@@ -572,14 +568,7 @@ def run_fixed_onnx(
         dims = graph_inputs[name].type.tensor_type.shape.dim[1:]
         state[name] = np.zeros((batch, *(int(d.dim_value) for d in dims)), dtype=np.int64)
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3  # errors only
-    options.graph_optimization_level = (
-        ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    )
-    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    session = cpu_session(model, optimize, threads)
 
     fetch = [p.output[0] for p in neurons] + list(feedback.values())
     spikes: dict[str, list[np.ndarray]] = {p.name: [] for p in neurons}

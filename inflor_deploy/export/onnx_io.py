@@ -51,8 +51,6 @@ GlobalAveragePool, Identity and Constant.
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
@@ -60,6 +58,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from inflor_deploy.atomic import write_file_atomically
 from inflor_deploy.export.torch_to_ir import INPUT_NAME, ExportError, model_to_ir
 from inflor_deploy.ir import nodes as n
 from inflor_deploy.ir.graph import Graph, infer_shapes, validate
@@ -412,17 +411,7 @@ def graph_to_onnx(graph: Graph) -> onnx.ModelProto:
 
 def save_onnx(model: onnx.ModelProto, path: str | Path) -> Path:
     """Write an ONNX model atomically: a temporary file next to ``path``, then a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        onnx.save(model, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_file_atomically(path, lambda tmp: onnx.save(model, tmp))
 
 
 def export_onnx(model: Any, path: str | Path) -> Path:

@@ -40,6 +40,30 @@ def _state_dims(value: onnx.ValueInfoProto, batch: int) -> tuple[int, ...]:
     return (batch, *per_sample)
 
 
+def model_timesteps(model: onnx.ModelProto, timesteps: int | None) -> int:
+    """T as given, else the model's ``inflor.timesteps`` metadata; must be >= 1."""
+    if timesteps is None:
+        meta = {p.key: p.value for p in model.metadata_props}
+        if "inflor.timesteps" not in meta:
+            raise OnnxFormatError("the ONNX model does not record its timesteps; pass timesteps=T")
+        timesteps = int(meta["inflor.timesteps"])
+    if timesteps < 1:
+        raise OnnxFormatError(f"timesteps must be >= 1, got {timesteps}")
+    return timesteps
+
+
+def cpu_session(model: onnx.ModelProto, optimize: bool, threads: int) -> ort.InferenceSession:
+    """An onnxruntime CPU session that runs the graph as written unless ``optimize``."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3  # errors only
+    options.graph_optimization_level = (
+        ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    )
+    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+
 def run_onnx(
     model: onnx.ModelProto,
     images: np.ndarray,
@@ -67,13 +91,7 @@ def run_onnx(
     Raises:
         OnnxFormatError: No timesteps, or no Neuron/Accumulator state to step.
     """
-    if timesteps is None:
-        meta = {p.key: p.value for p in model.metadata_props}
-        if "inflor.timesteps" not in meta:
-            raise OnnxFormatError("the ONNX model does not record its timesteps; pass timesteps=T")
-        timesteps = int(meta["inflor.timesteps"])
-    if timesteps < 1:
-        raise OnnxFormatError(f"timesteps must be >= 1, got {timesteps}")
+    timesteps = model_timesteps(model, timesteps)
     images = np.ascontiguousarray(images, dtype=np.float32)
     batch = images.shape[0]
 
@@ -92,14 +110,7 @@ def run_onnx(
     if len(image_names) != 1:
         raise OnnxFormatError(f"expected one image input besides the states; found {image_names}")
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3  # errors only
-    options.graph_optimization_level = (
-        ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    )
-    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    session = cpu_session(model, optimize, threads)
 
     spike_outputs = [p.output[0] for p in neurons]
     fetch = spike_outputs + list(feedback.values())

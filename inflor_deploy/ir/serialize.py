@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from inflor_deploy.atomic import write_file_atomically
 from inflor_deploy.ir import nodes as n
 from inflor_deploy.ir.graph import Graph, IRError, Schedule
 
@@ -71,16 +70,8 @@ def graph_to_arrays(graph: Graph) -> dict[str, np.ndarray]:
 
 def save_graph(graph: Graph, path: str | Path) -> Path:
     """Write `graph` to `path` (.npz) atomically."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".npz")
-    os.close(fd)
-    try:
-        np.savez_compressed(tmp, **graph_to_arrays(graph))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    arrays = graph_to_arrays(graph)
+    return write_file_atomically(path, lambda tmp: np.savez_compressed(tmp, **arrays), suffix=".npz")
 
 
 def _tuple_fields(cls) -> set[str]:

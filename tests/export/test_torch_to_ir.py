@@ -8,7 +8,7 @@ from torch import nn
 from inflor_deploy.errors import InflorError
 from inflor_deploy.export.torch_to_ir import ExportError, UnsupportedLayerError, model_to_ir
 from inflor_deploy.ir import nodes as n
-from inflor_deploy.nn import ModelConfig, Neuron, TdBatchNorm, TimeDistributed, build_model
+from inflor_deploy.nn import ModelConfig, TdBatchNorm, TimeDistributed, build_model
 from inflor_deploy.sim.float_ir import run_float
 
 DIGITS = ModelConfig(arch="digits_cnn", in_channels=1, image_size=8, timesteps=4)
@@ -48,21 +48,10 @@ def images_for(config: ModelConfig, batch: int, seed: int = 1) -> np.ndarray:
 
 def torch_trace(model: nn.Module, images: np.ndarray):
     """Scores, and every neuron's spikes and membranes H ([T, B, ...]) keyed by module path."""
-    spikes = {}
-    neurons = {name: m for name, m in model.named_modules() if isinstance(m, Neuron)}
-    hooks = [
-        m.register_forward_hook(lambda mod, inp, out, name=name: spikes.__setitem__(name, out.detach().numpy()))
-        for name, m in neurons.items()
-    ]
-    for m in neurons.values():
-        m.record_membrane = True
-    try:
-        with torch.no_grad():
-            scores = model(torch.from_numpy(images)).numpy()
-    finally:
-        for h in hooks:
-            h.remove()
-    return scores, spikes, {name: m.last_membrane.numpy() for name, m in neurons.items()}
+    from inflor_deploy.verify import torch_run
+
+    run = torch_run(model, images)
+    return run.scores, run.spikes, run.membranes
 
 
 # --------------------------------------------------------------------------- structure
