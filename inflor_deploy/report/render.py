@@ -316,6 +316,19 @@ def _layer_rows(d: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     return head, rows
 
 
+def _first_layer_rows(d: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the analog first layer's counts (shared by Markdown and HTML)."""
+    first = d["activity"]["first_layer"]
+    return ["quantity", "per inference"], [
+        ["MACs x 1", num(first["macs_per_sample"])],
+        ["MACs x T (as run)", num(first["macs_per_sample_x_T"])],
+        ["graded values sent per step", num(first["graded_values_per_step"])],
+        ["graded messages (x T)", num(first["graded_messages_per_sample"])],
+        ["non-zero graded messages (x T)", num(first["graded_nonzero_messages_per_sample"])],
+        ["graded synops on Loihi (non-zero values x fan-out x T)", num(first["graded_synops_per_sample"])],
+    ]
+
+
 def _synapse_rows(d: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     n = d["run"]["samples"]
     head = ["synapse", "source -> target", "kind", "events / inference", "mean fan-out", "synops (exact)",
@@ -447,16 +460,7 @@ def render_markdown(d: dict[str, Any]) -> str:
     out += ["## Activity (tier 1: exact counts, per inference)", ""]
     out += [f"- **{k}**: {v}" for k, v in d["activity"]["conventions"].items()]
     out += ["", _md_table(*_layer_rows(d)), "", "### Synapses", "", _md_table(*_synapse_rows(d)), ""]
-    first = d["activity"]["first_layer"]
-    out += ["### First layer (analog input, direct encoding)", "",
-            _md_table(["quantity", "per inference"], [
-                ["MACs x 1", num(first["macs_per_sample"])],
-                ["MACs x T (as run)", num(first["macs_per_sample_x_T"])],
-                ["graded values sent per step", num(first["graded_values_per_step"])],
-                ["graded messages (x T)", num(first["graded_messages_per_sample"])],
-                ["non-zero graded messages (x T)", num(first["graded_nonzero_messages_per_sample"])],
-                ["graded synops on Loihi (non-zero values x fan-out x T)", num(first["graded_synops_per_sample"])],
-            ]), ""]
+    out += ["### First layer (analog input, direct encoding)", "", _md_table(*_first_layer_rows(d)), ""]
     out += [f"## Energy (per {d['energy']['per']})", ""]
     for t in d["energy"]["tiers"]:
         out += [f"### Tier {t['tier']}: {t['title']} {t['tag']}", "", f"Source: {t['source']}", ""]
@@ -542,15 +546,7 @@ def render_html(d: dict[str, Any], plots: dict[str, bytes] | None = None) -> str
                                               for k, v in d["activity"]["conventions"].items()) + "</ul>")
     parts.append(_html_table(*_layer_rows(d)))
     parts.append("<h3>Synapses</h3>" + _html_table(*_synapse_rows(d)))
-    first = d["activity"]["first_layer"]
-    parts.append("<h3>First layer (analog input, direct encoding)</h3>" + _html_table(["quantity", "per inference"], [
-        ["MACs x 1", num(first["macs_per_sample"])],
-        ["MACs x T (as run)", num(first["macs_per_sample_x_T"])],
-        ["graded values sent per step", num(first["graded_values_per_step"])],
-        ["graded messages (x T)", num(first["graded_messages_per_sample"])],
-        ["non-zero graded messages (x T)", num(first["graded_nonzero_messages_per_sample"])],
-        ["graded synops on Loihi (non-zero values x fan-out x T)", num(first["graded_synops_per_sample"])],
-    ]))
+    parts.append("<h3>First layer (analog input, direct encoding)</h3>" + _html_table(*_first_layer_rows(d)))
     parts.append(f"<h2>Energy (per {e(d['energy']['per'])})</h2>")
     if "energy" in plots:
         parts.append(_img(plots["energy"], "energy per layer and per tier"))
