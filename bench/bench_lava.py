@@ -13,18 +13,18 @@ functions, contracts skipped):
 
 Backends, all on the same samples:
 
-* ``lava fixed_pt``: :func:`inflor_deploy.lava_backend.run_lava` (one Lava
+* ``lava fixed_pt``: :func:`inflor_deploy.backends.lava.network.run_lava` (one Lava
   run, samples back to back, one accumulator read per sample). steps/s
   counts the ``RunSteps`` run alone; ``incl. startup`` adds compiling and
   starting Lava's worker processes.
 * ``int_reference``: ``run_pipelined`` (the oracle; one global step at a time).
-* ``simulator``: :func:`inflor_deploy.sim.fixed_point.simulate` in the
+* ``simulator``: :func:`inflor_deploy.backends.sim.fixed_point.simulate` in the
   pipelined view (the same global timeline) and the aligned view; skipped
   when that module is absent.
 
 Bit-exact means: the accumulator of every sample equals the integer
 reference's (and for the simulator also every u-wrap and v-saturation
-count). Lava's full traces are compared in tests/lava, not here: reading
+count). Lava's full traces are compared in tests/backends/lava, not here: reading
 them back costs ~20 us per value.
 
 Results go to ``bench/results/lava.json``; a table is printed.
@@ -80,10 +80,10 @@ def _row(workload, backend, samples, steps, seconds, bit_exact, **extra) -> dict
 
 def bench(samples_digits: int, samples_cifar: int) -> dict:
     from inflor_deploy.ir import nodes as n
-    from inflor_deploy.lava_backend import run_lava
-    from inflor_deploy.sim.int_reference import run_pipelined
+    from inflor_deploy.backends.lava.network import run_lava
+    from inflor_deploy.backends.sim.int_reference import run_pipelined
 
-    has_simulator = importlib.util.find_spec("inflor_deploy.sim.fixed_point") is not None
+    has_simulator = importlib.util.find_spec("inflor_deploy.backends.sim.fixed_point") is not None
     rows, networks = [], {}
     ratios = {}
     for name, graph, images, throughput_images in _workloads(samples_digits, samples_cifar):
@@ -109,7 +109,7 @@ def bench(samples_digits: int, samples_cifar: int) -> dict:
                          startup_s=round(lava.compile_seconds, 3)))  # fmt: skip
 
         if has_simulator:
-            from inflor_deploy.sim.fixed_point import simulate
+            from inflor_deploy.backends.sim.fixed_point import simulate
 
             simulate(graph, images[:1], view="pipelined")  # warm-up (oneDNN builds kernels on first use)
             for view, steps in (("pipelined", trace_steps), ("aligned", S * graph.timesteps)):
@@ -146,7 +146,7 @@ def _print(result: dict) -> None:
             f"{r['steps_per_s']:>10.1f} {r['samples_per_s']:>10.2f}  {'yes' if r['bit_exact'] else 'NO'}"
         )
     if not result["simulator_available"]:
-        print("(inflor_deploy.sim.fixed_point not found: simulator rows skipped)")
+        print("(inflor_deploy.backends.sim.fixed_point not found: simulator rows skipped)")
     for name, ratio in result.get("simulator_vs_lava_samples_per_s", {}).items():
         print(f"{name}: simulator throughput / Lava fixed_pt samples/s = {ratio}x (goal >= 1000x)")
 

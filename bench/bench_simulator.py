@@ -48,7 +48,7 @@ _MEASURED = ("seconds", "peak_rss_increase_mib", "memory_method")
 
 def _compile_without_contracts(model: torch.nn.Module, probe: np.ndarray, target: str = "loihi2-sim"):
     """model -> IR -> every compile pass's ``run`` (the contracts are checked by the compile benchmark)."""
-    from inflor_deploy.export.torch_to_ir import model_to_ir
+    from inflor_deploy.frontends.zoo import model_to_ir
     from inflor_deploy.passes.base import PassContext
     from inflor_deploy.passes.pipeline import COMPILE_PIPELINE
     from inflor_deploy.targets import load_target
@@ -65,8 +65,8 @@ def digits_test_split() -> dict:
     from inflor_deploy.checkpoint import load_checkpoint
     from inflor_deploy.data import load_digits
     from inflor_deploy.pretrained import DEFAULT_MODEL
-    from inflor_deploy.sim.fixed_point import simulate
-    from inflor_deploy.sim.int_reference import run_aligned
+    from inflor_deploy.backends.sim.fixed_point import simulate
+    from inflor_deploy.backends.sim.int_reference import run_aligned
 
     data = load_digits("test")
     graph = _compile_without_contracts(load_checkpoint(DEFAULT_MODEL).model, data.images[:8])
@@ -127,7 +127,7 @@ def _measure(call) -> dict:
 def run_child(kind: str) -> dict:
     """Set up ResNet19 and its images, warm up, and measure one ``kind`` workload."""
     torch.set_num_threads(2)
-    from inflor_deploy.sim.fixed_point import simulate
+    from inflor_deploy.backends.sim.fixed_point import simulate
 
     model = firing_model("resnet19", seed=0, **{k: v for k, v in RESNET19.items() if k != "arch"})
     images = np.random.default_rng(0).random((BATCH, 3, 32, 32), dtype=np.float32)

@@ -264,7 +264,7 @@ def _lava_smoke(result) -> None:
     """One probe sample through Lava's Loihi2SimCfg(fixed_pt), compared bit-exactly with the simulator."""
     if result.fixed_graph is None or not result.target.runnable:
         return
-    from inflor_deploy.lava_backend import compare_with_simulator
+    from inflor_deploy.backends.lava.network import compare_with_simulator
 
     parity = compare_with_simulator(result.fixed_graph, result.probe[:1])
     click.echo(f"lava smoke run (1 sample, Loihi2SimCfg fixed_pt): {parity.summary()}")
@@ -362,10 +362,10 @@ def _predict(graph, images, backend: str, chunk: int, soft_reset: str):
     import numpy as np
 
     if backend == "sim":
-        from inflor_deploy.sim.fixed_point import simulate
+        from inflor_deploy.backends.sim.fixed_point import simulate
 
         return simulate(graph, images, view="pipelined", progress=True).accumulator
-    from inflor_deploy.lava_backend import run_lava
+    from inflor_deploy.backends.lava.network import run_lava
 
     parts = []
     for start in range(0, len(images), chunk):

@@ -118,8 +118,8 @@ def write_atomically(out: Path, force: bool, fill: Callable[[Path], None]) -> Pa
 
 def write_artifact(result, out: str | Path, force: bool = False) -> Path:
     """Write a :class:`~inflor_deploy.compiler.CompileResult` as an artifact directory."""
-    from inflor_deploy.export.onnx_fixed import save_fixed_onnx
-    from inflor_deploy.export.onnx_io import save_onnx
+    from inflor_deploy.backends.onnx.fixed_model import save_fixed_onnx
+    from inflor_deploy.backends.onnx.float_model import save_onnx
 
     out = Path(out)
 

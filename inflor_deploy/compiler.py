@@ -19,8 +19,8 @@ import onnx
 
 from inflor_deploy.checkpoint import Checkpoint, load_checkpoint
 from inflor_deploy.errors import InflorError
-from inflor_deploy.export.onnx_io import graph_to_onnx, onnx_to_graph
-from inflor_deploy.export.torch_to_ir import model_to_ir
+from inflor_deploy.backends.onnx.float_model import graph_to_onnx, onnx_to_graph
+from inflor_deploy.frontends.zoo import model_to_ir
 from inflor_deploy.ir import Graph
 from inflor_deploy.passes.base import ContractResult, PassContext, QuantizationOptions
 from inflor_deploy.passes.pipeline import COMPILE_PIPELINE, run_pipeline

@@ -9,3 +9,7 @@ exits non-zero; anything else is a bug and keeps its traceback.
 
 class InflorError(ValueError):
     """Bad input: the message says what is wrong and how to fix it."""
+
+
+class ExportError(InflorError):
+    """A model cannot be translated to or from the IR; the message says why and what to change."""

@@ -30,8 +30,8 @@ import torch
 from inflor_deploy.data import Dataset
 from inflor_deploy.ir import Graph
 from inflor_deploy.ir import nodes as n
-from inflor_deploy.sim.compare import first_divergence
-from inflor_deploy.sim.float_ir import FloatRun, run_float
+from inflor_deploy.backends.sim.compare import first_divergence
+from inflor_deploy.backends.sim.float_ir import FloatRun, run_float
 
 Progress = Callable[[str], None]
 
@@ -192,8 +192,8 @@ def _compare_int_traces(reference, candidate, order: list[str]) -> dict[str, Any
 
 def level2_reference_vs_simulator(graph: Graph, images: np.ndarray, pipelined_samples: int = 2) -> LevelResult:
     """Bit-exact: int_reference vs the fast simulator, aligned and pipelined views."""
-    from inflor_deploy.sim.fixed_point import simulate
-    from inflor_deploy.sim.int_reference import run_aligned, run_pipelined
+    from inflor_deploy.backends.sim.fixed_point import simulate
+    from inflor_deploy.backends.sim.int_reference import run_aligned, run_pipelined
 
     start = time.perf_counter()
     order = [x.name for x in graph.of_type(n.FixedPointNeuron, n.FixedPointAccumulator)]
@@ -251,7 +251,7 @@ def level3_simulator_vs_lava(graph: Graph, images: np.ndarray, float_graph: Grap
     name = "fixed-point simulator vs Lava Loihi2SimCfg(fixed_pt)"
     if len(images) == 0:
         return LevelResult(3, name, "bit-exact", None, "skipped (0 Lava samples requested)")
-    from inflor_deploy.lava_backend import compare_floating_pt, compare_with_simulator
+    from inflor_deploy.backends.lava.network import compare_floating_pt, compare_with_simulator
 
     result = compare_with_simulator(graph, images)
     floating = compare_floating_pt(graph, images, float_graph=float_graph)
@@ -276,7 +276,7 @@ def level3_simulator_vs_lava(graph: Graph, images: np.ndarray, float_graph: Grap
 def level4_float_vs_fixed(model, float_graph: Graph, fixed_graph: Graph, data: Dataset,
                           batch_size: int = 256, progress: Progress | None = None) -> LevelResult:  # fmt: skip
     """Accuracy of the trained model and of the fixed-point network; spike agreement per layer."""
-    from inflor_deploy.sim.fixed_point import simulate
+    from inflor_deploy.backends.sim.fixed_point import simulate
 
     start = time.perf_counter()
     layers = [x.name for x in fixed_graph.of_type(n.FixedPointNeuron)]

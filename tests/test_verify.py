@@ -31,7 +31,7 @@ def test_ladder_passes_on_the_bundled_model(artifact):
 
 
 def test_a_corrupted_weight_fails_level_2_in_the_right_layer(artifact, monkeypatch):
-    from inflor_deploy.sim import fixed_point
+    from inflor_deploy.backends.sim import fixed_point
 
     real = fixed_point.simulate
 
@@ -78,7 +78,7 @@ def test_verify_cli_writes_the_ladder_and_exits_2_on_a_bit_exact_failure(artifac
 
     from click.testing import CliRunner
 
-    from inflor_deploy.sim import fixed_point
+    from inflor_deploy.backends.sim import fixed_point
     from inflor_deploy_cli.main import cli
 
     args = ["verify", str(artifact.path), "--samples", "24", "--reference-samples", "2", "--lava-samples", "0"]

@@ -25,6 +25,9 @@ from typing import Literal
 import numpy as np
 
 ResetMode = Literal["subtract", "zero"]
+
+#: Name of the Input node the front ends create; also the ONNX graph input's name.
+INPUT_NAME = "image"
 SynapseKind = Literal["dense", "conv"]
 
 

@@ -35,7 +35,7 @@ from inflor_deploy.ir.graph import Graph
 from inflor_deploy.nn.mpr import phi, phi_inverse_scalar
 from inflor_deploy.passes.base import ContractResult, Pass, PassContext, PassError
 from inflor_deploy.passes.probe import compare_runs
-from inflor_deploy.sim.float_ir import run_float
+from inflor_deploy.backends.sim.float_ir import run_float
 
 TIE_ULPS = 4
 """Width of the near-tie band in float32 ulps (of H, and of phi(H) mapped back to H)."""

@@ -5,8 +5,8 @@ and compares every neuron layer (see :mod:`inflor_deploy.passes.base`):
 
 * :func:`make_probe` makes the seeded probe images (or checks real ones);
 * :func:`compare_runs` compares two recorded
-  :class:`~inflor_deploy.sim.float_ir.FloatRun` results with
-  :mod:`inflor_deploy.sim.compare` (spike mismatches, near-ties, first
+  :class:`~inflor_deploy.backends.sim.float_ir.FloatRun` results with
+  :mod:`inflor_deploy.backends.sim.compare` (spike mismatches, near-ties, first
   divergence) and measures the membrane differences;
 * :func:`tolerance_contract` is the whole ``float-tolerance`` contract that
   the folding passes share.
@@ -21,7 +21,7 @@ One spike train at a time. Teacher forcing stops differences travelling
 one run and not in the other (a near-tie), its soft reset differs by the
 reset amount and the rest of that train (that neuron, that sample)
 legitimately differs. So only the first mismatch of each train is judged
-(near-tie or unexplained, by :func:`inflor_deploy.sim.compare.spike_mismatches`);
+(near-tie or unexplained, by :func:`inflor_deploy.backends.sim.compare.spike_mismatches`);
 the later ones are counted as ``after_first`` and excused. Membranes are
 compared up to and including each train's first mismatch, where both runs
 have integrated the same history.
@@ -39,8 +39,8 @@ from inflor_deploy.ir import nodes as n
 from inflor_deploy.ir.graph import Graph
 from inflor_deploy.nn.mpr import phi_inverse_scalar
 from inflor_deploy.passes.base import ContractResult, PassError
-from inflor_deploy.sim.compare import Divergence, SpikeComparison, spike_mismatches
-from inflor_deploy.sim.float_ir import FloatRun, run_float
+from inflor_deploy.backends.sim.compare import Divergence, SpikeComparison, spike_mismatches
+from inflor_deploy.backends.sim.float_ir import FloatRun, run_float
 
 SCORES = "scores"
 """Pseudo-layer name under which :func:`compare_runs` reports the class scores."""
@@ -118,7 +118,7 @@ class RunComparison:
 
     Attributes:
         spikes: First mismatches of each train, split into near-ties and
-            unexplained ones (:class:`~inflor_deploy.sim.compare.SpikeComparison`).
+            unexplained ones (:class:`~inflor_deploy.backends.sim.compare.SpikeComparison`).
         after_first: Mismatches later in a train that had already mismatched.
         membranes: One :class:`MembraneDiff` per compared neuron layer in
             graph order, then one for :data:`SCORES`.

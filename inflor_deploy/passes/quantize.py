@@ -314,8 +314,8 @@ def quantize_with_report(graph: Graph, ctx: PassContext) -> tuple[Graph, list[di
 
 def check_quantize_fixed_point(before: Graph, after: Graph, ctx: PassContext) -> ContractResult:
     """Statistical contract: spike agreement of the integer reference with the float graph."""
-    from inflor_deploy.sim.fixed_point import simulate
-    from inflor_deploy.sim.float_ir import run_float
+    from inflor_deploy.backends.sim.fixed_point import simulate
+    from inflor_deploy.backends.sim.float_ir import run_float
 
     reference = run_float(before, ctx.probe, record=True)
     # The fast simulator, itself checked bit-exact against int_reference (parity level 2).

@@ -73,8 +73,8 @@ def schedule_timesteps(graph: Graph, ctx: PassContext) -> Graph:
 
 def check_schedule_timesteps(before: Graph, after: Graph, ctx: PassContext) -> ContractResult:
     """Bit-exact: the pipelined run, de-skewed, equals the aligned run."""
-    from inflor_deploy.sim.compare import first_divergence
-    from inflor_deploy.sim.fixed_point import simulate
+    from inflor_deploy.backends.sim.compare import first_divergence
+    from inflor_deploy.backends.sim.fixed_point import simulate
 
     s = after.schedule
     misaligned = _misaligned_synapse(after)

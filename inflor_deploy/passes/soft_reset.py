@@ -33,7 +33,7 @@ from inflor_deploy.ir import nodes as n
 from inflor_deploy.ir.graph import Graph
 from inflor_deploy.passes.base import ContractResult, Pass, PassContext
 from inflor_deploy.passes.probe import compare_runs
-from inflor_deploy.sim.float_ir import run_float
+from inflor_deploy.backends.sim.float_ir import run_float
 
 
 def run(graph: Graph, ctx: PassContext) -> Graph:

@@ -87,17 +87,17 @@ class Report:
 def _simulator():
     """``(name, run(graph, images) -> spikes dict)``: the fast simulator when present, else the reference."""
     try:
-        from inflor_deploy.sim import fixed_point
+        from inflor_deploy.backends.sim import fixed_point
     except ImportError:
         fixed_point = None
     if fixed_point is not None and hasattr(fixed_point, "simulate"):
         def run_fast(graph, images):
             return fixed_point.simulate(graph, images, view="aligned", record=True).spikes
 
-        return "fixed-point simulator (inflor_deploy.sim.fixed_point, aligned view)", run_fast
-    from inflor_deploy.sim.int_reference import run_aligned
+        return "fixed-point simulator (inflor_deploy.backends.sim.fixed_point, aligned view)", run_fast
+    from inflor_deploy.backends.sim.int_reference import run_aligned
 
-    return "integer reference (inflor_deploy.sim.int_reference, aligned view)", \
+    return "integer reference (inflor_deploy.backends.sim.int_reference, aligned view)", \
         lambda graph, images: run_aligned(graph, images, record=True).spikes
 
 

@@ -3,7 +3,7 @@
 Everything here is counted, never estimated: the input is the per-layer
 spike trains ``[T, B, ...]`` (or their per-neuron sums over a batch,
 ``[T, ...]``) of a real run, plus the input images, so the module does not
-depend on which simulator produced them (:mod:`inflor_deploy.sim.int_reference`
+depend on which simulator produced them (:mod:`inflor_deploy.backends.sim.int_reference`
 or the fast fixed-point simulator give the same trains, bit for bit).
 
 Conventions (they differ between tools; HARDWARE_FACTS.md):
@@ -46,7 +46,7 @@ import numpy as np
 from inflor_deploy.errors import InflorError
 from inflor_deploy.ir import nodes as n
 from inflor_deploy.ir.graph import Graph, infer_shapes
-from inflor_deploy.sim.int_reference import quantize_input
+from inflor_deploy.backends.sim.int_reference import quantize_input
 
 CONVENTIONS = {
     "synops_primary": "exact per-event fan-out: each source spike counts one synaptic operation per "

@@ -51,8 +51,8 @@ def test_compile_bundled_model_writes_a_self_describing_artifact(tmp_path):
     import onnx
 
     from inflor_deploy.data import load_digits
-    from inflor_deploy.export.onnx_fixed import run_fixed_onnx
-    from inflor_deploy.sim.int_reference import run_aligned
+    from inflor_deploy.backends.onnx.fixed_model import run_fixed_onnx
+    from inflor_deploy.backends.sim.int_reference import run_aligned
 
     images = load_digits("test").images[:8]
     ort = run_fixed_onnx(onnx.load(tmp_path / "out" / "model.fixed_point.onnx"), images)

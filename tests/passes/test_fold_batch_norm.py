@@ -9,7 +9,7 @@ from inflor_deploy.ir import Accumulator, BatchNorm, Conv2d, Graph, Input, Linea
 from inflor_deploy.passes.base import PassContext, PassError
 from inflor_deploy.passes.fold_batch_norm import TOLERANCE, FoldBatchNorm
 from inflor_deploy.passes.probe import make_probe
-from inflor_deploy.sim.float_ir import run_float
+from inflor_deploy.backends.sim.float_ir import run_float
 from inflor_deploy.targets import load_target
 
 UNIT = 1 / 64  # a membrane step that is exact in float32 and float64

@@ -9,7 +9,7 @@ from inflor_deploy.ir import Accumulator, AvgPool2d, Conv2d, Flatten, Graph, Inp
 from inflor_deploy.passes.base import PassContext, PassError
 from inflor_deploy.passes.fold_pooling import EXACT_TOLERANCE, ROUNDED_TOLERANCE, FoldAveragePool
 from inflor_deploy.passes.probe import make_probe
-from inflor_deploy.sim.float_ir import run_float
+from inflor_deploy.backends.sim.float_ir import run_float
 from inflor_deploy.targets import load_target
 
 UNIT = 1 / 64

@@ -11,7 +11,7 @@ from inflor_deploy.passes.base import ContractViolation, PassContext, PassError
 from inflor_deploy.passes.fold_rectifier import FoldRectifierIntoThreshold, tie_band
 from inflor_deploy.passes.pipeline import run_pipeline
 from inflor_deploy.passes.probe import make_probe
-from inflor_deploy.sim.float_ir import run_float
+from inflor_deploy.backends.sim.float_ir import run_float
 from inflor_deploy.targets import load_target
 
 UNIT = 1 / 64

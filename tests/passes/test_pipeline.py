@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from inflor_deploy.export.torch_to_ir import model_to_ir
+from inflor_deploy.frontends.zoo import model_to_ir
 from inflor_deploy.ir import AvgPool2d, BatchNorm, Flatten, IRError, Neuron
 from inflor_deploy.nn.models import ModelConfig, build_model
 from inflor_deploy.nn.tdbn import TdBatchNorm

@@ -9,8 +9,8 @@ from inflor_deploy.ir import nodes as n
 from inflor_deploy.ir.graph import Graph, validate
 from inflor_deploy.passes.base import PassContext, PassError, QuantizationOptions
 from inflor_deploy.passes.quantize import A_LIMIT, QuantizeFixedPoint, quantize_with_report
-from inflor_deploy.sim.float_ir import run_float
-from inflor_deploy.sim.int_reference import run_aligned
+from inflor_deploy.backends.sim.float_ir import run_float
+from inflor_deploy.backends.sim.int_reference import run_aligned
 from inflor_deploy.targets import load_target
 
 TARGET = load_target("loihi2-sim")

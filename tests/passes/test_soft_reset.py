@@ -9,7 +9,7 @@ from inflor_deploy.ir import Accumulator, Conv2d, Graph, Input, Linear, Neuron, 
 from inflor_deploy.passes.base import PassContext
 from inflor_deploy.passes.probe import make_probe
 from inflor_deploy.passes.soft_reset import SoftResetToSubtractive
-from inflor_deploy.sim.float_ir import run_float
+from inflor_deploy.backends.sim.float_ir import run_float
 from inflor_deploy.targets import load_target
 
 UNIT = 1 / 8

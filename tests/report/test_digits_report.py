@@ -37,8 +37,8 @@ def test_plausible_numbers(digits_report):
 
 
 def test_counts_do_not_depend_on_the_simulator(digits_artifact):
-    from inflor_deploy.sim.fixed_point import simulate
-    from inflor_deploy.sim.int_reference import run_aligned
+    from inflor_deploy.backends.sim.fixed_point import simulate
+    from inflor_deploy.backends.sim.int_reference import run_aligned
 
     graph = digits_artifact.fixed_graph
     images = load_digits("test").images[:24]
@@ -67,12 +67,12 @@ def test_samples_and_bad_data_are_checked(digits_artifact):
 def test_falls_back_to_the_integer_reference_without_the_fast_simulator(monkeypatch):
     import sys
 
-    import inflor_deploy.sim as sim
+    import inflor_deploy.backends.sim as sim
     from inflor_deploy.report import report_from_graph
     from inflor_deploy.targets import load_target
     from tests.report.hand_net import hand_graph
 
-    monkeypatch.setitem(sys.modules, "inflor_deploy.sim.fixed_point", None)  # import now fails
+    monkeypatch.setitem(sys.modules, "inflor_deploy.backends.sim.fixed_point", None)  # import now fails
     monkeypatch.delattr(sim, "fixed_point", raising=False)
     images = np.random.default_rng(0).random((3, 1, 4, 4)).astype(np.float32)
     report = report_from_graph(hand_graph(), images, load_target("loihi2"), data_name="noise")

@@ -116,7 +116,7 @@ def paper_graphs():
     """ResNet19, ResNet20, VGG16 (random weights) at 32x32, exported and quantized (no schedule needed)."""
     import torch
 
-    from inflor_deploy.export.torch_to_ir import model_to_ir
+    from inflor_deploy.frontends.zoo import model_to_ir
     from inflor_deploy.nn.models import ModelConfig, build_model
     from inflor_deploy.passes.base import PassContext
     from inflor_deploy.passes.fold_batch_norm import FoldBatchNorm

@@ -17,21 +17,21 @@ import torch
 
 from inflor_deploy.checkpoint import load_checkpoint
 from inflor_deploy.data import load_digits
-from inflor_deploy.export.torch_to_ir import model_to_ir
+from inflor_deploy.frontends.zoo import model_to_ir
 from inflor_deploy.ir import nodes as n
 from inflor_deploy.ir.graph import Graph, IRError
 from inflor_deploy.nn import ModelConfig
 from inflor_deploy.passes.base import PassContext
 from inflor_deploy.passes.pipeline import COMPILE_PIPELINE
 from inflor_deploy.pretrained import DEFAULT_MODEL
-from inflor_deploy.sim import fixed_point
-from inflor_deploy.sim.compare import first_divergence
-from inflor_deploy.sim.fixed_point import FLOAT32_EXACT, SimRun, input_range, plan, simulate
-from inflor_deploy.sim.int_reference import run_aligned, run_pipelined
+from inflor_deploy.backends.sim import fixed_point
+from inflor_deploy.backends.sim.compare import first_divergence
+from inflor_deploy.backends.sim.fixed_point import FLOAT32_EXACT, SimRun, input_range, plan, simulate
+from inflor_deploy.backends.sim.int_reference import run_aligned, run_pipelined
 from inflor_deploy.targets import load_target
-from tests.export.test_torch_to_ir import images_for, randomized_model
+from tests.frontends.test_zoo import images_for, randomized_model
 from tests.passes.test_schedule import residual_graph
-from tests.sim.test_int_reference import HAND_CASES, HandCase, check_hand_case, hand_graph
+from tests.backends.sim.test_int_reference import HAND_CASES, HandCase, check_hand_case, hand_graph
 
 
 def compile_graph(graph: Graph, probe: np.ndarray, target: str = "loihi2-sim") -> Graph:
@@ -104,7 +104,7 @@ def test_hand_computed_traces_pipelined(case: HandCase):
 
 
 def test_pipelined_global_trace_by_hand():
-    # As tests/sim/test_int_reference.py: the neuron's bias integrates before its first window (g = 1)
+    # As tests/backends/sim/test_int_reference.py: the neuron's bias integrates before its first window (g = 1)
     # and in the tail window (g = 8, 9) as well.
     case = next(c for c in HAND_CASES if c.name == "bias_exp_6")
     sim = simulate(case.graph, case.images, view="pipelined", record=True)

@@ -19,7 +19,7 @@ from lava.proc.io.sink import RingBuffer as SpikeSink  # noqa: E402
 from lava.proc.io.source import RingBuffer as FrameSource  # noqa: E402
 from lava.proc.lif.process import LIFReset  # noqa: E402
 
-from inflor_deploy.lava_procs.soft_reset import SoftResetLIF  # noqa: E402
+from inflor_deploy.backends.lava.procs.soft_reset import SoftResetLIF  # noqa: E402
 
 
 def _drive(neuron, frames: np.ndarray, tag: str = "fixed_pt", steps: int | None = None, between=None):

@@ -5,6 +5,6 @@ The models are found by Lava's discovery in ``models.py``; import them
 explicitly only to subclass or inspect them.
 """
 
-from inflor_deploy.lava_procs.soft_reset.process import SoftResetLIF
+from inflor_deploy.backends.lava.procs.soft_reset.process import SoftResetLIF
 
 __all__ = ["SoftResetLIF"]

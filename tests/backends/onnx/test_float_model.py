@@ -7,17 +7,17 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from inflor_deploy.export.onnx_io import (
+from inflor_deploy.backends.onnx.float_model import (
     DOMAIN,
     OnnxFormatError,
     UnsupportedOperatorError,
     accumulator_function,
-    export_onnx,
     graph_to_onnx,
     neuron_function,
     onnx_to_graph,
+    save_onnx,
 )
-from inflor_deploy.export.torch_to_ir import model_to_ir
+from inflor_deploy.frontends.zoo import model_to_ir
 from inflor_deploy.ir import Graph
 from inflor_deploy.ir import nodes as n
 from inflor_deploy.nn import ModelConfig, build_model
@@ -161,9 +161,9 @@ def test_edited_float_attribute_wins_over_stale_exact_value():
     assert onnx_to_graph(model).node("lif").vth == 0.25
 
 
-def test_export_onnx_writes_atomically(tmp_path):
+def test_save_onnx_writes_atomically(tmp_path):
     torch_model = build_model(DIGITS).eval()
-    path = export_onnx(torch_model, tmp_path / "out" / "digits.onnx")
+    path = save_onnx(graph_to_onnx(model_to_ir(torch_model)), tmp_path / "out" / "digits.onnx")
     assert path.is_file() and [p.name for p in path.parent.iterdir()] == ["digits.onnx"]
     model = onnx.load(path)
     onnx.checker.check_model(model, full_check=True)

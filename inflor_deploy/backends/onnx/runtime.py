@@ -1,4 +1,4 @@
-"""Step a per-timestep ONNX model (see :mod:`inflor_deploy.export.onnx_io`) with onnxruntime.
+"""Step a per-timestep ONNX model (see :mod:`inflor_deploy.backends.onnx.float_model`) with onnxruntime.
 
 This is how the exported file is checked against the float IR: onnxruntime
 runs the graph T times, feeding every ``<neuron>.u_next`` / ``<readout>.acc_next``
@@ -7,7 +7,7 @@ back as the next step's ``<neuron>.u`` / ``<readout>.acc``.
 onnxruntime's kernels sum convolutions and matrix products in their own
 order, so its spikes can differ from the float IR's where a membrane lies
 within float rounding of the threshold; compare with
-:func:`inflor_deploy.sim.compare.spike_mismatches` and the float IR's
+:func:`inflor_deploy.backends.sim.compare.spike_mismatches` and the float IR's
 membranes. The ONNX neuron does not output H, so membranes are not returned.
 Graph optimizations are off by default so that onnxruntime evaluates the
 nodes as written (fusing Conv and BatchNormalization would change the
@@ -20,8 +20,8 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from inflor_deploy.export.onnx_io import DOMAIN, OnnxFormatError
-from inflor_deploy.sim.float_ir import FloatRun
+from inflor_deploy.backends.onnx.float_model import DOMAIN, OnnxFormatError
+from inflor_deploy.backends.sim.float_ir import FloatRun
 
 __all__ = ["run_onnx"]
 
@@ -75,7 +75,7 @@ def run_onnx(
 
     Args:
         model: A per-timestep model written by
-            :func:`~inflor_deploy.export.onnx_io.graph_to_onnx`.
+            :func:`~inflor_deploy.backends.onnx.float_model.graph_to_onnx`.
         images: ``[B, C, H, W]`` float images (direct encoding: the same
             frame at every step).
         timesteps: T; default: the model's ``inflor.timesteps`` metadata.
@@ -84,7 +84,7 @@ def run_onnx(
         threads: onnxruntime intra-op threads.
 
     Returns:
-        A :class:`~inflor_deploy.sim.float_ir.FloatRun` with ``scores``
+        A :class:`~inflor_deploy.backends.sim.float_ir.FloatRun` with ``scores``
         (``A[T-1] / T``, float32) and ``spikes`` (neuron name -> ``[T, B, ...]``
         uint8); ``membranes`` stays empty.
 

@@ -34,7 +34,7 @@ from lava.magma.core.resources import CPU  # noqa: E402
 from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol  # noqa: E402
 from lava.proc.lif.models import AbstractPyLifModelFixed, AbstractPyLifModelFloat  # noqa: E402
 
-from inflor_deploy.lava_procs.soft_reset.process import SoftResetLIF  # noqa: E402
+from inflor_deploy.backends.lava.procs.soft_reset.process import SoftResetLIF  # noqa: E402
 
 
 class _PeriodicReset:

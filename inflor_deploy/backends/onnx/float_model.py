@@ -59,7 +59,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from inflor_deploy.atomic import write_file_atomically
-from inflor_deploy.export.torch_to_ir import INPUT_NAME, ExportError, model_to_ir
+from inflor_deploy.errors import ExportError
 from inflor_deploy.ir import nodes as n
 from inflor_deploy.ir.graph import Graph, infer_shapes, validate
 
@@ -71,7 +71,6 @@ __all__ = [
     "OnnxFormatError",
     "SUPPORTED_OPS",
     "UnsupportedOperatorError",
-    "export_onnx",
     "graph_to_onnx",
     "onnx_to_graph",
     "save_onnx",
@@ -226,7 +225,7 @@ def neuron_function() -> onnx.FunctionProto:
         body,
         [helper.make_opsetid("", OPSET)],
         attributes=list(_NEURON_ATTRIBUTES),
-        doc_string="Spiking neuron layer, one timestep (DESIGN.md section 1); see inflor_deploy.export.onnx_io.",
+        doc_string="Spiking neuron layer, one timestep (DESIGN.md section 1); see inflor_deploy.backends.onnx.float_model.",
     )
 
 
@@ -287,8 +286,8 @@ class _Writer:
         emit = self.nodes.append
         name = node.name
         if isinstance(node, n.Input):
-            self.inputs.append(_value_info(INPUT_NAME, tuple(node.shape)))
-            self.tensor[name] = INPUT_NAME
+            self.inputs.append(_value_info(n.INPUT_NAME, tuple(node.shape)))
+            self.tensor[name] = n.INPUT_NAME
             return
         if isinstance(node, (n.Neuron, n.Accumulator)):
             x = self.current(node)
@@ -412,11 +411,6 @@ def graph_to_onnx(graph: Graph) -> onnx.ModelProto:
 def save_onnx(model: onnx.ModelProto, path: str | Path) -> Path:
     """Write an ONNX model atomically: a temporary file next to ``path``, then a rename."""
     return write_file_atomically(path, lambda tmp: onnx.save(model, tmp))
-
-
-def export_onnx(model: Any, path: str | Path) -> Path:
-    """Export a torch model built by ``build_model`` to ``path``: model_to_ir -> graph_to_onnx -> save."""
-    return save_onnx(graph_to_onnx(model_to_ir(model)), path)
 
 
 # =========================================================================== reader

@@ -1,8 +1,8 @@
 """The quantized IR as a per-timestep ONNX graph that onnxruntime runs bit-exactly.
 
-:mod:`inflor_deploy.export.onnx_io` writes the FLOAT graph; this module
+:mod:`inflor_deploy.backends.onnx.float_model` writes the FLOAT graph; this module
 writes the fixed-point graph (after ``QuantizeFixedPoint``) so that any
-ONNX runtime reproduces :func:`inflor_deploy.sim.int_reference.run_aligned`
+ONNX runtime reproduces :func:`inflor_deploy.backends.sim.int_reference.run_aligned`
 (Lava's ``PyLifModelBitAcc``) integer for integer. One graph computes ONE
 timestep of the aligned view (every layer at the same t; synaptic delays
 only matter in the pipelined view and are ignored, as ``run_aligned`` does)::
@@ -73,7 +73,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from inflor_deploy.export.onnx_io import (
+from inflor_deploy.backends.onnx.float_model import (
     DOMAIN,
     DOMAIN_VERSION,
     IR_VERSION,
@@ -82,10 +82,10 @@ from inflor_deploy.export.onnx_io import (
     check_unique_names,
     save_onnx,
 )
-from inflor_deploy.export.torch_to_ir import INPUT_NAME, ExportError
+from inflor_deploy.errors import ExportError
 from inflor_deploy.ir import nodes as n
 from inflor_deploy.ir.graph import Graph, validate
-from inflor_deploy.sim.int_reference import ACT_SHIFT, DECAY_UNIT, U_LIMIT, V_LIMIT, VTH_SHIFT
+from inflor_deploy.backends.sim.int_reference import ACT_SHIFT, DECAY_UNIT, U_LIMIT, V_LIMIT, VTH_SHIFT
 
 __all__ = [
     "ACCUMULATOR_OP",
@@ -239,7 +239,7 @@ def loihi_neuron_function() -> onnx.FunctionProto:
         attributes=list(_NEURON_ATTRIBUTES),
         doc_string=(
             f"Loihi CUBA neuron layer, one timestep, integer-exact ({SEMANTICS}); "
-            "see inflor_deploy.ir.nodes.FixedPointNeuron and inflor_deploy.export.onnx_fixed."
+            "see inflor_deploy.ir.nodes.FixedPointNeuron and inflor_deploy.backends.onnx.fixed_model."
         ),
     )
 
@@ -308,13 +308,13 @@ class _Writer:
         scale = node.grade_scale
         if scale is None:
             raise ExportError(f"Input {node.name!r} has no grade_scale: quantize the graph (QuantizeFixedPoint) first")
-        self.inputs.append(_value_info(INPUT_NAME, TensorProto.FLOAT, tuple(node.shape)))
+        self.inputs.append(_value_info(n.INPUT_NAME, TensorProto.FLOAT, tuple(node.shape)))
         make = helper.make_node
         suffixes = ("grade_scale", "as_float64", "scaled", "graded")
         scale_name, wide, scaled, graded = (f"{node.name}.{s}" for s in suffixes)
         self.initializers.append(numpy_helper.from_array(np.array(scale, dtype=np.float64), scale_name))
         self.nodes += [
-            make("Cast", [INPUT_NAME], [wide], name=wide, to=TensorProto.DOUBLE),
+            make("Cast", [n.INPUT_NAME], [wide], name=wide, to=TensorProto.DOUBLE),
             make("Mul", [wide, scale_name], [scaled], name=scaled),
             make("Round", [scaled], [graded], name=graded),  # half to even, as np.rint
         ]
@@ -532,7 +532,7 @@ def run_fixed_onnx(
             outside the model's ``inflor.input_bound`` or not float32 values.
     """
     # Imported here, so that importing the exporter does not load onnxruntime.
-    from inflor_deploy.export.ort_run import cpu_session, model_timesteps
+    from inflor_deploy.backends.onnx.runtime import cpu_session, model_timesteps
 
     meta = _metadata(model)
     if meta.get(_META_SEMANTICS) != SEMANTICS:
@@ -574,7 +574,7 @@ def run_fixed_onnx(
     spikes: dict[str, list[np.ndarray]] = {p.name: [] for p in neurons}
     voltages: dict[str, list[np.ndarray]] = {p.name: [] for p in layers}
     for _ in range(timesteps):
-        values = dict(zip(fetch, session.run(fetch, {INPUT_NAME: images, **state})))
+        values = dict(zip(fetch, session.run(fetch, {n.INPUT_NAME: images, **state})))
         for p in neurons:
             spikes[p.name].append(values[p.output[0]])
         for name, out in v_next.items():

@@ -12,7 +12,7 @@ that promise and is refused rather than guessed at.
 Every number is copied, never recomputed, except tdBN's scale, which is
 computed exactly as the module does in eval mode
 (``lambda_ * (alpha * vth)`` in float32 torch), so that
-:func:`~inflor_deploy.sim.float_ir.run_float` on the result reproduces
+:func:`~inflor_deploy.backends.sim.float_ir.run_float` on the result reproduces
 ``model(images)`` bit for bit: same kernels, same operand order, same
 tensor layout (level 1 of the parity ladder, DESIGN.md section 2).
 
@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from inflor_deploy.errors import InflorError
+from inflor_deploy.errors import ExportError, InflorError
 from inflor_deploy.ir import nodes as n
 from inflor_deploy.ir.graph import Graph, infer_shapes, validate
 from inflor_deploy.nn.layers import TimeDistributed
@@ -38,8 +38,7 @@ from inflor_deploy.nn.tdbn import TdBatchNorm
 
 __all__ = ["ExportError", "INPUT_NAME", "SUPPORTED_LAYERS", "UnsupportedLayerError", "model_to_ir"]
 
-#: Name of the IR Input node (and of the ONNX graph input) of an exported model.
-INPUT_NAME = "image"
+INPUT_NAME = n.INPUT_NAME
 
 #: What the exporter understands, for error messages and documentation.
 SUPPORTED_LAYERS: tuple[str, ...] = (
@@ -55,10 +54,6 @@ SUPPORTED_LAYERS: tuple[str, ...] = (
     "BasicBlock",
     "OutputAccumulator",
 )
-
-
-class ExportError(InflorError):
-    """A model cannot be exported; the message says why and what to change."""
 
 
 class UnsupportedLayerError(ExportError):

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from inflor_deploy.sim.compare import (
+from inflor_deploy.backends.sim.compare import (
     Divergence,
     first_divergence,
     float_tie_tolerance,

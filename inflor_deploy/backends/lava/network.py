@@ -5,7 +5,7 @@
     compare_with_simulator(graph, x)  -> LavaParity    (parity level 3: bit-exact vs int_reference)
     compare_floating_pt(graph, x)     -> FloatAgreement (Lava floating_pt models: statistical)
 
-How each IR node maps (facts read in lava-nc 0.10.0 and pinned by tests/lava):
+How each IR node maps (facts read in lava-nc 0.10.0 and pinned by tests/backends/lava):
 
 * ``Input`` -> ``lava.proc.io.source.RingBuffer`` holding every sample's
   integer frames back to back (sample k, step t in column ``k*R + t``; zero
@@ -50,7 +50,7 @@ The idea: run a subtractive layer on Lava's stock ``LIFReset`` and let a
 self-synapse of weight ``-reset_mant`` (one step late, like every
 connection) do the subtraction in u, with u holding the membrane. It is
 *never* bit-exact in lava-nc 0.10.0, so it is refused unless
-``allow_inexact=True`` (tests/lava pin each reason):
+``allow_inexact=True`` (tests/backends/lava pin each reason):
 
 1. u decays by ``4096 - (du + 1)`` over 4096 (``ds_offset = 1``, from
    Loihi 1): ``du = 0`` still multiplies u by 4095/4096 and truncates
@@ -63,7 +63,7 @@ connection) do the subtraction in u, with u holding the membrane. It is
    reset, inside the next sample's window.
 5. u wraps at +-2^23 where the SRIF membrane (v in the process route) saturates.
 
-What is exact: Lava computes exactly those stock dynamics (tests/lava
+What is exact: Lava computes exactly those stock dynamics (tests/backends/lava
 reproduces them step by step). Spikes, unlike the state, still agree with
 SRIF at a step whenever ``-63 <= carry - drift <= 0`` there (``drift``:
 what the truncations took from u; ``carry``: ``trunc(v / 4096)``), because v
@@ -98,8 +98,8 @@ import numpy as np
 from inflor_deploy.errors import InflorError
 from inflor_deploy.ir import nodes as n
 from inflor_deploy.ir.graph import Graph, infer_shapes
-from inflor_deploy.sim.compare import Divergence, first_divergence
-from inflor_deploy.sim.int_reference import quantize_input, run_pipelined
+from inflor_deploy.backends.sim.compare import Divergence, first_divergence
+from inflor_deploy.backends.sim.int_reference import quantize_input, run_pipelined
 
 __all__ = [
     "ACCUMULATOR_VTH",
@@ -162,7 +162,7 @@ def _lava() -> types.SimpleNamespace:
         from lava.proc.sparse.process import DelaySparse
         from lava.utils.weightutils import SignMode
 
-        from inflor_deploy.lava_procs.soft_reset import SoftResetLIF
+        from inflor_deploy.backends.lava.procs.soft_reset import SoftResetLIF
 
         _LAVA = types.SimpleNamespace(**{k: v for k, v in locals().items() if k != "lava_compat"})
     return _LAVA
@@ -348,7 +348,7 @@ def _recurrent_route_problem(node: n.FixedPointNeuron, shape: tuple[int, ...]) -
     return None
 
 
-#: Why ``soft_reset="recurrent"`` is never bit-exact in lava-nc 0.10.0 (verified in tests/lava).
+#: Why ``soft_reset="recurrent"`` is never bit-exact in lava-nc 0.10.0 (verified in tests/backends/lava).
 RECURRENT_ROUTE_INEXACT = (
     "the stock-CUBA soft-reset route (self-inhibitory synapse -reset_mant, du=0) is not bit-exact "
     "in Lava's bit-accurate LIF: (1) the current decay factor is 4096 - (du + 1), so du=0 still "
@@ -840,7 +840,7 @@ def compare_with_simulator(
     divergence (smallest step, then the earliest layer). The simulator is
     itself checked against ``int_reference.run_pipelined`` (parity level 2).
     """
-    from inflor_deploy.sim.fixed_point import simulate
+    from inflor_deploy.backends.sim.fixed_point import simulate
 
     t0 = time.perf_counter()
     reference = simulate(graph, images, view="pipelined", record=True)
@@ -946,7 +946,7 @@ def compare_floating_pt(graph: Graph, images: np.ndarray, *, float_graph: Graph 
     class_agreement = float(np.mean(int_scores.argmax(1) == float_scores.argmax(1)))
     fg_spikes = fg_class = None
     if float_graph is not None:
-        from inflor_deploy.sim.float_ir import run_float
+        from inflor_deploy.backends.sim.float_ir import run_float
 
         fl = run_float(float_graph, images, record=True)
         fg_spikes = {name: float(np.mean(spikes[name] == fl.spikes[name])) for name in spikes if name in fl.spikes}

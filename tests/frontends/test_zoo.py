@@ -6,10 +6,10 @@ import torch
 from torch import nn
 
 from inflor_deploy.errors import InflorError
-from inflor_deploy.export.torch_to_ir import ExportError, UnsupportedLayerError, model_to_ir
+from inflor_deploy.frontends.zoo import ExportError, UnsupportedLayerError, model_to_ir
 from inflor_deploy.ir import nodes as n
 from inflor_deploy.nn import ModelConfig, TdBatchNorm, TimeDistributed, build_model
-from inflor_deploy.sim.float_ir import run_float
+from inflor_deploy.backends.sim.float_ir import run_float
 
 DIGITS = ModelConfig(arch="digits_cnn", in_channels=1, image_size=8, timesteps=4)
 

@@ -1,7 +1,7 @@
 """The quantized ONNX export: onnxruntime reproduces the integer reference bit for bit.
 
 Parity is integer equality (``np.array_equal``) of every spike, every v and
-the accumulator against :func:`inflor_deploy.sim.int_reference.run_aligned`,
+the accumulator against :func:`inflor_deploy.backends.sim.int_reference.run_aligned`,
 on the bundled digits model and on a hand-built graph whose reference run
 is checked to exercise each corner of the Loihi update (u wrap, v
 saturation, truncating leak of a negative v, current decay, hard and soft
@@ -14,7 +14,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper
 
-from inflor_deploy.export.onnx_fixed import (
+from inflor_deploy.backends.onnx.fixed_model import (
     ACCUMULATOR_OP,
     FLOAT32_EXACT_LIMIT,
     NEURON_OP,
@@ -23,12 +23,12 @@ from inflor_deploy.export.onnx_fixed import (
     run_fixed_onnx,
     save_fixed_onnx,
 )
-from inflor_deploy.export.onnx_io import DOMAIN, OnnxFormatError
-from inflor_deploy.export.torch_to_ir import ExportError
+from inflor_deploy.backends.onnx.float_model import DOMAIN, OnnxFormatError
+from inflor_deploy.frontends.zoo import ExportError
 from inflor_deploy.ir import Graph
 from inflor_deploy.ir import nodes as n
-from inflor_deploy.sim.compare import first_divergence
-from inflor_deploy.sim.int_reference import IntRun, run_aligned
+from inflor_deploy.backends.sim.compare import first_divergence
+from inflor_deploy.backends.sim.int_reference import IntRun, run_aligned
 
 BUNDLED = "inflor_deploy/pretrained/digits_srif_t4.pt"
 

@@ -1,6 +1,6 @@
 """The fast fixed-point simulator: the oracle that verifies whole test sets.
 
-It computes exactly what :mod:`inflor_deploy.sim.int_reference` computes
+It computes exactly what :mod:`inflor_deploy.backends.sim.int_reference` computes
 (Lava's ``PyLifModelBitAcc``; the FixedPointNeuron docstring has the
 update), bit for bit: every spike, every u and v, every counter (parity
 level 2 of DESIGN.md section 2). It batches samples and uses torch kernels:
@@ -127,7 +127,7 @@ import torch.nn.functional as F
 
 from inflor_deploy.ir import nodes as n
 from inflor_deploy.ir.graph import Graph, IRError, infer_shapes
-from inflor_deploy.sim.int_reference import ACT_SHIFT, DECAY_UNIT, U_LIMIT, V_LIMIT, VTH_SHIFT, IntRun, quantize_input
+from inflor_deploy.backends.sim.int_reference import ACT_SHIFT, DECAY_UNIT, U_LIMIT, V_LIMIT, VTH_SHIFT, IntRun, quantize_input
 
 __all__ = ["LayerPlan", "SimPlan", "SimRun", "SimTiming", "SynapsePlan", "plan", "simulate"]
 
@@ -470,7 +470,7 @@ class SimTiming:
 
 @dataclass
 class SimRun(IntRun):
-    """Result of :func:`simulate`: an :class:`~inflor_deploy.sim.int_reference.IntRun` (same six fields, same `scores`) plus counts.
+    """Result of :func:`simulate`: an :class:`~inflor_deploy.backends.sim.int_reference.IntRun` (same six fields, same `scores`) plus counts.
 
     Attributes:
         accumulator: ``[B, classes]`` int64 accumulator v at the end of each
@@ -903,7 +903,7 @@ def simulate(
         graph: A fixed-point graph (after QuantizeFixedPoint; also after
             ScheduleTimesteps for the pipelined view).
         images: ``[B, *input_shape]`` images, quantized with
-            :func:`~inflor_deploy.sim.int_reference.quantize_input`.
+            :func:`~inflor_deploy.backends.sim.int_reference.quantize_input`.
         view: ``"aligned"`` (as ``run_aligned``) or ``"pipelined"`` (as ``run_pipelined``).
         record: Keep every spike, v and u as ``[T, B, ...]`` traces (and the
             raw global-step traces in the pipelined view). Without it only the

@@ -9,16 +9,16 @@ ulps of the threshold). Scores must agree to float32 rounding.
 import numpy as np
 import pytest
 
-from inflor_deploy.export.onnx_io import graph_to_onnx
-from inflor_deploy.export.ort_run import run_onnx
-from inflor_deploy.export.torch_to_ir import model_to_ir
+from inflor_deploy.backends.onnx.float_model import graph_to_onnx
+from inflor_deploy.backends.onnx.runtime import run_onnx
+from inflor_deploy.frontends.zoo import model_to_ir
 from inflor_deploy.ir import Graph
 from inflor_deploy.ir import nodes as n
 from inflor_deploy.nn import LIFNeuron, ModelConfig, phi_inverse_scalar
 from inflor_deploy.pretrained import DEFAULT_MODEL
-from inflor_deploy.sim.compare import float_tie_tolerance, spike_mismatches
-from inflor_deploy.sim.float_ir import run_float
-from tests.export.test_torch_to_ir import images_for, randomized_model
+from inflor_deploy.backends.sim.compare import float_tie_tolerance, spike_mismatches
+from inflor_deploy.backends.sim.float_ir import run_float
+from tests.frontends.test_zoo import images_for, randomized_model
 
 DIGITS = ModelConfig(arch="digits_cnn", in_channels=1, image_size=8, timesteps=4)
 

@@ -20,7 +20,7 @@ import pytest
 
 from inflor_deploy.ir import nodes as n
 from inflor_deploy.ir.graph import Graph, IRError, Schedule, validate
-from inflor_deploy.sim.int_reference import _decay, _wrap_u, quantize_input, run_aligned, run_pipelined
+from inflor_deploy.backends.sim.int_reference import _decay, _wrap_u, quantize_input, run_aligned, run_pipelined
 
 
 def hand_graph(

@@ -14,14 +14,14 @@ import time
 import numpy as np
 import pytest
 
-from inflor_deploy import lava_backend as lb
+from inflor_deploy.backends.lava import network as lb
 from inflor_deploy.ir import nodes as n
 from inflor_deploy.ir.graph import Graph, validate
 from inflor_deploy.passes.base import PassContext
 from inflor_deploy.passes.pipeline import FLOAT_PIPELINE
 from inflor_deploy.passes.quantize import QuantizeFixedPoint
 from inflor_deploy.passes.schedule import ScheduleTimesteps
-from inflor_deploy.sim.int_reference import quantize_input, run_pipelined
+from inflor_deploy.backends.sim.int_reference import quantize_input, run_pipelined
 from inflor_deploy.targets import load_target
 
 DIGITS = "inflor_deploy/pretrained/digits_srif_t4.pt"
@@ -51,7 +51,7 @@ def digits():
     """(scheduled fixed-point graph, float graph, test images) of the bundled digits model."""
     from inflor_deploy.checkpoint import load_checkpoint
     from inflor_deploy.data import load_digits
-    from inflor_deploy.export.torch_to_ir import model_to_ir
+    from inflor_deploy.frontends.zoo import model_to_ir
 
     graph = model_to_ir(load_checkpoint(DIGITS).model)
     images = load_digits("test").images[:3]
@@ -404,7 +404,7 @@ def _assert_nothing_left(names):
 
 @pytest.mark.lava
 def test_a_worker_failing_midway_raises_and_leaves_no_process_or_shared_memory(digits, monkeypatch, shared_memory_names):
-    from inflor_deploy.lava_procs.soft_reset import models
+    from inflor_deploy.backends.lava.procs.soft_reset import models
 
     run_spk = models.PySoftResetLifModelBitAcc.run_spk
 

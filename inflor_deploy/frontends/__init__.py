@@ -1,0 +1,5 @@
+"""Front ends: a trained model -> the float IR.
+
+* :mod:`inflor_deploy.frontends.zoo` — the project's own model zoo
+  (:func:`~inflor_deploy.nn.build_model` networks).
+"""
