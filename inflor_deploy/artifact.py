@@ -2,7 +2,8 @@
 
 Layout of ``OUT/``::
 
-    manifest.json              versions, source checkpoint (sha256), target, pass list,
+    manifest.json              versions, source checkpoint (sha256), target, declared input
+                               (range, encoding, normalization, grade scale), pass list,
                                every contract's result, schedule, file index
     model.float.onnx           per-timestep float ONNX export (neurons = inflor.Neuron nodes)
     model.fixed_point.onnx     per-timestep integer ONNX (inflor.LoihiNeuron nodes); onnxruntime
@@ -147,8 +148,11 @@ def write_artifact(result, out: str | Path, force: bool = False) -> Path:
 
 
 def manifest(result, files: dict[str, Any]) -> dict[str, Any]:
+    from inflor_deploy.frontends.input_spec import input_spec_of
+
     ckpt = result.checkpoint
     schedule = result.graph.schedule
+    fixed = result.fixed_graph
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -166,6 +170,8 @@ def manifest(result, files: dict[str, Any]) -> dict[str, Any]:
             "sha256": sha256(Path(result.target.path)),
         },
         "timesteps": result.graph.timesteps,
+        # The declared input (range, pixel levels, normalization, encoding) and what the chip receives.
+        "input": input_spec_of(result.steps[0][1], None if fixed is None else fixed.input.grade_scale),
         "passes": [name for name, _ in result.steps[1:]],
         "complete": result.fixed_graph is not None,
         "contracts": [c.to_dict() for c in result.contracts],

@@ -19,6 +19,7 @@ from typing import Callable, Sequence
 from inflor_deploy.ir.graph import Graph, IRError, validate
 from inflor_deploy.passes.base import ContractResult, ContractViolation, Pass, PassContext, PassError
 from inflor_deploy.passes.fold_batch_norm import FoldBatchNorm
+from inflor_deploy.passes.fold_input_normalization import FoldInputNormalization
 from inflor_deploy.passes.fold_pooling import FoldAveragePool
 from inflor_deploy.passes.fold_rectifier import FoldRectifierIntoThreshold
 from inflor_deploy.passes.quantize import QuantizeFixedPoint
@@ -28,11 +29,13 @@ from inflor_deploy.passes.soft_reset import SoftResetToSubtractive
 FLOAT_PIPELINE: list[Pass] = [
     FoldBatchNorm,
     FoldAveragePool,
+    FoldInputNormalization,
     FoldRectifierIntoThreshold,
     SoftResetToSubtractive,
 ]
-"""The float rewrites, in order: after them the graph is synapses, threshold neurons with
-explicit subtractive resets and the accumulator, ready for quantization."""
+"""The float rewrites, in order: after them the graph is synapses (reading the raw input:
+an input normalization is folded into them), threshold neurons with explicit subtractive
+resets and the accumulator, ready for quantization."""
 
 COMPILE_PIPELINE: list[Pass] = [
     *FLOAT_PIPELINE,
@@ -45,6 +48,7 @@ COMPILE_PIPELINE: list[Pass] = [
 PASSES_BY_NAME: dict[str, Pass] = {
     "FoldBatchNorm": FoldBatchNorm,
     "FoldAveragePool": FoldAveragePool,
+    "FoldInputNormalization": FoldInputNormalization,
     "FoldRectifierIntoThreshold": FoldRectifierIntoThreshold,
     "SoftResetToSubtractive": SoftResetToSubtractive,
     "QuantizeFixedPoint": QuantizeFixedPoint,

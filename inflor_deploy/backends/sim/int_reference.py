@@ -103,12 +103,18 @@ def check_inputs(node: n.Input, images: np.ndarray) -> np.ndarray:
         if not (np.isfinite(lo) and np.isfinite(hi)):
             raise IRError("the inputs contain NaN or infinite values")
         low, high = node.value_range
-        if lo < low or hi > high:
-            raise IRError(
-                f"inputs span [{lo:g}, {hi:g}], outside the range [{low:g}, {high:g}] the network was compiled "
-                "for; convert the data to that range, or compile with --input-range covering it"
-            )
+        # A bound is also met by its float32 rounding (float32 data cannot hold e.g. 0.1 exactly).
+        if lo < min(low, float(np.float32(low))) or hi > max(high, float(np.float32(high))):
+            raise _outside(lo, hi, node)
     return images
+
+
+def _outside(lo: float, hi: float, node: n.Input) -> IRError:
+    low, high = node.value_range
+    return IRError(
+        f"inputs span [{lo:g}, {hi:g}], outside the range [{low:g}, {high:g}] the network was compiled "
+        "for; convert the data to that range, or compile with --input-range covering it"
+    )
 
 
 def quantize_input(graph: Graph, images: np.ndarray) -> np.ndarray:
@@ -123,6 +129,10 @@ def quantize_input(graph: Graph, images: np.ndarray) -> np.ndarray:
         raise IRError("the graph's Input has no grade_scale: quantize the graph first")
     images = check_inputs(graph.input, images)
     graded = np.rint(np.asarray(images, dtype=np.float64) * scale)
+    # The quantizer planned for exactly these integers: the graded ends of the declared range.
+    g_low, g_high = (float(np.rint(np.float64(v) * scale)) for v in graph.input.value_range)
+    if graded.size and (float(graded.min()) < g_low or float(graded.max()) > g_high):
+        raise _outside(float(np.min(images)), float(np.max(images)), graph.input)
     if graded.size and float(np.abs(graded).max()) >= GRADED_LIMIT:
         raise IRError(
             f"graded inputs reach {float(np.abs(graded).max()):.0f}, beyond the 32-bit graded payload "
