@@ -15,6 +15,8 @@ default                       [0, 1]              255           ``round(x * 255)
 ``--input-mean/--input-std``  [0, 1] (or the      as above      the raw pixels; the normalization
                               given range)                      folds into the first synapses
 ``--input-range LO,HI``       [LO, HI]            none          ``round(x * 255 / max(|LO|, |HI|))``
+``--input-encoding sequence`` [0, 1] events (or   1             the event counts as they are
+                              integer LO,HI)
 ============================  ==================  ============  ===================================
 
 (``--input-scale`` overrides the grade scale.) A normalization is an IR
@@ -70,7 +72,9 @@ class InputSpec:
 
     @property
     def kind(self) -> str:
-        """``"pixels"`` ([0, 1] at 1/255), ``"raw_pixels"`` (0..255) or ``"range"`` (a general range)."""
+        """``"pixels"`` ([0, 1] at 1/255), ``"raw_pixels"`` (0..255), ``"events"`` or ``"range"``."""
+        if self.encoding == "sequence":
+            return "events"
         return {UNIT_PIXELS: "pixels", RAW_PIXELS: "raw_pixels"}.get(self.pixel_levels, "range")
 
 
@@ -109,6 +113,9 @@ def resolve_input_spec(
     if not low < high:
         raise InputSpecError(f"--input-range {low:g},{high:g}: LO must be below HI, e.g. --input-range -1,1")
     levels = {(0.0, 1.0): UNIT_PIXELS, (0.0, 255.0): RAW_PIXELS}.get((low, high))
+    if input_encoding == "sequence":
+        # Events or integer counts, one frame per step: taken as they are (one graded unit per event).
+        levels = RAW_PIXELS if low.is_integer() and high.is_integer() else None
     mean, std = parse_floats(input_mean, "--input-mean"), parse_floats(input_std, "--input-std")
     if (mean is None) != (std is None):
         raise InputSpecError("give --input-mean and --input-std together (one value per channel each)")

@@ -114,7 +114,7 @@ def run_pipeline(
     if stop_after is not None and stop_after not in names:
         raise PassError(f"unknown pass {stop_after!r} for --stop-after; this pipeline runs: {', '.join(names)}")
     validate(graph)
-    expected = tuple(graph.input.shape)
+    expected = ((graph.timesteps,) if graph.input.encoding == "sequence" else ()) + tuple(graph.input.shape)
     if ctx.probe.ndim != len(expected) + 1 or tuple(ctx.probe.shape[1:]) != expected:
         raise PassError(
             f"probe shape {tuple(ctx.probe.shape)} does not fit graph {graph.name!r} with input "

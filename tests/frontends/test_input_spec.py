@@ -63,7 +63,10 @@ def test_apply_inserts_the_normalization_after_the_input():
 
 def test_apply_declares_range_and_encoding():
     graph = model_to_ir(build_model(CIFAR).eval())
-    declared = apply_input_spec(graph, resolve_input_spec("-1,1", input_encoding="sequence"))
+    declared = apply_input_spec(graph, resolve_input_spec("-0.5,1", input_encoding="sequence"))
     source = declared.input
-    assert (source.value_range, source.pixel_levels, source.encoding) == ((-1.0, 1.0), None, "sequence")
+    assert (source.value_range, source.pixel_levels, source.encoding) == ((-0.5, 1.0), None, "sequence")
+    events = resolve_input_spec(input_encoding="sequence")
+    assert (events.kind, events.value_range, events.pixel_levels) == ("events", (0.0, 1.0), 1)
+    assert resolve_input_spec("0,3", input_encoding="sequence").pixel_levels == 1  # counts, one unit per event
     assert not declared.of_type(n.Normalize)
