@@ -126,10 +126,11 @@ def evaluate(checkpoint, data_spec, samples, trust_pickle):
     """Accuracy of a checkpoint's float PyTorch model on a dataset's test split."""
     from inflor_deploy.checkpoint import load_checkpoint
     from inflor_deploy.data import load_dataset
+    from inflor_deploy.data.conform import as_unit_pixels
     from inflor_deploy.train import evaluate as run_evaluation
 
     loaded = load_checkpoint(checkpoint, trust_pickle=trust_pickle)
-    data = load_dataset(data_spec, "test").take(samples)
+    data = as_unit_pixels(load_dataset(data_spec, "test").take(samples))  # uint8 pixels as trained: p / 255
     accuracy, _ = run_evaluation(loaded.model, data)
     click.echo(f"{loaded.config.arch} on {data.name}: accuracy {accuracy:.4f} ({len(data)} samples)")
 

@@ -33,8 +33,11 @@ __all__ = ["as_unit_pixels", "conform_dataset"]
 
 
 def as_unit_pixels(data: Dataset) -> Dataset:
-    """Raw 8-bit pixels as pixels in [0, 1] (``p / 255``, what training and the default compile expect)."""
-    if not data.raw_pixels:
+    """Raw 8-bit pixels as pixels in [0, 1] (``p / 255``, what training and the default compile expect).
+
+    Event sequences stay as they are: their values are event counts (one unit per event).
+    """
+    if not data.raw_pixels or data.is_sequence:
         return data
     return dataclasses.replace(data, images=(data.images / np.float32(255)).astype(np.float32), raw_pixels=False)
 

@@ -69,7 +69,7 @@ shows each against Lava).
 
 from __future__ import annotations
 
-import functools
+import weakref
 from dataclasses import dataclass
 from typing import Literal
 
@@ -210,16 +210,34 @@ class SynapseArithmetic:
         return bound >= self.limit
 
 
-@functools.lru_cache(maxsize=1024)  # IR nodes hash by identity (eq=False) and are immutable
+# Per-node facts, computed once: IR nodes are immutable and hash by identity (eq=False); the cache
+# holds them weakly, so it never keeps a graph's weights alive.
+_FACTS: "weakref.WeakKeyDictionary[n.FixedPointSynapse, dict]" = weakref.WeakKeyDictionary()
+
+
+def _cached(node: n.FixedPointSynapse, key, compute):
+    facts = _FACTS.setdefault(node, {})
+    if key not in facts:
+        facts[key] = compute()
+    return facts[key]
+
+
 def weight_reach(node: n.FixedPointSynapse) -> int:
     """``max_o sum_k |W[o, k]|`` as a Python int: ``|S| <= weight_reach * max |x|``."""
-    w = np.abs(np.asarray(node.weight, dtype=np.int64)).reshape(node.weight.shape[0], -1)
-    return max((int(v) for v in w.sum(axis=1)), default=0)
+
+    def compute() -> int:
+        w = np.abs(np.asarray(node.weight, dtype=np.int64)).reshape(node.weight.shape[0], -1)
+        return max((int(v) for v in w.sum(axis=1)), default=0)
+
+    return _cached(node, "reach", compute)
 
 
-@functools.lru_cache(maxsize=1024)
 def synapse_arithmetic(node: n.FixedPointSynapse, graded: bool) -> SynapseArithmetic:
     """The :class:`SynapseArithmetic` of one synapse (the table of the module docstring)."""
+    return _cached(node, ("arithmetic", graded), lambda: _synapse_arithmetic(node, graded))
+
+
+def _synapse_arithmetic(node: n.FixedPointSynapse, graded: bool) -> SynapseArithmetic:
     process = lava_process(node, graded)
     if process == "Conv":
         return SynapseArithmetic(process, graded, None, CONV_WRAP_BITS)
