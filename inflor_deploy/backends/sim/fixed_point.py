@@ -339,7 +339,7 @@ def plan(
     Args:
         graph: A quantized graph (also scheduled, for the pipelined view).
         images: The images that will run (their range bounds the input);
-            None assumes pixels in [0, 1].
+            None assumes the Input's declared ``value_range``.
         view: ``"aligned"`` (windows of T steps) or ``"pipelined"`` (R steps).
         precision: ``"auto"`` picks the fastest exact arithmetic; ``"int64"``
             runs every layer in the int64 kernel with float64 (or int64)
