@@ -244,8 +244,8 @@ compile_options = [
                  help="Integer grades per unit of input [default: 255 for pixels in [0, 1], 1 for raw pixels, "
                       "255 / max(|LO|, |HI|) for a range]."),
     click.option("--input-range", default=None, metavar="LO,HI",
-                 help="Range of the input data [default 0,1: pixels at 1/255]; 0,255 declares raw 8-bit pixels. "
-                      "Inputs outside it are refused (write --input-range=-1,1 for a negative LO)."),
+                 help="Range of the input data [default 0,1: pixels at 1/255]; 0,255 declares raw 8-bit pixels; "
+                      "e.g. -2.5,2.5 a signed range. Inputs outside it are refused."),
     click.option("--input-mean", default=None, metavar="M1,M2,...",
                  help="Per-channel mean the model's inputs were normalized with ((x - mean) / std); "
                       "folded into the first synapses, so the chip receives the raw pixels."),
