@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -87,15 +89,29 @@ def load_graph(path: str | Path) -> Graph:
             arrays = {key: data[key] for key in data.files if key != "__graph__"}
     except FileNotFoundError as err:
         raise IRError(f"{path}: no such IR file") from err
-    except (KeyError, ValueError, OSError, json.JSONDecodeError) as err:
-        raise IRError(f"{path}: not an inflor-deploy IR file ({err})") from err
+    except (KeyError, ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error, json.JSONDecodeError) as err:
+        # A truncated or corrupt zip fails in any of these ways, depending on where it was cut.
+        raise IRError(f"{path}: not an inflor-deploy IR file, or a corrupt or truncated one "
+                      f"({type(err).__name__}: {err}); recompile to rewrite it") from err
+    if not isinstance(header, dict):
+        raise IRError(f"{path}: the IR header is {type(header).__name__}, not an object; recompile to rewrite it")
     if header.get("format") != FORMAT or header.get("format_version") != FORMAT_VERSION:
         raise IRError(f"{path}: IR format {header.get('format')!r} v{header.get('format_version')!r}, expected {FORMAT!r} v{FORMAT_VERSION}")
+    try:
+        return _graph_from(header, arrays)
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
+        # A header whose keys or types were edited: name what is wrong instead of a traceback.
+        what = f"missing key {err}" if isinstance(err, KeyError) else f"{type(err).__name__}: {err}"
+        raise IRError(f"{path}: malformed IR header ({what}); the file was edited or written by another "
+                      "tool: recompile to rewrite it") from err
+
+
+def _graph_from(header: dict, arrays: dict[str, np.ndarray]) -> Graph:
     nodes = []
     for entry in header["nodes"]:
         cls = NODE_TYPES.get(entry["type"])
         if cls is None:
-            raise IRError(f"{path}: unknown node type {entry['type']!r}")
+            raise ValueError(f"unknown node type {entry['type']!r}")
         kwargs = dict(entry["fields"])
         for name in _tuple_fields(cls):
             if name in kwargs and isinstance(kwargs[name], list):

@@ -33,6 +33,18 @@ Threshold: the paper fires on ``H >= vth``; the hardware on ``v > vth_hw << 6``.
 With integer threshold ``theta = round(s * vth)`` and v a multiple of 64
 (no leak; weights, bias and reset all enter shifted by 6),
 ``v >= theta << 6  <=>  v > (theta - 1) << 6``, so ``vth_hw = theta - 1``.
+
+Rounding bound of the threshold and the reset amount
+(:data:`MAX_THRESHOLD_ROUNDING` = 1 %): ``|theta / s - vth| / vth`` and
+``|reset_mant / s - reset| / reset`` above it get a warning in the
+quantization report and the compile output (``overflow="error"`` refuses
+the compile). Why 1 %: the scale makes a layer's largest weight fill the
+8-bit range, where one rounding step is 1/127 = 0.79 % of it (conv; dense:
+2/254, the same). A threshold rounded more coarsely than that is the
+layer's largest relative error, so the bound is that resolution rounded
+up; ``theta >= 50`` always meets it (0.5 / 50). ``theta = 1`` from
+``s * vth = 0.86`` errs by 16 %: a neuron then fires on 86 % of the input
+it was trained to need.
 """
 
 from __future__ import annotations
@@ -54,6 +66,9 @@ A_LIMIT = 2**17 - 1
 V_LIMIT_WEIGHT_UNITS = (2**23 - 1) >> 6
 #: Default integer grades per unit of input for images in [0, 1] (8-bit pixels).
 DEFAULT_INPUT_GRADES = 255.0
+#: Largest relative rounding error of a threshold or reset amount accepted without a warning
+#: (module docstring: the relative resolution of the largest 8-bit weight, 1/127, rounded up).
+MAX_THRESHOLD_ROUNDING = 0.01
 
 
 @dataclass(frozen=True)
@@ -245,16 +260,40 @@ def _quantize_layer(graph, layer, shapes, ctx: PassContext, grades: float):
         raise PassError(f"layer {layer.name!r}: run FoldRectifierIntoThreshold before QuantizeFixedPoint")
     # tau = (4096 - dv) / 4096; IF (tau = 1) is dv = 0.
     dv = int(np.clip(np.rint((1.0 - layer.tau) * 4096), 0, 4095))
+    threshold_error = abs(theta / scale - layer.vth) / layer.vth
+    reset_error = abs(reset_mant / scale - layer.reset_amount) / layer.reset_amount if reset_mant else 0.0
     report.update(
         threshold=theta,
-        threshold_error=abs(theta / scale - layer.vth) / layer.vth,
+        threshold_error=threshold_error,
         reset_mant=reset_mant,
-        reset_error=abs(reset_mant / scale - layer.reset_amount) / layer.reset_amount if reset_mant else 0.0,
+        reset_error=reset_error,
+        rounding_bound=MAX_THRESHOLD_ROUNDING,
+        rounding_warnings=_rounding_warnings(layer, scale, theta, threshold_error, reset_mant, reset_error),
         dv=dv,
         tau_realized=(4096 - dv) / 4096,
     )
     neuron = n.FixedPointNeuron(vth=theta - 1, reset=layer.reset, reset_mant=reset_mant, du=4095, dv=dv, **common)
     return synapses, neuron, report
+
+
+def _rounding_warnings(layer, scale: float, theta: int, threshold_error: float, reset_mant: int,
+                       reset_error: float) -> list[str]:  # fmt: skip
+    """One message per rounded quantity whose relative error exceeds MAX_THRESHOLD_ROUNDING."""
+    warnings = []
+    bound = f"{100 * MAX_THRESHOLD_ROUNDING:g} %"
+    if threshold_error > MAX_THRESHOLD_ROUNDING:
+        warnings.append(
+            f"threshold {layer.vth:.6g} x scale {scale:.4g} = {layer.vth * scale:.4g} rounds to {theta} "
+            f"({100 * threshold_error:.1f} % error, bound {bound}): the threshold is small against the layer's "
+            "largest weight; retrain with smaller weights relative to vth (weight decay or clipping)"
+        )
+    if reset_mant and reset_error > MAX_THRESHOLD_ROUNDING:
+        warnings.append(
+            f"reset amount {layer.reset_amount:.6g} x scale {scale:.4g} = {layer.reset_amount * scale:.4g} rounds to "
+            f"{reset_mant} ({100 * reset_error:.1f} % error, bound {bound}): the reset amount is small against the "
+            "layer's largest weight; retrain with smaller weights"
+        )
+    return warnings
 
 
 def _weight_errors(incoming, weights, scale) -> dict[str, float]:
@@ -302,6 +341,11 @@ def quantize_with_report(graph: Graph, ctx: PassContext) -> tuple[Graph, list[di
         nodes.extend(synapses)
         nodes.append(quantized)
         reports.append(report)
+        if report.get("rounding_warnings") and ctx.quantization.overflow == "error":
+            raise PassError(
+                f"layer {layer.name!r}: {report['rounding_warnings'][0]}. Refused because overflow='error' "
+                "(--overflow error); compile with --overflow warn to accept it"
+            )
         if report["can_saturate_v"] and ctx.quantization.overflow == "error":
             raise PassError(
                 f"layer {layer.name!r}: v can saturate within one sample window (worst case "

@@ -157,3 +157,26 @@ def test_preconditions_name_the_missing_pass():
     )
     with pytest.raises(PassError, match="FoldBatchNorm"):
         QuantizeFixedPoint.run(with_bn, _ctx(probe))
+
+
+def test_threshold_rounding_beyond_the_bound_warns_or_is_refused():
+    from inflor_deploy.passes.quantize import MAX_THRESHOLD_ROUNDING
+
+    image = np.ones((1, 1, 1, 1), np.float32)
+    # Scale 508 (the weight 0.5 fills the dense range): vth * 508 = 0.86 rounds to theta = 1, 16 % off.
+    graph = single_neuron(bias=0.0, vth=0.86 / 508)
+    fixed, report = quantize_with_report(graph, _ctx(image, input_grade_scale=1.0))
+    row = report[0]
+    assert fixed.node("n1").vth == 0 and row["threshold"] == 1  # theta = 1, compared as v > 0
+    assert row["threshold_error"] == pytest.approx(0.14 / 0.86) and row["rounding_bound"] == MAX_THRESHOLD_ROUNDING
+    assert len(row["rounding_warnings"]) == 1 and "rounds to 1 (16.3 % error, bound 1 %)" in row["rounding_warnings"][0]
+    with pytest.raises(PassError, match=r"layer 'n1': threshold .* rounds to 1 \(16.3 % error.*overflow='error'"):
+        quantize_with_report(graph, _ctx(image, input_grade_scale=1.0, overflow="error"))
+    # A reset amount rounded as coarsely is named too.
+    coarse_reset = graph.replace_nodes(
+        [dataclasses.replace(x, vth=0.5, reset_amount=2.6 / 508) if x.name == "n1" else x for x in graph])
+    _, report = quantize_with_report(coarse_reset, _ctx(image, input_grade_scale=1.0))
+    assert [w.split(" x ")[0] for w in report[0]["rounding_warnings"]] == [f"reset amount {2.6 / 508:.6g}"]
+    # Within the bound (theta = 254 exactly, reset 508): no warning, and overflow='error' compiles.
+    _, report = quantize_with_report(single_neuron(bias=0.0), _ctx(image, input_grade_scale=1.0, overflow="error"))
+    assert report[0]["rounding_warnings"] == [] and report[0]["threshold_error"] == 0

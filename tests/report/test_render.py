@@ -102,3 +102,17 @@ def test_short_summary_names_tiers_and_sources(digits_report):
     assert "tier 1" in text and "tier 2" in text and "tier 3" in text and "tier 4" in text
     assert "Horowitz" in text and "Davies" in text and "not published" in text
     assert "cores" in text and "status ok" in text
+
+
+def test_title_names_the_model_once_and_the_tags_are_explained_in_every_format(written):
+    from inflor_deploy.targets import TAG_MEANINGS
+
+    data = json.loads(written["json"].read_text())
+    md, html = written["markdown"].read_text(), written["html"].read_text()
+    assert data["tags"] == TAG_MEANINGS and set(data["tags"]) == {"exact", "[P]", "[T]", "[2]", "[D]"}
+    assert md.splitlines()[0] == "# Report: digits_srif_t4 (digits_cnn, T = 4) on loihi2-sim"
+    assert "<h1>Report: digits_srif_t4 (digits_cnn, T = 4) on loihi2-sim</h1>" in html
+    for text in (md, html):
+        assert "digits_cnn (digits_cnn)" not in text and "How to read the tags" in text
+        for meaning in TAG_MEANINGS.values():
+            assert meaning.split(" (")[0].replace("'", "&#x27;") in text or meaning.split(" (")[0] in text
