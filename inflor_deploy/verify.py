@@ -313,6 +313,7 @@ def level4_float_vs_fixed(model, float_graph: Graph, fixed_graph: Graph, data: D
     per_layer = {name: agree[name] / total[name] for name in layers}
     acc_float, acc_fixed = correct_float / len(data), correct_fixed / len(data)
     worst = min(per_layer, key=per_layer.get)
+    readout = fixed_graph.output.readout  # the fixed scores follow it (IntRun.scores); the model scores itself
     return LevelResult(
         level=4,
         name="float model vs fixed point (accuracy, spike agreement)",
@@ -321,10 +322,12 @@ def level4_float_vs_fixed(model, float_graph: Graph, fixed_graph: Graph, data: D
         summary=(
             f"accuracy float {acc_float:.4f} -> fixed {acc_fixed:.4f} (delta {acc_fixed - acc_float:+.4f}) on "
             f"{len(data)} samples; same class {same_class / len(data):.4f}; spike agreement min "
-            f"{per_layer[worst]:.4f} ({worst}); v saturations {sum(saturations.values())}, u wraps {sum(wraps.values())}"
+            f"{per_layer[worst]:.4f} ({worst}); v saturations {sum(saturations.values())}, u wraps {sum(wraps.values())}; "
+            f"readout {readout}"
         ),
         metrics={
             "samples": len(data),
+            "readout": readout,
             "accuracy_float": acc_float,
             "accuracy_fixed": acc_fixed,
             "class_agreement": same_class / len(data),
