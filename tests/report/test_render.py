@@ -102,3 +102,18 @@ def test_short_summary_names_tiers_and_sources(digits_report):
     assert "tier 1" in text and "tier 2" in text and "tier 3" in text and "tier 4" in text
     assert "Horowitz" in text and "Davies" in text and "not published" in text
     assert "cores" in text and "status ok" in text
+
+
+@pytest.mark.parametrize("readout, label", [("mean_membrane", "mean membrane over T"), ("spike_count", "spike count")])
+def test_the_readout_row_names_the_readout(readout, label):
+    from inflor_deploy.report import report_from_graph
+    from inflor_deploy.report.render import render_markdown
+    from inflor_deploy.targets import load_target
+    from tests.neuron_cases import compile_graph, conv_images, conv_per_channel_graph
+
+    fixed = compile_graph(conv_per_channel_graph(readout), conv_images(4))[0].graph
+    d = report_from_graph(fixed, conv_images(4), load_target("loihi2-sim")).to_dict()
+    assert validate(d) == []
+    layers = {x["name"]: x for x in d["activity"]["layers"]}
+    assert layers["out"]["readout"] == readout and layers["hard_pc"]["readout"] is None
+    assert f"| out (readout: {label}) |" in render_markdown(d)

@@ -52,12 +52,14 @@ layer, a layer runs the float32 kernel when
   v does not leak);
 * ``64 A <= 2^23 - 1``: u = a << 6 stays inside (-2^23, 2^23), so the wrap
   is the identity and never counts;
-* ``0 <= vth << 6 <= 2^24``, ``reset_mant << 6 <= 2^24`` and
-  ``|bias << bias_exp| <= 2^22``.
+* ``0 <= vth << 6 <= 2^24``, ``reset_mant << 6 <= 2^24`` (for every
+  channel, when the layer has per-channel values: the bounds take the
+  largest) and ``|bias << bias_exp| <= 2^22``.
 
 Then v always holds an integer in ``(-2^24, 2^23)`` between steps (the
 clip leaves ``|v| <= 2^23 - 1``; a subtract reset removes at most 2^24
-from a v above ``vth << 6 >= 0``). The step computes ``v + u``
+from a v above ``vth << 6 >= 0``; a zero reset or none only keeps v in
+range). The step computes ``v + u``
 (``|u| < 2^23``) and then ``+ bias``: an addition whose exact result has
 magnitude <= 2^24 is exact; one whose exact result exceeds 2^24 is off by
 at most one unit and leaves a result beyond ``2^24 - 2^22 - 2 > 2^23 - 1``
