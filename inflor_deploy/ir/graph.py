@@ -229,7 +229,9 @@ def _check_neuron(node: n.Neuron) -> None:
         raise IRError(f"{where}: spike value {node.spike_value} must be > 0")
     if node.charge == "affine":
         if node.decay is not None:
-            raise IRError(f"{where}: decay {node.decay} is only read by the decay_* charges; leave it None for 'affine'")
+            raise IRError(
+                f"{where}: decay {node.decay} is only read by the decay_* charges; leave it None for 'affine'"
+            )
         if node.tau != 1 and node.v_reset != 0:
             raise IRError(
                 f"{where}: the 'affine' charge leaks toward 0, but v_reset = {node.v_reset}; a layer that leaks "

@@ -218,7 +218,7 @@ class Neuron(Node):
         tau: Leak factor in [0, 1]; 1 is IF (no leak). U decays toward ``v_reset``.
         reset: ``"subtract"``, ``"zero"`` (hard reset to ``v_reset``) or ``"none"``.
         reset_amount: What a subtractive reset removes (float, or float64
-            ``(C,)``, >= 0). None means "the spike value" (InfLoR's soft reset
+            ``(C,)``, > 0). None means "the spike value" (InfLoR's soft reset
             subtracts the spike, 1, not Vth; SpikingJelly and snnTorch subtract
             Vth, which their adapters set here); ``SoftResetToSubtractive``
             makes it explicit. Ignored unless "subtract".

@@ -371,9 +371,8 @@ def rounding_contract(
     ]  # fmt: skip
     if divergence is None and over:
         divergence = over[0].max_diff_at.to_dict() if over[0].max_diff_at else {"layer": over[0].layer}
-        divergence["reason"] = (
-            f"membrane differs by {over[0].max_abs_diff:.3g}, beyond the rounding band {bands.get(over[0].layer, 0.0):.3g}"
-        )
+        band = bands.get(over[0].layer, 0.0)
+        divergence["reason"] = f"membrane differs by {over[0].max_abs_diff:.3g}, beyond the rounding band {band:.3g}"
     scores = next(d for d in comparison.membranes if d.layer == SCORES)
     if divergence is None and scores.max_abs_diff != 0:
         divergence = scores.max_diff_at.to_dict() if scores.max_diff_at else {"layer": SCORES}

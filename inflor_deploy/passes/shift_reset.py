@@ -45,9 +45,8 @@ def run(graph: Graph, ctx: PassContext) -> Graph:
     nodes = []
     for node in graph:
         if isinstance(node, n.Neuron) and node.v_reset != 0:
-            vth = node.vth
-            shifted = np.asarray(vth, dtype=np.float64) - node.v_reset if isinstance(vth, np.ndarray) else float(vth) - node.v_reset
-            node = dataclasses.replace(node, vth=shifted, v_reset=0.0)
+            vth = np.asarray(node.vth, dtype=np.float64) if isinstance(node.vth, np.ndarray) else float(node.vth)
+            node = dataclasses.replace(node, vth=vth - node.v_reset, v_reset=0.0)
         nodes.append(node)
     return graph.replace_nodes(nodes)
 

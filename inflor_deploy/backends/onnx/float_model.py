@@ -230,7 +230,7 @@ def _charge(u: str, out: str) -> list[onnx.NodeProto]:
         make("Add", [p + "leaked_mul", "X"], [p + "decay_multiply"]),
         *_select(
             "charge_mode",
-            [(name, p + name) for name in ("decay_divide_input", "decay_divide", "decay_multiply_input", "decay_multiply")],
+            [(name, p + name) for name in n.CHARGES[1:]],  # every decay_* form; "affine" is the default
             p + "affine",
             out,
         ),
@@ -336,7 +336,8 @@ def neuron_function() -> onnx.FunctionProto:
         body,
         [helper.make_opsetid("", OPSET)],
         attributes=list(_NEURON_ATTRIBUTES),
-        doc_string="Spiking neuron layer, one timestep (inflor_deploy.ir.nodes.Neuron); see inflor_deploy.backends.onnx.float_model.",
+        doc_string="Spiking neuron layer, one timestep (inflor_deploy.ir.nodes.Neuron); "
+        "see inflor_deploy.backends.onnx.float_model.",
     )
 
 
@@ -355,7 +356,7 @@ def accumulator_function() -> onnx.FunctionProto:
         ],
         [helper.make_opsetid("", OPSET)],
         attributes=list(_ACCUMULATOR_ATTRIBUTES),
-        doc_string="Non-spiking readout, one timestep: A[t] = tau * A[t-1] + X[t]; the score per its readout attribute.",
+        doc_string="Non-spiking readout, one timestep: A[t] = tau * A[t-1] + X[t]; the score per its readout.",
     )
 
 

@@ -70,12 +70,12 @@ class IntRun:
     v_saturations: dict[str, int] = field(default_factory=dict)
 
     def scores(self, graph: Graph) -> np.ndarray:
-        """Float class scores, comparable with the float model's: ``R / (64 * scale * T)`` (``/ (64 * scale)`` for a count)."""
+        """Float class scores, comparable with the float model's: ``R / (64 * scale * T)``, or ``/ (64 * scale)`` for a count."""
         return readout_scores(graph, self.accumulator)
 
 
 def readout_scores(graph: Graph, readout: np.ndarray) -> np.ndarray:
-    """Class scores from integer readouts ``R`` (v units) of the graph's accumulator (FixedPointAccumulator docstring)."""
+    """Class scores from the integer readouts ``R`` (v units) of the graph's accumulator (see FixedPointAccumulator)."""
     out = graph.output
     return readout / (2**ACT_SHIFT * out.scale * n.readout_divisor(out, graph.timesteps))
 
@@ -141,8 +141,8 @@ class _LayerState:
         self.bias = bias << e if e >= 0 else bias >> -e
         if isinstance(node, n.FixedPointNeuron):
             # One threshold / reset amount per layer, or per channel (broadcast over [B, C, ...]).
-            self.threshold = np.asarray(n.per_channel(np.asarray(node.vth, dtype=np.int64), len(shape))) << VTH_SHIFT
-            self.reset_amount = np.asarray(n.per_channel(np.asarray(node.reset_mant, dtype=np.int64), len(shape))) << ACT_SHIFT
+            self.threshold = n.per_channel(np.asarray(node.vth, dtype=np.int64), len(shape)) << VTH_SHIFT
+            self.reset_amount = n.per_channel(np.asarray(node.reset_mant, dtype=np.int64), len(shape)) << ACT_SHIFT
         self.wraps = 0
         self.saturations = 0
 
