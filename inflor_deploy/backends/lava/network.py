@@ -511,7 +511,7 @@ def _per_neuron(value, shape: tuple[int, ...]) -> np.ndarray:
     return np.ascontiguousarray(_to_lava(np.broadcast_to(array, shape), len(shape)))
 
 
-def uses_stock_lif(node: n.Node) -> bool:
+def _uses_stock_lif(node: n.Node) -> bool:
     """Whether a layer runs on Lava's stock ``LIFReset``: the accumulator, and hard-reset layers with one threshold."""
     if isinstance(node, n.FixedPointAccumulator):
         return True
@@ -528,7 +528,7 @@ def _neuron(L, node, shape, schedule, fixed: bool, recurrent: bool):
     accumulator = isinstance(node, n.FixedPointAccumulator)
     du = 4095 if accumulator else int(node.du)
     dv = int(node.dv)
-    stock = uses_stock_lif(node) or recurrent
+    stock = _uses_stock_lif(node) or recurrent
     if accumulator:
         vth = ACCUMULATOR_VTH
     elif stock:
