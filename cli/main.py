@@ -178,6 +178,11 @@ def _compile(model, target, output, force, *, stop_after=None, trust_pickle=Fals
     return result
 
 
+def _span(value) -> str:
+    """A quantization-report integer, or ``lo..hi`` for a per-channel list."""
+    return f"{min(value)}..{max(value)}" if isinstance(value, list) else str(value)
+
+
 def _print_compile_summary(result, output) -> None:
     config = result.checkpoint.config
     click.echo(
@@ -190,7 +195,10 @@ def _print_compile_summary(result, output) -> None:
     if result.quantization_report:
         click.echo("quantization (weight units per float unit; headroom = limit / worst case):")
         for row in result.quantization_report:
-            threshold = f"theta {row['threshold']:>6} reset {row['reset_mant']:>6}" if "threshold" in row else f"{'(accumulator)':<25}"
+            threshold = (
+                f"theta {_span(row['threshold']):>6} reset {_span(row['reset_mant']):>6}" if "threshold" in row
+                else f"{'(readout: ' + row.get('readout', 'mean_current') + ')':<25}"
+            )  # fmt: skip
             warn = "  WARNING: v can saturate in the worst case" if row["can_saturate_v"] else ""
             click.echo(
                 f"  {row['layer']:<22} scale {row['scale']:>10.2f} ({row['scale_limited_by']:<15}) {threshold} "

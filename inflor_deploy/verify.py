@@ -405,6 +405,7 @@ def level4_float_vs_fixed(model, float_graph: Graph, fixed_graph: Graph, data: D
         what = "class agreement" if look_at == readout else "spike agreement"
         verdict = f"; FAILS: {' and '.join(problems)}; look at layer {look_at!r} ({what} {judged[look_at]:.4f})"
         first = first_by_layer.get(look_at, first)
+    readout_mode = fixed_graph.output.readout  # the fixed scores follow it (IntRun.scores); the model scores itself
     return LevelResult(
         level=4,
         name="float model vs fixed point (accuracy, spike agreement)",
@@ -414,7 +415,7 @@ def level4_float_vs_fixed(model, float_graph: Graph, fixed_graph: Graph, data: D
             f"accuracy float {acc_float:.4f} -> fixed {acc_fixed:.4f} (delta {acc_fixed - acc_float:+.4f}, limit "
             f"-{max_accuracy_drop:g}) on {len(data)} samples; same class {same_class / len(data):.4f}; spike agreement "
             f"min {per_layer[worst]:.4f} ({worst}, floor {min_spike_agreement:g}); v saturations "
-            f"{sum(saturations.values())}, u wraps {sum(wraps.values())}" + verdict
+            f"{sum(saturations.values())}, u wraps {sum(wraps.values())}; readout {readout_mode}" + verdict
         ),
         metrics={
             "max_accuracy_drop": max_accuracy_drop,
@@ -423,6 +424,7 @@ def level4_float_vs_fixed(model, float_graph: Graph, fixed_graph: Graph, data: D
             "layers_below_floor": below,
             "look_at": look_at if problems else None,
             "samples": len(data),
+            "readout": readout_mode,
             "accuracy_float": acc_float,
             "accuracy_fixed": acc_fixed,
             "class_agreement": same_class / len(data),

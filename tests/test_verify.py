@@ -28,6 +28,7 @@ def test_ladder_passes_on_the_bundled_model(artifact):
     assert levels[2].ok and levels[2].metrics["values_compared"] > 0
     assert levels[3].ok is None  # skipped: 0 Lava samples
     assert levels[4].metrics["accuracy_fixed"] >= 0.95 and levels[4].metrics["class_agreement"] >= 0.95
+    assert levels[4].metrics["readout"] == "mean_current" and "readout mean_current" in levels[4].summary
 
 
 def test_a_corrupted_weight_fails_level_2_in_the_right_layer(artifact, monkeypatch):

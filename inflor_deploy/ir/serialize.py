@@ -2,7 +2,9 @@
 
 Layout: a JSON header under the key ``__graph__`` (name, timesteps,
 schedule, and each node's type, scalar fields and the keys of its arrays)
-plus one array per node array field, named ``<node index>/<field>``.
+plus one array per node array field, named ``<node index>/<field>``. A
+field that holds a scalar on one node and an array on another (a neuron's
+``vth``: one threshold, or one per channel) is stored as whichever it is.
 Loading uses ``allow_pickle=False``, so a graph file can never run code.
 """
 
@@ -21,7 +23,11 @@ from inflor_deploy.ir import nodes as n
 from inflor_deploy.ir.graph import Graph, IRError, Schedule
 
 FORMAT = "inflor-deploy-ir"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: Versions :func:`load_graph` reads. Version 1 files predate the neuron fields of issue 10
+#: (gain, compare, reset timing, v_reset, charge, per-channel vth, readouts); their defaults
+#: are exactly the version-1 semantics.
+READABLE_VERSIONS = (1, 2)
 
 #: Every node type a file may name (explicit: no lookup by arbitrary class name).
 NODE_TYPES: dict[str, type[n.Node]] = {
@@ -95,7 +101,7 @@ def load_graph(path: str | Path) -> Graph:
                       f"({type(err).__name__}: {err}); recompile to rewrite it") from err
     if not isinstance(header, dict):
         raise IRError(f"{path}: the IR header is {type(header).__name__}, not an object; recompile to rewrite it")
-    if header.get("format") != FORMAT or header.get("format_version") != FORMAT_VERSION:
+    if header.get("format") != FORMAT or header.get("format_version") not in READABLE_VERSIONS:
         raise IRError(f"{path}: IR format {header.get('format')!r} v{header.get('format_version')!r}, expected {FORMAT!r} v{FORMAT_VERSION}")
     try:
         return _graph_from(header, arrays)

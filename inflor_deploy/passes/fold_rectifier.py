@@ -64,17 +64,24 @@ PHI_ERROR_WINDOW = 2048
 """phi's float32 error is measured on the float32 values within this many ulps of theta (each side)."""
 
 
+def folded_threshold(vth: float | np.ndarray) -> float | np.ndarray:
+    """``phi^-1(vth)``, per channel for a ``(C,)`` array of thresholds."""
+    if isinstance(vth, np.ndarray):
+        return np.array([phi_inverse_scalar(v) for v in vth], dtype=np.float64)
+    return phi_inverse_scalar(vth)
+
+
 def run(graph: Graph, ctx: PassContext) -> Graph:
     """Fold phi into the threshold of every MPR neuron (see the module docstring)."""
     nodes = []
     for node in graph:
         if isinstance(node, n.Neuron) and node.mpr:
-            if not node.vth > 0:
+            if not (np.asarray(node.vth) > 0).all():
                 raise PassError(
-                    f"neuron {node.name!r}: threshold {node.vth} must be > 0 to fold MPR into it; "
+                    f"neuron {node.name!r}: threshold {n.plain(node.vth)} must be > 0 to fold MPR into it; "
                     "retrain or re-export with a positive vth"
                 )
-            node = dataclasses.replace(node, vth=phi_inverse_scalar(node.vth), mpr=False)
+            node = dataclasses.replace(node, vth=folded_threshold(node.vth), mpr=False)
         nodes.append(node)
     return graph.replace_nodes(nodes)
 
@@ -103,14 +110,17 @@ def phi_float32_error(theta: float) -> float:
 
 
 def tie_band(neuron: n.Neuron) -> float:
-    """The near-tie band on H around ``phi^-1(vth)`` for an MPR neuron run in float32.
+    """The near-tie band on H around ``phi^-1(vth)`` for an MPR neuron run in float32 (the widest channel's).
 
     ``TIE_ULPS x (ulp(theta) + (E_phi + ulp(vth)) / phi'(theta))`` with
     ``E_phi = phi_float32_error(theta)`` (derivation in the module docstring).
     """
-    theta = phi_inverse_scalar(neuron.vth)
-    ulp_theta, ulp_vth = (float(np.spacing(np.float32(abs(x)))) for x in (theta, neuron.vth))
-    return TIE_ULPS * (ulp_theta + (phi_float32_error(theta) + ulp_vth) / _slope(theta))
+    bands = []
+    for vth in np.atleast_1d(np.asarray(neuron.vth, dtype=np.float64)):
+        theta = phi_inverse_scalar(float(vth))
+        ulp_theta, ulp_vth = (float(np.spacing(np.float32(abs(x)))) for x in (theta, vth))
+        bands.append(TIE_ULPS * (ulp_theta + (phi_float32_error(theta) + ulp_vth) / _slope(theta)))
+    return max(bands)
 
 
 def check(before: Graph, after: Graph, ctx: PassContext) -> ContractResult:
@@ -136,7 +146,7 @@ def check(before: Graph, after: Graph, ctx: PassContext) -> ContractResult:
         "tie_ulps": TIE_ULPS,
         "tie_band": bands,
         "folded_thresholds": {
-            node.name: {"vth": node.vth, "folded": phi_inverse_scalar(node.vth)}
+            node.name: {"vth": n.plain(node.vth), "folded": n.plain(folded_threshold(node.vth))}
             for node in before.of_type(n.Neuron) if node.mpr
         },
         "probe_images": int(ctx.probe.shape[0]),

@@ -208,6 +208,8 @@ class LayerActivity:
         synops_nonzero: Same, NeuroBench count.
         synops_lava_formula: Same, lava-dl formula.
         first_layer_macs: MACs per sample (x 1) of input-fed synapses into this layer.
+        readout: The accumulator's readout (``"mean_current"``, ``"mean_membrane"``,
+            ``"spike_count"``); None for a neuron layer.
     """
 
     name: str
@@ -225,6 +227,7 @@ class LayerActivity:
     synops_lava_formula: float
     first_layer_macs: int
     padding_spikes: int | None = None
+    readout: str | None = None
 
 
 @dataclass(frozen=True)
@@ -551,7 +554,7 @@ class ActivityCounter:
         )
         if not isinstance(node, n.FixedPointNeuron):
             return LayerActivity(kind="accumulator", spikes=None, spikes_per_step=None, rate_per_step=None,
-                                 spikes_per_neuron_per_step=None, active_updates=0, **common)
+                                 spikes_per_neuron_per_step=None, active_updates=0, readout=node.readout, **common)
         per_step = self.counts[node.name].reshape(self.steps, -1).sum(axis=1)
         spikes = int(per_step.sum())
         return LayerActivity(

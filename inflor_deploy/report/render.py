@@ -321,6 +321,13 @@ def make_plots(d: dict[str, Any]) -> dict[str, bytes]:
 # --------------------------------------------------------------------------- tables
 
 
+_READOUT_LABELS = {
+    "mean_current": "mean input current over T",
+    "mean_membrane": "mean membrane over T",
+    "spike_count": "spike count",
+}
+
+
 def _layer_rows(d: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     n = d["run"]["samples"]
     head = ["layer", "shape", "neurons", "spikes / inference", "spikes / neuron / step", "rate per step",
@@ -330,7 +337,7 @@ def _layer_rows(d: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     for x in d["activity"]["layers"]:
         spiking = x["kind"] == "neuron"
         rows.append([
-            x["name"] + ("" if spiking else " (accumulator)"),
+            x["name"] + ("" if spiking else f" (readout: {_READOUT_LABELS.get(x.get('readout'), 'accumulator')})"),
             "x".join(str(s) for s in x["shape"]),
             num(x["neurons"]),
             num(x["spikes"] / n) if spiking else "-",

@@ -89,7 +89,8 @@ _LAYER_ACTIVITY = _obj({
     "synops_lava_formula": _NNUM,
     "first_layer_macs": _INT,
     "padding_spikes": _nullable(_INT),
-})
+    "readout": {"enum": ["mean_current", "mean_membrane", "spike_count", None]},
+}, optional=("readout",))
 
 _SYNAPSE_ACTIVITY = _obj({
     "name": _STR,

@@ -37,9 +37,10 @@ def test_compile_bundled_model_writes_a_self_describing_artifact(tmp_path):
     assert manifest["target"]["name"] == "loihi2-sim" and manifest["complete"]
     assert manifest["passes"] == [
         "FoldBatchNorm", "FoldAveragePool", "FoldRectifierIntoThreshold",
-        "SoftResetToSubtractive", "QuantizeFixedPoint", "ScheduleTimesteps",
+        "SoftResetToSubtractive", "DelayedResetToSameStep", "ShiftResetToZero", "FoldInputGain",
+        "QuantizeFixedPoint", "ScheduleTimesteps",
     ]  # fmt: skip
-    assert all(c["ok"] for c in manifest["contracts"]) and len(manifest["contracts"]) == 6
+    assert all(c["ok"] for c in manifest["contracts"]) and len(manifest["contracts"]) == 9
     assert {"torch", "onnx", "lava-nc", "python"} <= set(manifest["versions"])
     assert len(manifest["source"]["sha256"]) == 64
     fixed = artifact.fixed_graph

@@ -176,3 +176,17 @@ def test_non_positive_threshold_raises():
     bad = graph.replace_nodes(dataclasses.replace(x, vth=0.0) if isinstance(x, Neuron) else x for x in graph)
     with pytest.raises(PassError, match="neuron 'neuron': threshold 0.0 must be > 0"):
         FoldRectifierIntoThreshold.run(bad, _ctx(graph))
+
+
+def test_per_channel_thresholds_fold_channel_by_channel():
+    from tests.neuron_cases import images, variant_graph
+
+    vth = np.linspace(0.2, 1.4, 24)
+    before = variant_graph(dict(vth=vth, reset="subtract", mpr=True))
+    after = FoldRectifierIntoThreshold.run(before, _ctx(before, images(16)))
+    folded = after.node("n").vth
+    assert folded.shape == (24,) and not after.node("n").mpr
+    np.testing.assert_array_equal(folded, [phi_inverse_scalar(v) for v in vth])
+    result = FoldRectifierIntoThreshold.check(before, after, _ctx(before, images(16)))
+    assert result.ok and result.metrics["unexplained"] == 0
+    assert result.metrics["folded_thresholds"]["n"]["vth"] == vth.tolist()
