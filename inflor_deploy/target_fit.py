@@ -84,6 +84,14 @@ def _check_array(where: str, node: str, field: str, value: Any, lo: int, hi: int
                                         f"{allowed}")
 
 
+def _check_scalar_or_channels(where: str, node: str, field: str, value: Any, lo: int, hi: int, meaning: str) -> None:
+    """A neuron's vth / reset_mant: one integer, or one per channel."""
+    if isinstance(value, np.ndarray):
+        _check_array(where, node, field, value, lo, hi, meaning)
+    else:
+        _check_int(where, node, field, value, lo, hi, meaning)
+
+
 def _check_positive(where: str, node: str, field: str, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)) \
             or not math.isfinite(value) or not value > 0:
@@ -101,10 +109,6 @@ def check_fits_target(graph: Graph, target: Target, where: str = "graph") -> Non
     num, timing = target.numerics, target.timing
     if not graph.is_fixed_point or graph.schedule is None:
         raise TargetFitError(f"{where}: not a scheduled fixed-point graph; recompile the artifact")
-    try:
-        validate(graph)
-    except IRError as err:
-        raise TargetFitError(f"{where}: {err}; recompile the artifact") from err
     unsigned_vth = (0, num.vth_mant_max, f"the target's {num.vth_mant_bits}-bit unsigned mantissa")
     bias = num.bias_mant_range
     bias_args = (bias.start, bias.stop - 1, f"the target's {num.bias_mant_bits}-bit signed bias mantissa")
@@ -131,17 +135,25 @@ def check_fits_target(graph: Graph, target: Target, where: str = "graph") -> Non
             _check_array(where, name, "bias_mant", node.bias_mant, *bias_args, shape=shape)
             _check_int(where, name, "bias_exp", node.bias_exp, *bias_exp)
             _check_positive(where, name, "scale", node.scale)
+            _check_int(where, name, "dv", node.dv, 0, (1 << num.dv_bits) - 1,
+                       f"the target's {num.dv_bits}-bit voltage decay")
             if isinstance(node, n.FixedPointNeuron):
-                _check_int(where, name, "vth", node.vth, *unsigned_vth)
-                if node.reset not in ("subtract", "zero"):
-                    raise _fail(where, name, "reset", f"= {node.reset!r} must be 'subtract' or 'zero'")
-                low_reset = 1 if node.reset == "subtract" else 0
-                _check_int(where, name, "reset_mant", node.reset_mant, low_reset, num.vth_mant_max,
-                           f"the target's {num.vth_mant_bits}-bit unsigned reset mantissa")
+                _check_scalar_or_channels(where, name, "vth", node.vth, *unsigned_vth)
+                if node.reset not in n.RESET_MODES:
+                    raise _fail(where, name, "reset", f"= {node.reset!r} must be one of {', '.join(n.RESET_MODES)}")
+                if node.reset == "subtract":
+                    _check_scalar_or_channels(where, name, "reset_mant", node.reset_mant, 1, num.vth_mant_max,
+                                              f"the target's {num.vth_mant_bits}-bit unsigned reset mantissa")
+                else:
+                    _check_scalar_or_channels(where, name, "reset_mant", node.reset_mant, 0, 0,
+                                              f"the unused reset mantissa of reset {node.reset!r}")
                 _check_int(where, name, "du", node.du, 0, (1 << num.du_bits) - 1,
                            f"the target's {num.du_bits}-bit current decay")
-                _check_int(where, name, "dv", node.dv, 0, (1 << num.dv_bits) - 1,
-                           f"the target's {num.dv_bits}-bit voltage decay")
+    # Widths first (they name the value a file edit put out of range), then the structure.
+    try:
+        validate(graph)
+    except IRError as err:
+        raise TargetFitError(f"{where}: {err}; recompile the artifact") from err
     schedule = graph.schedule
     interval = schedule.reset_interval
     if not _integer(interval) or interval < graph.timesteps:

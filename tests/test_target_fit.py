@@ -48,7 +48,7 @@ def test_the_extremes_of_every_range_fit_both_targets():
                                                                "13-bit signed bias mantissa [-4096, 4095]"),
     ({"n1": {"bias_mant": np.zeros((2, 4), np.int32)}}, "'bias_mant' has shape (2, 4), the layer's shape is (2, 4, 4)"),
     ({"n1": {"bias_exp": 8}}, "'bias_exp' = 8 is outside the target's 3-bit unsigned bias exponent [0, 7]"),
-    ({"n1": {"du": 4096}}, "du=4096, dv=4095 must be 12-bit"),
+    ({"n1": {"du": 4096}}, "'du' = 4096 is outside the target's 12-bit current decay [0, 4095]"),
     ({"d": {"delay": 63}}, "'d' field 'delay' = 63 is outside the target's synaptic delays [0, 62]"),
     ({"out": {"scale": -1.0}}, "'out' field 'scale' = -1.0 must be a finite number > 0"),
     ({"image": {"grade_scale": None}}, "'grade_scale' is missing"),
