@@ -192,6 +192,11 @@ def _compile(model, target, output, force, *, stop_after=None, trust_pickle=Fals
     return result
 
 
+def _span(value) -> str:
+    """A quantization-report integer, or ``lo..hi`` for a per-channel list."""
+    return f"{min(value)}..{max(value)}" if isinstance(value, list) else str(value)
+
+
 def _print_compile_summary(result, output) -> None:
     config = result.checkpoint.config
     click.echo(
@@ -204,12 +209,17 @@ def _print_compile_summary(result, output) -> None:
     if result.quantization_report:
         click.echo("quantization (weight units per float unit; headroom = limit / worst case):")
         for row in result.quantization_report:
-            threshold = f"theta {row['threshold']:>6} reset {row['reset_mant']:>6}" if "threshold" in row else f"{'(accumulator)':<25}"
+            threshold = (
+                f"theta {_span(row['threshold']):>6} reset {_span(row['reset_mant']):>6}" if "threshold" in row
+                else f"{'(readout: ' + row.get('readout', 'mean_current') + ')':<25}"
+            )  # fmt: skip
             warn = "  WARNING: v can saturate in the worst case" if row["can_saturate_v"] else ""
             click.echo(
                 f"  {row['layer']:<22} scale {row['scale']:>10.2f} ({row['scale_limited_by']:<15}) {threshold} "
                 f"u headroom {row['u_headroom']:>6.2f}x  v headroom {row['v_headroom']:>6.2f}x{warn}"
             )
+            for warning in row.get("rounding_warnings", []):
+                click.echo(f"    WARNING: {warning}")
     if result.fixed_graph is not None:
         from inflor_deploy.frontends.input_spec import input_spec_of
 
@@ -256,7 +266,9 @@ compile_options = [
     click.option("--headroom", type=click.Choice(["u", "uv"]), default="u", show_default=True,
                  help="Worst cases the scales must respect: u never wraps (u), and also v never saturates (uv)."),
     click.option("--overflow", type=click.Choice(["warn", "error"]), default="warn", show_default=True,
-                 help="A layer whose v can saturate in the worst case: warn, or refuse to compile."),
+                 help="A layer whose v can saturate in the worst case, or whose threshold or reset amount rounds "
+                      "with more than 1 % relative error (QuantizeFixedPoint's stated bound): warn, or refuse to "
+                      "compile."),
     click.option("-T", "--timesteps", type=int, default=None, help="Override the checkpoint's T."),
     click.option("--probe-samples", type=int, default=None,
                  help="Inputs the pass contracts run on [default: 16, fewer (>= 2) for very large nets]."),
@@ -329,8 +341,6 @@ def _print_ladder(ladder) -> None:
     click.echo("parity ladder:")
     for level in ladder.levels:
         status = {True: "PASS", False: "FAIL", None: "skip"}[level.ok]
-        if level.kind == "statistical" and level.ok:
-            status = "info"
         click.echo(f"  {level.level}  {status}  {level.name:<52} [{level.kind}] {level.summary}")
         if level.first_divergence and (level.ok is False or level.kind == "statistical"):
             where = ", ".join(f"{k}={v}" for k, v in level.first_divergence.items())
@@ -349,29 +359,42 @@ def _print_ladder(ladder) -> None:
 @click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Artifact directory when MODEL is a checkpoint [default: artifacts/<model>-<target>].")
 @click.option("--force", is_flag=True, help="Replace an existing artifact directory.")
+@click.option("--max-accuracy-drop", type=click.FloatRange(0, 100), default=1.0, show_default=True,
+              help="Level 4 fails when fixed-point accuracy is more than this many percentage points below float.")
+@click.option("--min-spike-agreement", type=click.FloatRange(0, 1), default=None,
+              help="Level 4 fails when a layer's float/fixed spike agreement is below this fraction "
+                   "[default: 0.90, from the bundled SRIF, an IF and a LIF model; see the README].")
 @trust_pickle_option
 @_user_errors
-def verify(model, data_spec, samples, reference_samples, lava_samples, target, output, force, trust_pickle):
+def verify(model, data_spec, samples, reference_samples, lava_samples, target, output, force, max_accuracy_drop,
+           min_spike_agreement, trust_pickle):
     """Run the parity ladder; MODEL is a checkpoint (compiled first) or an artifact directory.
 
-    Exits with status 2 when a bit-exact or spike-exact level fails.
+    First checks the sha256 of the artifact's files and of the checkpoint it was
+    compiled from. Level 0 recompiles the checkpoint and compares bit for bit.
+    Exits with status 2 when a level fails (level 4: accuracy drop or spike
+    agreement beyond the limits).
     """
     from inflor_deploy.data import load_dataset
-    from inflor_deploy.verify import run_ladder
+    from inflor_deploy.verify import MIN_SPIKE_AGREEMENT, run_ladder
 
     if reference_samples < 1 or lava_samples < 0:
         raise InflorError("--reference-samples must be >= 1 and --lava-samples >= 0")
     artifact = _artifact_for(model, target, output, force, trust_pickle)
+    artifact.check_sources()  # a checkpoint replaced after compiling is named before anything runs
     data = load_dataset(data_spec, "test").take(samples)
     ladder = run_ladder(
         artifact, data, reference_samples=reference_samples, lava_samples=lava_samples,
         trust_pickle=trust_pickle, progress=lambda message: click.echo(f"  ... {message}", err=True),
+        max_accuracy_drop=max_accuracy_drop / 100,
+        min_spike_agreement=MIN_SPIKE_AGREEMENT if min_spike_agreement is None else min_spike_agreement,
     )  # fmt: skip
     path = artifact.write_json("verify.json", {"data": data.name, **ladder.to_dict()})
     _print_ladder(ladder)
     click.echo(f"ladder written to {path}")
     if not ladder.ok:
-        click.echo("error: a bit-exact level failed (see the first divergence above)", err=True)
+        failed = ", ".join(str(level.level) for level in ladder.failed)
+        click.echo(f"error: parity level(s) {failed} failed (see the summary and first divergence above)", err=True)
         sys.exit(EXIT_VERIFICATION_FAILED)
 
 

@@ -13,6 +13,7 @@ the ONNX file in an artifact is exactly what was compiled.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,6 +74,10 @@ class CompileResult:
         probe_source: Where the contract probe came from.
         probe: The probe inputs themselves ``[N, C, H, W]``.
         seconds: Wall time of the compile.
+        options: Every option that shaped the result (target, T override, probe size,
+            stop_after, quantization): with the checkpoint, enough to rebuild it bit for bit.
+        sources: Inputs besides the checkpoint and the target file, as ``(role, path)``
+            (e.g. a model factory's source file); the manifest records their sha256.
     """
 
     checkpoint: Checkpoint
@@ -84,6 +89,8 @@ class CompileResult:
     probe_source: str = ""
     probe: np.ndarray | None = None
     seconds: float = 0.0
+    options: dict[str, Any] = field(default_factory=dict)
+    sources: list[tuple[str, Path]] = field(default_factory=list)
 
     @property
     def graph(self) -> Graph:
@@ -210,4 +217,11 @@ def compile_checkpoint(
         probe_source=probe_source,
         probe=probe,
         seconds=time.perf_counter() - start,
+        options={
+            "target": target.name,
+            "timesteps": timesteps,
+            "probe_samples": probe_samples,
+            "stop_after": stop_after,
+            "quantization": dataclasses.asdict(quantization),
+        },
     )

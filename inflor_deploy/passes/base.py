@@ -63,8 +63,10 @@ class QuantizationOptions:
             (u can never wrap; always enforced) or ``"uv"`` (v can also never
             saturate within a sample window, at the cost of coarser weights).
         overflow: What to do with a layer whose worst case can still
-            saturate v: ``"warn"`` records it in the report (the simulators
-            count real saturation events), ``"error"`` refuses to compile.
+            saturate v, or whose threshold or reset amount rounds with a
+            relative error above ``MAX_THRESHOLD_ROUNDING`` (1 %):
+            ``"warn"`` records it in the report (the simulators count real
+            saturation events), ``"error"`` refuses to compile.
     """
 
     input_grade_scale: float | None = None

@@ -40,10 +40,39 @@ the declared range (8 bits of magnitude plus a sign). Signed ranges are
 planned for by their extremes: a weight's worst current takes the input end
 that raises (or lowers) it most.
 
-Threshold: the paper fires on ``H >= vth``; the hardware on ``v > vth_hw << 6``.
-With integer threshold ``theta = round(s * vth)`` and v a multiple of 64
-(no leak; weights, bias and reset all enter shifted by 6),
-``v >= theta << 6  <=>  v > (theta - 1) << 6``, so ``vth_hw = theta - 1``.
+Threshold: the hardware fires on ``v > vth_hw << 6``, with integer threshold
+``theta = round(s * vth)`` (per channel when vth is; the scale stays per layer):
+
+* ``compare=">"`` (snnTorch): ``vth_hw = theta``, exact for any v;
+* ``compare=">="`` (InfLoR, SpikingJelly): with v a multiple of 64 (no leak;
+  weights, bias and reset all enter shifted by 6),
+  ``v >= theta << 6  <=>  v > (theta - 1) << 6``, so ``vth_hw = theta - 1``.
+  A leaky layer's v is not a multiple of 64, so there ``>= theta`` also fires
+  for v in ``(64 (theta - 1), 64 theta)``: kept as is and reported per layer
+  (``threshold_exact: false``).
+
+Reset: ``"subtract"`` -> ``reset_mant = round(s * reset_amount)`` (per channel
+when the amount is), ``"zero"`` -> v = 0, ``"none"`` -> no reset
+(``reset_mant = 0``). Input gain (kept on a neuron whose shortcut could not
+absorb it, see ``FoldInputGain``) scales every incoming synapse and bias.
+Leak ``tau -> dv = round((1 - tau) * 4096)``. The readout
+(:class:`~inflor_deploy.ir.FixedPointAccumulator`) keeps its kind; a
+mean-membrane readout's tau becomes its dv.
+
+Rounding bound of the threshold and the reset amount
+(:data:`MAX_THRESHOLD_ROUNDING` = 1 %): ``|theta / s - vth| / vth`` and
+``|reset_mant / s - reset| / reset`` above it get a warning in the
+quantization report and the compile output (``overflow="error"`` refuses
+the compile). Why 1 %: the scale makes a layer's largest weight fill the
+8-bit range, where one rounding step is 1/127 = 0.79 % of it (conv; dense:
+2/254, the same). A threshold rounded more coarsely than that is the
+layer's largest relative error, so the bound is that resolution rounded
+up; ``theta >= 50`` always meets it (0.5 / 50). ``theta = 1`` from
+``s * vth = 0.86`` errs by 16 %: a neuron then fires on 86 % of the input
+it was trained to need.
+
+Preconditions (PassError naming the pass to run): no MPR, explicit reset
+amounts, same-step resets, ``v_reset = 0``.
 """
 
 from __future__ import annotations
@@ -67,6 +96,9 @@ V_LIMIT_WEIGHT_UNITS = (2**23 - 1) >> 6
 DEFAULT_INPUT_GRADES = 255.0
 #: A graded input value travels as a 32-bit payload.
 GRADED_LIMIT = 2**31
+#: Largest relative rounding error of a threshold or reset amount accepted without a warning
+#: (module docstring: the relative resolution of the largest 8-bit weight, 1/127, rounded up).
+MAX_THRESHOLD_ROUNDING = 0.01
 
 
 @dataclass(frozen=True)
@@ -184,6 +216,13 @@ def _quantize_layer(graph, layer, shapes, ctx: PassContext, grades: float):
     """Choose this layer's scale and quantize everything that feeds it."""
     target, opts = ctx.target, ctx.quantization
     incoming = _incoming(graph, layer, shapes, grades)
+    gain = float(getattr(layer, "gain", 1.0))
+    if gain != 1.0:
+        # H = tau U + g X: the gain scales every incoming current, identity shortcuts included.
+        incoming = [
+            dataclasses.replace(inc, effective=inc.effective * gain, bias=None if inc.bias is None else inc.bias * gain)
+            for inc in incoming
+        ]
     shape = shapes[layer.name]
     bias = np.zeros(shape)  # per position: a folded input normalization gives conv borders their own bias
     for inc in incoming:
@@ -210,7 +249,7 @@ def _quantize_layer(graph, layer, shapes, ctx: PassContext, grades: float):
         limits["bias_range"] = (min(-bias_lo, bias_hi) + 0.49) / bias_max
     vth = getattr(layer, "vth", None)
     if vth is not None:
-        limits["threshold_range"] = (target.numerics.vth_mant_max + 1.49) / vth
+        limits["threshold_range"] = (target.numerics.vth_mant_max + 1.49) / float(np.max(vth))
     binding = min(limits, key=limits.get)
     scale = limits[binding]
 
@@ -265,35 +304,90 @@ def _quantize_layer(graph, layer, shapes, ctx: PassContext, grades: float):
         "can_saturate_v": bool(can_saturate),
     }
     if isinstance(layer, n.Accumulator):
-        return synapses, n.FixedPointAccumulator(**common), report
+        dv = _decay_mantissa(layer.tau)
+        report.update(readout=layer.readout, dv=dv, tau_realized=(4096 - dv) / 4096)
+        return synapses, n.FixedPointAccumulator(readout=layer.readout, dv=dv, **common), report
 
-    theta = int(np.rint(layer.vth * scale))
-    if theta < 1:
+    if layer.mpr:
+        raise PassError(f"layer {layer.name!r}: run FoldRectifierIntoThreshold before QuantizeFixedPoint")
+    vth_float = np.asarray(layer.vth, dtype=np.float64)
+    theta = np.rint(vth_float * scale).astype(np.int64)
+    if theta.min() < 1:
         raise PassError(
-            f"layer {layer.name!r}: threshold {layer.vth} rounds to {theta} at scale {scale:.4g}; "
+            f"layer {layer.name!r}: threshold {n.plain(layer.vth)} rounds to {n.plain(theta)} at scale {scale:.4g}; "
             "the layer's weights are too large relative to its threshold to quantize"
         )
-    reset_mant = 0
+    reset_mant = np.zeros((), dtype=np.int64)
+    reset_error = 0.0
     if layer.reset == "subtract":
         if layer.reset_amount is None:
             raise PassError(f"layer {layer.name!r}: run SoftResetToSubtractive before QuantizeFixedPoint")
-        reset_mant = int(np.rint(layer.reset_amount * scale))
-        if reset_mant < 1:
+        amount = np.asarray(layer.reset_amount, dtype=np.float64)
+        reset_mant = np.rint(amount * scale).astype(np.int64)
+        if reset_mant.min() < 1:
             raise PassError(f"layer {layer.name!r}: reset amount rounds to 0 at scale {scale:.4g}")
-    if layer.mpr:
-        raise PassError(f"layer {layer.name!r}: run FoldRectifierIntoThreshold before QuantizeFixedPoint")
-    # tau = (4096 - dv) / 4096; IF (tau = 1) is dv = 0.
-    dv = int(np.clip(np.rint((1.0 - layer.tau) * 4096), 0, 4095))
+        reset_error = float(np.max(np.abs(reset_mant / scale - amount) / amount))
+    dv = _decay_mantissa(layer.tau)
+    # ">" is the hardware's own comparison; ">=" becomes "> theta - 1", exact while v is a multiple of 64.
+    vth_hw = theta if layer.compare == ">" else theta - 1
     report.update(
-        threshold=theta,
-        threshold_error=abs(theta / scale - layer.vth) / layer.vth,
-        reset_mant=reset_mant,
-        reset_error=abs(reset_mant / scale - layer.reset_amount) / layer.reset_amount if reset_mant else 0.0,
+        threshold=n.plain(theta if theta.ndim else int(theta)),
+        threshold_error=float(np.max(np.abs(theta / scale - vth_float) / vth_float)),
+        compare=layer.compare,
+        threshold_exact=bool(layer.compare == ">" or dv == 0),
+        reset=layer.reset,
+        reset_mant=n.plain(reset_mant if reset_mant.ndim else int(reset_mant)),
+        reset_error=reset_error,
+        input_gain=gain,
+        rounding_bound=MAX_THRESHOLD_ROUNDING,
+        rounding_warnings=_rounding_warnings(layer, scale, vth_float, theta, reset_mant),
         dv=dv,
         tau_realized=(4096 - dv) / 4096,
     )
-    neuron = n.FixedPointNeuron(vth=theta - 1, reset=layer.reset, reset_mant=reset_mant, du=4095, dv=dv, **common)
+    neuron = n.FixedPointNeuron(
+        vth=_scalar_or_channels(vth_hw), reset=layer.reset, reset_mant=_scalar_or_channels(reset_mant),
+        du=4095, dv=dv, **common,
+    )  # fmt: skip
     return synapses, neuron, report
+
+
+def _rounding_warnings(layer, scale: float, vth: np.ndarray, theta: np.ndarray, reset_mant: np.ndarray) -> list[str]:
+    """One message per rounded quantity whose relative error exceeds MAX_THRESHOLD_ROUNDING (worst channel)."""
+    warnings = []
+    bound = f"{100 * MAX_THRESHOLD_ROUNDING:g} %"
+    threshold_errors = np.atleast_1d(np.abs(theta / scale - vth) / vth)
+    worst = int(np.argmax(threshold_errors))
+    if threshold_errors[worst] > MAX_THRESHOLD_ROUNDING:
+        v, q = float(np.atleast_1d(vth)[worst]), int(np.atleast_1d(theta)[worst])
+        where = f" (channel {worst})" if np.ndim(vth) else ""
+        warnings.append(
+            f"threshold {v:.6g}{where} x scale {scale:.4g} = {v * scale:.4g} rounds to {q} "
+            f"({100 * threshold_errors[worst]:.1f} % error, bound {bound}): the threshold is small against the layer's "
+            "largest weight; retrain with smaller weights relative to vth (weight decay or clipping)"
+        )
+    if layer.reset == "subtract" and np.any(reset_mant):
+        amount = np.asarray(layer.reset_amount, dtype=np.float64)
+        reset_errors = np.atleast_1d(np.abs(reset_mant / scale - amount) / amount)
+        worst = int(np.argmax(reset_errors))
+        if reset_errors[worst] > MAX_THRESHOLD_ROUNDING:
+            a, q = float(np.atleast_1d(amount)[worst]), int(np.atleast_1d(reset_mant)[worst])
+            where = f" (channel {worst})" if np.ndim(amount) else ""
+            warnings.append(
+                f"reset amount {a:.6g}{where} x scale {scale:.4g} = {a * scale:.4g} rounds to {q} "
+                f"({100 * reset_errors[worst]:.1f} % error, bound {bound}): the reset amount is small against the "
+                "layer's largest weight; retrain with smaller weights"
+            )
+    return warnings
+
+
+def _decay_mantissa(tau: float) -> int:
+    """``dv`` with ``(4096 - dv) / 4096`` nearest tau; tau = 1 (IF) is dv = 0."""
+    return int(np.clip(np.rint((1.0 - tau) * 4096), 0, 4095))
+
+
+def _scalar_or_channels(values: np.ndarray) -> int | np.ndarray:
+    """A 0-d integer array as an int; a per-channel one as int64 ``(C,)``."""
+    return int(values) if values.ndim == 0 else values.astype(np.int64)
 
 
 def _weight_errors(incoming, weights, scale) -> dict[str, float]:
@@ -328,6 +422,11 @@ def quantize_with_report(graph: Graph, ctx: PassContext) -> tuple[Graph, list[di
             f"{type(leftovers[0]).__name__} {leftovers[0].name!r} is still in the graph; run FoldBatchNorm "
             "and FoldAveragePool before QuantizeFixedPoint"
         )
+    for neuron in graph.of_type(n.Neuron):
+        if neuron.reset_timing != "same_step":
+            raise PassError(f"neuron {neuron.name!r}: run DelayedResetToSameStep before QuantizeFixedPoint")
+        if neuron.v_reset != 0:
+            raise PassError(f"neuron {neuron.name!r}: run ShiftResetToZero before QuantizeFixedPoint")
     for synapse in graph.of_type(n.Conv2d, n.Linear):
         users = graph.consumers(synapse.name)
         if len(users) != 1 or not isinstance(users[0], (n.Neuron, n.Accumulator)):
@@ -347,6 +446,11 @@ def quantize_with_report(graph: Graph, ctx: PassContext) -> tuple[Graph, list[di
         nodes.extend(synapses)
         nodes.append(quantized)
         reports.append(report)
+        if report.get("rounding_warnings") and ctx.quantization.overflow == "error":
+            raise PassError(
+                f"layer {layer.name!r}: {report['rounding_warnings'][0]}. Refused because overflow='error' "
+                "(--overflow error); compile with --overflow warn to accept it"
+            )
         if report["can_saturate_v"] and ctx.quantization.overflow == "error":
             raise PassError(
                 f"layer {layer.name!r}: v can saturate within one sample window (worst case "

@@ -41,14 +41,22 @@ How each IR node maps (facts read in lava-nc 0.10.0 and pinned by tests/backends
 * Layout: every 3-D layer lives in Lava as ``(W, H, C)``; the IR's dense
   weights read a ``(C, H, W)``-flattened input, so their columns are
   permuted to Lava's flattening and the source port is reshaped to 1-D.
-* ``FixedPointNeuron`` ``"subtract"`` -> :class:`SoftResetLIF`
-  (``soft_reset="process"``); ``"zero"`` -> Lava's ``LIFReset``. Both reset
-  u and v at the steps ``time_step % R == reset_offset`` before integrating,
-  exactly the schedule's rule.
-* ``FixedPointAccumulator`` -> a ``LIFReset`` with ``du = 4095``, ``dv = 0``
-  and ``vth = 2^17`` (:data:`ACCUMULATOR_VTH`), read once per sample by a
-  ``lava.proc.io.sink.Read`` at step ``k*R + T + depth`` — before the
-  accumulator's own reset at ``(k+1)*R + depth + 1``.
+* ``FixedPointNeuron`` ``"zero"`` with one threshold -> Lava's stock
+  ``LIFReset`` (kept as an independent check against stock Lava); every
+  other layer -> :class:`SoftResetLIF` (``soft_reset="process"``), which
+  holds ``vth`` and ``reset_mant`` per neuron (per-channel values laid out
+  like the layer) and whose ``reset_mode`` is the layer's ``"subtract"``,
+  ``"zero"`` (a per-channel-threshold hard reset, which stock ``LIFReset``
+  cannot express) or ``"none"``. Both reset u and v at the steps
+  ``time_step % R == reset_offset`` before integrating, exactly the
+  schedule's rule.
+* ``FixedPointAccumulator`` -> a ``LIFReset`` with ``du = 4095``, its ``dv``
+  and ``vth = 2^17`` (:data:`ACCUMULATOR_VTH`, never fires). Its integer
+  readout: v read once per sample by a ``lava.proc.io.sink.Read`` at step
+  ``k*R + T + depth`` — before the accumulator's own reset at
+  ``(k+1)*R + depth + 1`` (mean current, spike count); for a mean-membrane
+  readout one ``Read`` samples v at every step and the host sums the T
+  steps ``k*R + t + 1 + depth`` of each sample's window.
 
 The stock-CUBA soft-reset route (``soft_reset="recurrent"``)
 ------------------------------------------------------------
@@ -105,7 +113,7 @@ from inflor_deploy.errors import InflorError
 from inflor_deploy.ir import nodes as n
 from inflor_deploy.ir.graph import Graph, infer_shapes
 from inflor_deploy.backends.sim.compare import Divergence, first_divergence
-from inflor_deploy.backends.sim.int_reference import check_inputs, quantize_input, run_pipelined
+from inflor_deploy.backends.sim.int_reference import check_inputs, quantize_input, readout_scores, run_pipelined
 from inflor_deploy.backends.sim.lava_arith import LavaArithmeticError, lava_process
 from inflor_deploy.backends.sim.lava_arith import encode_dense_weights as _encode_dense_weights
 
@@ -266,7 +274,8 @@ class LavaNetwork:
         source: The input ``RingBuffer``.
         layers: Layer name -> its neuron Process.
         connections: Synapse name -> its connection Process (recurrent ones as ``"<layer>.recurrent"``).
-        readout: The ``Read`` sampling the accumulator's v once per sample window.
+        readout: The ``Read`` sampling the accumulator's v once per sample window (every
+            step for a mean-membrane readout).
         readout_skip: Reads the readout makes before sample 0's (discarded).
         spike_sinks: Layer name -> sink recording its spikes at every step (when recording).
         voltage_reads: Layer name -> ``Read`` of its v at every step (when recording).
@@ -315,6 +324,8 @@ def _readout_steps(graph: Graph, samples: int) -> int:
 
 def _recurrent_route_problem(node: n.FixedPointNeuron, shape: tuple[int, ...]) -> str | None:
     """Why the stock-CUBA route cannot even approximate this layer, or None."""
+    if np.ndim(node.vth) or np.ndim(node.reset_mant):
+        return "it has per-channel thresholds or reset amounts (stock LIF has one threshold per population)"
     if len(shape) != 1:
         return "it is a conv layer (the route needs a dense layer: one self-synapse per neuron)"
     if node.dv != 0:
@@ -443,13 +454,17 @@ def build_network(
         proc.a_out.connect(layers[name].a_in)
         connections[f"{name}.recurrent"] = proc
 
-    # One read per sample, at g = k*R + T + depth(out): (g - 1) % R == offset.
     out_node = graph.output
-    first_read = T + schedule.depth[out_node.name]
-    offset = (first_read - 1) % R
-    skip = (first_read - 1 - offset) // R
-    # One spare slot: with T = 1 a recorded run reaches one read past the last sample.
-    readout = L.Read(buffer=skip + samples + 1, interval=R, offset=offset)
+    if out_node.readout == "mean_membrane":
+        # v at every step g (buffer index g - 1); the host sums each sample's T steps.
+        readout, skip = L.Read(buffer=steps, interval=1, offset=0), 0
+    else:
+        # One read per sample, at g = k*R + T + depth(out): (g - 1) % R == offset.
+        first_read = T + schedule.depth[out_node.name]
+        offset = (first_read - 1) % R
+        skip = (first_read - 1 - offset) // R
+        # One spare slot: with T = 1 a recorded run reaches one read past the last sample.
+        readout = L.Read(buffer=skip + samples + 1, interval=R, offset=offset)
     readout.connect_var(layers[out_node.name].v)
 
     spike_sinks, voltage_reads = {}, {}
@@ -478,6 +493,19 @@ def build_network(
     )
 
 
+def _per_neuron(value, shape: tuple[int, ...]) -> np.ndarray:
+    """A layer's scalar or per-channel integer as one value per neuron, in Lava's (W, H, C) layout."""
+    array = np.asarray(n.per_channel(np.asarray(value, dtype=np.int64), len(shape)), dtype=np.int64)
+    return np.ascontiguousarray(_to_lava(np.broadcast_to(array, shape), len(shape)))
+
+
+def _uses_stock_lif(node: n.Node) -> bool:
+    """Whether a layer runs on Lava's stock ``LIFReset``: the accumulator, and hard-reset layers with one threshold."""
+    if isinstance(node, n.FixedPointAccumulator):
+        return True
+    return node.reset == "zero" and np.ndim(node.vth) == 0
+
+
 def _neuron(L, node, shape, schedule, fixed: bool, recurrent: bool):
     """The Lava neuron Process of one layer (or the accumulator)."""
     lava_shape = _lava_shape(shape)
@@ -487,8 +515,14 @@ def _neuron(L, node, shape, schedule, fixed: bool, recurrent: bool):
     )
     accumulator = isinstance(node, n.FixedPointAccumulator)
     du = 4095 if accumulator else int(node.du)
-    dv = 0 if accumulator else int(node.dv)
-    vth = ACCUMULATOR_VTH if accumulator else int(node.vth)
+    dv = int(node.dv)
+    stock = _uses_stock_lif(node) or recurrent
+    if accumulator:
+        vth = ACCUMULATOR_VTH
+    elif stock:
+        vth = int(node.vth)
+    else:
+        vth = _per_neuron(node.vth, shape)
     if recurrent:
         # Stock-CUBA route: u holds the membrane (du = 0), v copies u (dv = 4095).
         du, dv = 0, 4095
@@ -499,15 +533,17 @@ def _neuron(L, node, shape, schedule, fixed: bool, recurrent: bool):
         params = dict(
             du=(du + 1) / 4096,
             dv=dv / 4096,
-            vth=float(np.inf) if accumulator else float(vth),
+            vth=float(np.inf) if accumulator else (float(vth) if stock else vth.astype(np.float64)),
             bias_mant=bias * 2.0 ** (int(node.bias_exp) - 6),
             bias_exp=0,
             **common,
         )
-    if isinstance(node, n.FixedPointNeuron) and node.reset == "subtract" and not recurrent:
-        reset = int(node.reset_mant) if fixed else float(node.reset_mant)
-        return L.SoftResetLIF(reset_mant=reset, name=node.name, **params)
-    return L.LIFReset(name=node.name, **params)
+    if stock:
+        return L.LIFReset(name=node.name, **params)
+    reset = _per_neuron(node.reset_mant, shape)
+    return L.SoftResetLIF(
+        reset_mant=reset if fixed else reset.astype(np.float64), reset_mode=node.reset, name=node.name, **params
+    )
 
 
 def _dense_process(L, weight: np.ndarray, delay: int, bits: int, fixed: bool, sparse: bool = False):
@@ -575,9 +611,10 @@ class LavaRun:
     """Result of :func:`run_lava`.
 
     Attributes:
-        accumulator: ``[B, classes]`` accumulator v at the end of each sample
-            window: int64 in v units (64 per weight unit) for fixed_pt,
-            float64 in weight units for floating_pt.
+        accumulator: ``[B, classes]`` integer readout of each sample window
+            (v after its last step, or the sum of v over its T steps for a
+            mean-membrane readout): int64 in v units (64 per weight unit) for
+            fixed_pt, float64 in weight units for floating_pt.
         spikes: Neuron layer -> ``[G, ...]`` uint8 spikes at global steps
             ``g = 1..G`` (index ``g - 1``), per-sample shape in the IR's
             ``(C, H, W)`` order: the layout of ``run_pipelined``'s raw traces.
@@ -643,7 +680,13 @@ def run_lava(
         t2 = time.perf_counter()
         out = graph.output
         data = np.asarray(net.readout.data.get())  # [*lava_shape, reads]
-        acc = np.moveaxis(data[..., net.readout_skip : net.readout_skip + net.samples], -1, 0)
+        if out.readout == "mean_membrane":
+            R, d = graph.schedule.reset_interval, graph.schedule.depth[out.name]
+            # Sample k, step t is global step k*R + t + 1 + d: buffer index k*R + t + d.
+            index = np.array([[k * R + t + d for t in range(graph.timesteps)] for k in range(net.samples)])
+            acc = np.moveaxis(data[..., index].sum(axis=-1), -1, 0)  # exact: float64 sums of integers
+        else:
+            acc = np.moveaxis(data[..., net.readout_skip : net.readout_skip + net.samples], -1, 0)
         acc = _from_lava(acc, len(shapes[out.name]))
         spikes = {
             name: _from_lava(np.moveaxis(np.asarray(sink.data.get()), -1, 0), len(shapes[name])).astype(np.uint8)
@@ -898,7 +941,7 @@ class FloatAgreement:
         class_agreement: Fraction of samples whose argmax class equals the integer reference's.
         float_graph_spike_agreement: Layer -> fraction equal vs ``run_float(float_graph)``, when given.
         float_graph_class_agreement: Argmax agreement vs the float graph, when given.
-        max_score_error: Largest ``|score_lava_float - score_int|`` (class scores ``v / (scale * T)``).
+        max_score_error: Largest ``|score_lava_float - score_int|`` (class scores of the graph's readout).
         samples: Samples compared.
     """
 
@@ -934,10 +977,9 @@ def compare_floating_pt(graph: Graph, images: np.ndarray, *, float_graph: Graph 
     lava = run_lava(graph, images, record_layers=True, tag="floating_pt")
     spikes = _deskew(graph, lava.spikes, samples)
     agreement = {name: float(np.mean(spikes[name] == reference.spikes[name])) for name in spikes}
-    out = graph.output
     # Fixed: v in 64ths of a weight unit; float: weight units.
-    int_scores = reference.accumulator / (_V_UNITS * out.scale * graph.timesteps)
-    float_scores = lava.accumulator / (out.scale * graph.timesteps)
+    int_scores = readout_scores(graph, reference.accumulator)
+    float_scores = readout_scores(graph, lava.accumulator * _V_UNITS)
     class_agreement = float(np.mean(int_scores.argmax(1) == float_scores.argmax(1)))
     fg_spikes = fg_class = None
     if float_graph is not None:

@@ -36,18 +36,20 @@ Operators, and why each is exact:
   onnxruntime has no float64 ``Conv`` kernel, so such a conv synapse raises
   :class:`ExportError`.
 * Currents into a layer are summed in int64 (``Add``, ``<layer>.current``).
-* ``FixedPointNeuron``: one node ``inflor.LoihiNeuron(A, U, V, B) -> (S, U_next, V_next)``
-  with attributes ``vth``, ``reset`` ("subtract"/"zero"), ``reset_mant``,
-  ``du``, ``dv``, ``bias_exp`` and the bias mantissas as input ``B``
-  (initializer ``<neuron>.bias_mant``, int64, layer shape). Its
-  FunctionProto body is int64 ONNX, step for step the reference::
+* ``FixedPointNeuron``: one node ``inflor.LoihiNeuron(A, U, V, B, VTH, RESET) -> (S, U_next, V_next)``
+  with attributes ``reset`` ("subtract"/"zero"/"none"), ``du``, ``dv``,
+  ``bias_exp``; the bias mantissas as input ``B`` (initializer
+  ``<neuron>.bias_mant``, int64, layer shape), the threshold and reset
+  mantissas as inputs ``VTH`` and ``RESET`` (initializers ``<neuron>.vth``,
+  ``<neuron>.reset_mant``, int64, shape ``[]`` or per channel ``[C, 1, 1]`` /
+  ``[C]``). Its FunctionProto body is int64 ONNX, step for step the reference::
 
       a = wrap_32(a)                                 (Lava's int32 arithmetic)
       u = sign(u*(4095-du)) * (|u*(4095-du)| // 4096)
       u = wrap_32(u + wrap_32(a*64)) ;  u' = Where(u > 2^23, u - 2^24, u) ;  u = Where(u' <= -2^23, u + 2^24, u')
       v = sign(v*(4096-dv)) * (|v*(4096-dv)| // 4096)
       v = Clip(wrap_32(wrap_32(v + u) + eb), -(2^23-1), 2^23-1)   eb = b * 2^e  or  floor(b / 2^-e)
-      s = v > vth*64 ;  v = v - Where(s, reset_mant*64, 0)  |  Where(s, 0, v)
+      s = v > vth*64 ;  v = v - Where(s, reset_mant*64, 0)  |  Where(s, 0, v)  |  v (none)
 
   ``x << 6`` is written ``x * 64`` (the same integer for either sign; ONNX
   ``BitShift`` is defined for unsigned types only). Every ``Div`` divides a
@@ -57,8 +59,11 @@ Operators, and why each is exact:
   runtime-dependent trap. The right shift of a negative bias by ``-e`` is
   built as ``-ceil(|b| / 2^-e)`` for the same reason.
 * ``FixedPointAccumulator``: ``inflor.LoihiAccumulator(A, U, V, B) -> (U_next, V_next)``
-  with attributes ``du`` (4095), ``dv`` (0), ``bias_exp``: the same update
-  without spike and reset.
+  with attributes ``du`` (4095), ``dv`` (its leak; 0 but for a mean-membrane
+  readout), ``bias_exp``: the same update without spike and reset. The
+  node's ``metadata_props`` ``inflor.readout`` names the readout;
+  :func:`run_fixed_onnx` forms the integer readout from the states (v after
+  the last step, or the sum of v over the T steps).
 
 The model's ``metadata_props`` hold ``inflor.timesteps``, ``inflor.model_name``,
 ``inflor.input_node``, ``inflor.grade_scale``, ``inflor.input_bound`` (the
@@ -118,7 +123,7 @@ FLOAT32_EXACT_LIMIT = 2**24
 #: The same for float64 (dense synapses only; onnxruntime has no float64 Conv).
 FLOAT64_EXACT_LIMIT = 2**53
 
-_NEURON_ATTRIBUTES = ("vth", "reset", "reset_mant", "du", "dv", "bias_exp")
+_NEURON_ATTRIBUTES = ("reset", "du", "dv", "bias_exp")
 _ACCUMULATOR_ATTRIBUTES = ("du", "dv", "bias_exp")
 
 _META_TIMESTEPS = "inflor.timesteps"
@@ -247,25 +252,26 @@ def loihi_neuron_function() -> onnx.FunctionProto:
     """``inflor.LoihiNeuron(A, U, V, B) -> (S, U_next, V_next)`` in int64 ONNX (module docstring)."""
     make = helper.make_node
     body = _cuba_body("v_clipped") + [
-        _attribute_constant("vth", "vth"),
-        _attribute_constant("reset_mant", "reset_mant"),
         _attribute_constant("reset_mode", "reset", kind="value_string"),
         make("Constant", [], ["subtract"], value=helper.make_tensor("subtract", TensorProto.STRING, [], [b"subtract"])),
+        make("Constant", [], ["zero_mode"], value=helper.make_tensor("zero_mode", TensorProto.STRING, [], [b"zero"])),
         _int_constant("vth_unit", 2**VTH_SHIFT),
-        make("Mul", ["vth", "vth_unit"], ["threshold"]),
+        make("Mul", ["VTH", "vth_unit"], ["threshold"]),
         make("Greater", ["v_clipped", "threshold"], ["fired"]),  # strict, as the hardware
         make("Cast", ["fired"], ["S"], to=TensorProto.UINT8),
-        make("Mul", ["reset_mant", "act_unit"], ["reset_amount"]),
+        make("Mul", ["RESET", "act_unit"], ["reset_amount"]),
         make("Where", ["fired", "reset_amount", "zero"], ["removed"]),
         make("Sub", ["v_clipped", "removed"], ["v_soft"]),
         make("Where", ["fired", "zero", "v_clipped"], ["v_hard"]),
         make("Equal", ["reset_mode", "subtract"], ["is_soft"]),
-        make("Where", ["is_soft", "v_soft", "v_hard"], ["V_next"]),
+        make("Equal", ["reset_mode", "zero_mode"], ["is_hard"]),
+        make("Where", ["is_hard", "v_hard", "v_clipped"], ["v_hard_or_none"]),
+        make("Where", ["is_soft", "v_soft", "v_hard_or_none"], ["V_next"]),
     ]
     return helper.make_function(
         DOMAIN,
         NEURON_OP,
-        ["A", "U", "V", "B"],
+        ["A", "U", "V", "B", "VTH", "RESET"],
         ["S", "U_next", "V_next"],
         body,
         [helper.make_opsetid("", OPSET)],
@@ -502,21 +508,26 @@ class _Writer:
         u, v, u_next, v_next = f"{name}.u", f"{name}.v", f"{name}.u_next", f"{name}.v_next"
         inputs = [self.current(node), u, v, bias_name]
         if isinstance(node, n.FixedPointNeuron):
-            if node.reset not in ("subtract", "zero"):
-                raise ExportError(f"neuron {name!r}: reset {node.reset!r} must be 'subtract' or 'zero'")
+            if node.reset not in n.RESET_MODES:
+                raise ExportError(f"neuron {name!r}: reset {node.reset!r} must be one of {n.RESET_MODES}")
+            for field, value in (("vth", node.vth), ("reset_mant", node.reset_mant)):
+                # One value, or one per channel shaped to broadcast over [batch, C, ...].
+                array = np.asarray(n.per_channel(np.asarray(value, dtype=np.int64), len(shape)), dtype=np.int64)
+                self.initializers.append(numpy_helper.from_array(array, f"{name}.{field}"))
+                inputs.append(f"{name}.{field}")
             spikes = f"{name}.spikes"
             proto = helper.make_node(
                 NEURON_OP, inputs, [spikes, u_next, v_next], name=name, domain=DOMAIN,
-                vth=int(node.vth), reset=str(node.reset), reset_mant=int(node.reset_mant),
-                du=int(node.du), dv=int(node.dv), bias_exp=int(node.bias_exp),
+                reset=str(node.reset), du=int(node.du), dv=int(node.dv), bias_exp=int(node.bias_exp),
             )  # fmt: skip
             self.outputs.append(_value_info(spikes, TensorProto.UINT8, shape))
             self.tensor[name] = (spikes, TensorProto.UINT8, 1)
         else:
             proto = helper.make_node(
                 ACCUMULATOR_OP, inputs, [u_next, v_next], name=name, domain=DOMAIN,
-                du=DECAY_UNIT - 1, dv=0, bias_exp=int(node.bias_exp),
+                du=DECAY_UNIT - 1, dv=int(node.dv), bias_exp=int(node.bias_exp),
             )  # fmt: skip
+            _set_meta(proto, "inflor.readout", node.readout)
         _set_meta(proto, "inflor.scale", repr(float(node.scale)))
         self.nodes.append(proto)
         self.inputs += [_value_info(u, TensorProto.INT64, shape), _value_info(v, TensorProto.INT64, shape)]
@@ -611,7 +622,8 @@ class FixedOnnxRun(NamedTuple):
     """What :func:`run_fixed_onnx` returns (unpacks as ``accumulator, spikes, voltages``).
 
     Attributes:
-        accumulator: ``[B, classes]`` int64 accumulator v after the last step.
+        accumulator: ``[B, classes]`` int64 integer readout (v after the last step; the sum
+            of v over the T steps for a mean-membrane readout).
         spikes: Neuron name -> ``[T, B, ...]`` uint8.
         voltages: Neuron/accumulator name -> ``[T, B, ...]`` int64 v after the step's reset.
     """
@@ -645,7 +657,9 @@ def run_fixed_onnx(
         threads: onnxruntime intra-op threads.
 
     Returns:
-        ``(accumulator, spikes, voltages)`` as a :class:`FixedOnnxRun`.
+        ``(accumulator, spikes, voltages)`` as a :class:`FixedOnnxRun`; ``accumulator``
+        is the integer readout (v after the last step, or the sum of v over the
+        steps for a mean-membrane readout: node metadata ``inflor.readout``).
 
     Raises:
         OnnxFormatError: Not a fixed-point model, no timesteps, or images
@@ -692,6 +706,7 @@ def run_fixed_onnx(
         v_next[p.name] = v_out
     neurons = [p for p in layers if p.op_type == NEURON_OP]
     graph_inputs = {v.name: v for v in model.graph.input}
+    readout_kind = {p.key: p.value for p in readouts[0].metadata_props}.get("inflor.readout", "mean_current")
     state = {}
     for name in feedback:
         dims = graph_inputs[name].type.tensor_type.shape.dim[1:]
@@ -702,6 +717,7 @@ def run_fixed_onnx(
     fetch = [p.output[0] for p in neurons] + list(feedback.values())
     spikes: dict[str, list[np.ndarray]] = {p.name: [] for p in neurons}
     voltages: dict[str, list[np.ndarray]] = {p.name: [] for p in layers}
+    readout = None
     for t in range(timesteps):
         frame = np.ascontiguousarray(images[:, t]) if sequence else images
         values = dict(zip(fetch, session.run(fetch, {n.INPUT_NAME: frame, **state})))
@@ -710,8 +726,10 @@ def run_fixed_onnx(
         for name, out in v_next.items():
             voltages[name].append(values[out])
         state = {name: values[out] for name, out in feedback.items()}
+        v = state[readouts[0].input[2]]
+        readout = v if readout is None or readout_kind != "mean_membrane" else readout + v
     return FixedOnnxRun(
-        accumulator=state[readouts[0].input[2]],
+        accumulator=readout,
         spikes={k: np.stack(v).astype(np.uint8) for k, v in spikes.items()},
         voltages={k: np.stack(v) for k, v in voltages.items()},
     )

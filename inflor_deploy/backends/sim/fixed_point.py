@@ -68,12 +68,14 @@ layer, a layer runs the float32 kernel when
   v does not leak);
 * ``64 A <= 2^23 - 1``: u = a << 6 stays inside (-2^23, 2^23), so the wrap
   is the identity and never counts;
-* ``0 <= vth << 6 <= 2^24``, ``reset_mant << 6 <= 2^24`` and
-  ``|bias << bias_exp| <= 2^22``.
+* ``0 <= vth << 6 <= 2^24``, ``reset_mant << 6 <= 2^24`` (for every
+  channel, when the layer has per-channel values: the bounds take the
+  largest) and ``|bias << bias_exp| <= 2^22``.
 
 Then v always holds an integer in ``(-2^24, 2^23)`` between steps (the
 clip leaves ``|v| <= 2^23 - 1``; a subtract reset removes at most 2^24
-from a v above ``vth << 6 >= 0``). The step computes ``v + u``
+from a v above ``vth << 6 >= 0``; a zero reset or none only keeps v in
+range). The step computes ``v + u``
 (``|u| < 2^23``) and then ``+ bias``: an addition whose exact result has
 magnitude <= 2^24 is exact; one whose exact result exceeds 2^24 is off by
 at most one unit and leaves a result beyond ``2^24 - 2^22 - 2 > 2^23 - 1``
@@ -382,9 +384,11 @@ def plan(
         a_bound = int(max(np.max(hi_total, initial=0), -np.min(lo_total, initial=0)))
         is_neuron = isinstance(layer, n.FixedPointNeuron)
         du = layer.du if is_neuron else DECAY_UNIT - 1
-        dv = layer.dv if is_neuron else 0
-        vth64 = layer.vth << VTH_SHIFT if is_neuron else 0
-        reset64 = layer.reset_mant << ACT_SHIFT if is_neuron and layer.reset == "subtract" else 0
+        dv = layer.dv
+        # Per-channel thresholds and resets: the bounds take the extreme channel.
+        vth64 = int(np.max(layer.vth)) << VTH_SHIFT if is_neuron else 0
+        vth64_min = int(np.min(layer.vth)) << VTH_SHIFT if is_neuron else 0
+        reset64 = int(np.max(layer.reset_mant)) << ACT_SHIFT if is_neuron and layer.reset == "subtract" else 0
         bias_max = int(np.abs(_bias(layer, shapes[layer.name])).max(initial=0))
         # |u_t| <= f |u_{t-1}| + 64 A with f = (4095 - du) / 4096 (the decay rounds toward zero),
         # so |u| <= 64 A * min(n, 1 / (1 - f)) = 64 A * min(n, 4096 / (du + 1)) from a zero state.
@@ -401,7 +405,7 @@ def plan(
             reasons.append(f"voltage leak dv={dv}")
         if _SCALE * a_bound > U_LIMIT - 1:
             reasons.append(f"u = a << 6 can wrap (|a| <= {a_bound})")
-        if not 0 <= vth64 <= FLOAT32_EXACT or abs(reset64) > FLOAT32_EXACT:
+        if not 0 <= vth64_min <= vth64 <= FLOAT32_EXACT or abs(reset64) > FLOAT32_EXACT:
             reasons.append("threshold or reset outside [0, 2^24] v units")
         if bias_max > 2**22:
             reasons.append("|bias| beyond 2^22 v units")
@@ -507,8 +511,9 @@ class SimRun(IntRun):
     """Result of :func:`simulate`: an :class:`~inflor_deploy.backends.sim.int_reference.IntRun` (same six fields, same `scores`) plus counts.
 
     Attributes:
-        accumulator: ``[B, classes]`` int64 accumulator v at the end of each
-            sample window (t = T - 1); 64 units per weight unit.
+        accumulator: ``[B, classes]`` int64 integer readout of each sample
+            window: v after t = T - 1, or the sum of v over t < T (mean
+            membrane); 64 units per weight unit.
         spikes: Neuron name -> ``[T, B, ...]`` uint8 (when recorded).
         voltages: Neuron/accumulator name -> ``[T, B, ...]`` int64 v after the reset (when recorded).
         currents: Neuron/accumulator name -> ``[T, B, ...]`` int64 u (when recorded).
@@ -647,6 +652,19 @@ def _exact_backends(device: torch.device) -> Iterator[None]:
 # --------------------------------------------------------------------------- layer kernels
 
 
+def _layer_constant(value, shift: int, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device):
+    """``value << shift`` for a layer: a Python number when scalar, else a ``(1, C, 1, ..)`` tensor.
+
+    Per-channel values are integers below 2^24 after the shift (the plan checks it),
+    so float32 holds them exactly.
+    """
+    array = np.asarray(value, dtype=np.int64) << shift
+    if array.ndim == 0:
+        return float(array) if dtype.is_floating_point else int(array)
+    per = n.per_channel(array, len(shape))
+    return torch.from_numpy(np.ascontiguousarray(per[None])).to(device=device, dtype=dtype)
+
+
 def _count(mask: torch.Tensor) -> torch.Tensor:
     """Nonzero entries per sample, ``[B]`` (int64 for bool masks; exact float sums for 0/1 floats)."""
     if mask.dim() == 1:
@@ -674,9 +692,10 @@ class _Float32Layer:
         self.is_neuron = isinstance(node, n.FixedPointNeuron)
         bias = _bias(node, shape)
         self.bias = torch.from_numpy(bias.astype(np.float32)).to(device) if bias.any() else None
-        self.vth = float(node.vth << VTH_SHIFT) if self.is_neuron else 0.0
+        self.vth = _layer_constant(node.vth, VTH_SHIFT, shape, torch.float32, device) if self.is_neuron else 0.0
         self.subtract = self.is_neuron and node.reset == "subtract"
-        self.reset = float(node.reset_mant << ACT_SHIFT) if self.subtract else 0.0
+        self.zero = self.is_neuron and node.reset == "zero"
+        self.reset = _layer_constant(node.reset_mant, ACT_SHIFT, shape, torch.float32, device) if self.subtract else 0.0
         self.can_saturate = lp.can_saturate
         self.v = self.u = None
 
@@ -700,8 +719,11 @@ class _Float32Layer:
         if self.is_neuron:
             spikes = torch.gt(v, self.vth, out=buffers.take(v))  # 1.0 where v > vth << 6, else 0.0
             if self.subtract:
-                v.add_(spikes, alpha=-self.reset)
-            else:
+                if isinstance(self.reset, torch.Tensor):
+                    v.addcmul_(spikes, self.reset, value=-1.0)  # per channel: exact integer products
+                else:
+                    v.add_(spikes, alpha=-self.reset)
+            elif self.zero:
                 v.addcmul_(v, spikes, value=-1.0)  # v - v * s: zero where fired
         u = y if keep_u else None
         if live is not None:
@@ -730,10 +752,11 @@ class _Int64Layer:
         self.device = device
         self.bias = torch.from_numpy(np.ascontiguousarray(_bias(node, shape))).to(device)
         self.du_factor = DECAY_UNIT - ((node.du if self.is_neuron else DECAY_UNIT - 1) + 1)
-        self.dv_factor = DECAY_UNIT - (node.dv if self.is_neuron else 0)
-        self.vth = node.vth << VTH_SHIFT if self.is_neuron else 0
+        self.dv_factor = DECAY_UNIT - node.dv
+        self.vth = _layer_constant(node.vth, VTH_SHIFT, shape, torch.int64, device) if self.is_neuron else 0
         self.subtract = self.is_neuron and node.reset == "subtract"
-        self.reset = node.reset_mant << ACT_SHIFT if self.subtract else 0
+        self.zero = self.is_neuron and node.reset == "zero"
+        self.reset = _layer_constant(node.reset_mant, ACT_SHIFT, shape, torch.int64, device) if self.subtract else 0
         # Lava's int32 arithmetic of a, a << 6 and u + (a << 6) (module docstring); the identity unless u can wrap.
         self.int32 = lp.can_wrap
 
@@ -764,7 +787,10 @@ class _Int64Layer:
         spikes = None
         if self.is_neuron:
             fired = v > self.vth
-            v = v - fired * self.reset if self.subtract else torch.where(fired, 0, v)
+            if self.subtract:
+                v = v - fired * self.reset
+            elif self.zero:
+                v = torch.where(fired, 0, v)
             spikes = fired.to(torch.float32)
         if live is not None:
             m = live.view(-1, *([1] * (v.dim() - 1)))
@@ -792,6 +818,7 @@ class _Network:
         self.input_name = graph.input.name
         self.sequence = graph.input.encoding == "sequence"
         self.output_name = graph.output.name
+        self.readout = graph.output.readout
         self.layers = []
         for layer in graph.of_type(n.FixedPointNeuron, n.FixedPointAccumulator):
             lp = sim_plan.layers[layer.name]
@@ -833,7 +860,8 @@ class _WindowResult:
 
     Attributes:
         spikes, wraps, saturations: Layer name -> ``[steps, B]`` int64 counts per step and window.
-        accumulator: ``[B, ...]`` v of the output layer after step T - 1.
+        accumulator: ``[B, ...]`` the output layer's integer readout: v after step T - 1,
+            or the sum of v over steps 0..T-1 (mean membrane).
         traces: ``{"spikes" | "voltages" | "currents": {name: [steps, B, ...]}}`` when recorded.
     """
 
@@ -919,8 +947,12 @@ def _run_windows(
                     traces["spikes"].setdefault(name, []).append(spikes.to(torch.uint8).cpu().numpy())
                 traces["voltages"].setdefault(name, []).append(kernel.voltage().cpu().numpy())
                 traces["currents"].setdefault(name, []).append(kernel.current().cpu().numpy())
-            if name == net.output_name and t == frame_steps - 1:
-                accumulator = kernel.voltage().cpu().numpy().copy()
+            if name == net.output_name and t < frame_steps:
+                if net.readout == "mean_membrane":  # R = sum of v over the sample's T steps
+                    v = kernel.voltage().cpu().numpy()
+                    accumulator = v.astype(np.int64) if accumulator is None else accumulator + v
+                elif t == frame_steps - 1:  # R = v after the last step
+                    accumulator = kernel.voltage().cpu().numpy().copy()
             for source in net.release[i]:
                 if source in outputs:
                     buffers.give(outputs.pop(source))

@@ -9,7 +9,12 @@ with its int32 arithmetic written out (``wrap_32``)::
     u = wrap_32(u + wrap_32(a << 6));  u -= 2^24 where u > 2^23;  u += 2^24 where u <= -2^23
     v = sign(v * (4096 - dv)) * (|v * (4096 - dv)| >> 12)
     v = clip(wrap_32(wrap_32(v + u) + (bias_mant << bias_exp)), -(2^23 - 1), 2^23 - 1)
-    s = v > (vth << 6);  v -= reset_mant << 6 (subtract) or v = 0 (zero) where s
+    s = v > (vth << 6);  v -= reset_mant << 6 (subtract) or v = 0 (zero) where s, v kept (none)
+
+(vth and reset_mant per channel where the layer has them). The accumulator
+is a never-firing neuron with ``dv`` from its readout's leak; its integer
+readout per sample is ``v[T-1]`` (mean current, spike count) or
+``sum_{t<T} v[t]`` (mean membrane), see :class:`~inflor_deploy.ir.FixedPointAccumulator`.
 
 (the 24-bit wrap is applied once, exactly as Lava does). A synapse's
 current is the exact integer sum (convolutions by im2col + int64 matmul)
@@ -56,8 +61,10 @@ class IntRun:
     """Result of an integer run.
 
     Attributes:
-        accumulator: ``[B, classes]`` int64 accumulator v at the end of each
-            sample window (units: 64 per weight unit).
+        accumulator: ``[B, classes]`` int64 integer readout of each sample
+            window: the accumulator's v after step T-1 (mean current, spike
+            count) or its sum over the window's T steps (mean membrane);
+            units: 64 per weight unit.
         spikes: Neuron name -> ``[T, B, ...]`` uint8 (when recorded).
         voltages: Neuron/accumulator name -> ``[T, B, ...]`` int64 v after the
             step's reset (when recorded).
@@ -74,9 +81,14 @@ class IntRun:
     v_saturations: dict[str, int] = field(default_factory=dict)
 
     def scores(self, graph: Graph) -> np.ndarray:
-        """Float class scores ``v / (64 * scale * T)``, comparable with the float model's."""
-        out = graph.output
-        return self.accumulator / (2**ACT_SHIFT * out.scale * graph.timesteps)
+        """Float class scores, comparable with the float model's: ``R / (64 * scale * T)``, or ``/ (64 * scale)`` for a count."""
+        return readout_scores(graph, self.accumulator)
+
+
+def readout_scores(graph: Graph, readout: np.ndarray) -> np.ndarray:
+    """Class scores from the integer readouts ``R`` (v units) of the graph's accumulator (see FixedPointAccumulator)."""
+    out = graph.output
+    return readout / (2**ACT_SHIFT * out.scale * n.readout_divisor(out, graph.timesteps))
 
 
 #: A graded input value travels as int32 (Lava's RingBuffer; the Loihi 2 graded payload is 32 bits).
@@ -210,6 +222,10 @@ class _LayerState:
         bias = np.broadcast_to(node.bias_mant.astype(np.int64), shape)
         e = node.bias_exp
         self.bias = bias << e if e >= 0 else bias >> -e
+        if isinstance(node, n.FixedPointNeuron):
+            # One threshold / reset amount per layer, or per channel (broadcast over [B, C, ...]).
+            self.threshold = n.per_channel(np.asarray(node.vth, dtype=np.int64), len(shape)) << VTH_SHIFT
+            self.reset_amount = n.per_channel(np.asarray(node.reset_mant, dtype=np.int64), len(shape)) << ACT_SHIFT
         self.wraps = 0
         self.saturations = 0
 
@@ -220,7 +236,7 @@ class _LayerState:
     def step(self, a: np.ndarray) -> np.ndarray | None:
         node = self.node
         du = node.du if isinstance(node, n.FixedPointNeuron) else DECAY_UNIT - 1
-        dv = node.dv if isinstance(node, n.FixedPointNeuron) else 0
+        dv = node.dv
         a = wrap(a, 32)  # the InPort adds the int32 channels in int32
         u = wrap(_decay(self.u, DECAY_UNIT - (du + 1)) + wrap(a << ACT_SHIFT, 32), 32)
         self.u, wraps = _wrap_u(u)
@@ -230,10 +246,10 @@ class _LayerState:
         self.v = np.clip(v, -V_LIMIT, V_LIMIT)
         if isinstance(node, n.FixedPointAccumulator):
             return None
-        fired = self.v > (np.int64(node.vth) << VTH_SHIFT)
+        fired = self.v > self.threshold
         if node.reset == "subtract":
-            self.v = self.v - np.where(fired, np.int64(node.reset_mant) << ACT_SHIFT, 0)
-        else:
+            self.v = self.v - np.where(fired, self.reset_amount, 0)
+        elif node.reset == "zero":
             self.v = np.where(fired, 0, self.v)
         return fired.astype(np.int64)
 
@@ -252,6 +268,8 @@ def run_aligned(graph: Graph, images: np.ndarray, record: bool = False) -> IntRu
     states = {node.name: _LayerState(node, batch, shapes[node.name])
               for node in graph.of_type(n.FixedPointNeuron, n.FixedPointAccumulator)}  # fmt: skip
     traces: dict[str, dict[str, list]] = {"spikes": {}, "voltages": {}, "currents": {}}
+    out = graph.output
+    readout = np.zeros((batch, *shapes[out.name]), dtype=np.int64)
     for t in range(T):
         value: dict[str, np.ndarray] = {graph.input.name: frame(graph, x, t)}
         for node in graph:
@@ -267,12 +285,16 @@ def run_aligned(graph: Graph, images: np.ndarray, record: bool = False) -> IntRu
                         traces["spikes"].setdefault(node.name, []).append(fired.astype(np.uint8))
                     traces["voltages"].setdefault(node.name, []).append(state.v.copy())
                     traces["currents"].setdefault(node.name, []).append(state.u.copy())
-    return _result(graph, states, traces)
+        if out.readout == "mean_membrane":
+            readout += states[out.name].v
+    if out.readout != "mean_membrane":
+        readout = states[out.name].v.copy()
+    return _result(graph, states, traces, readout)
 
 
-def _result(graph: Graph, states, traces) -> IntRun:
+def _result(graph: Graph, states, traces, readout: np.ndarray) -> IntRun:
     run = IntRun(
-        accumulator=states[graph.output.name].v.copy(),
+        accumulator=readout,
         u_wraps={k: s.wraps for k, s in states.items()},
         v_saturations={k: s.saturations for k, s in states.items()},
     )
@@ -307,7 +329,10 @@ def run_pipelined(graph: Graph, images: np.ndarray, record: bool = False) -> tup
     zeros = {name: np.zeros((1, *shapes[name]), dtype=np.int64) for name in history}
     keep = 2 + max((s.delay for s in graph.of_type(n.FixedPointSynapse)), default=0)
     out = graph.output.name
-    read_at = {k * R + T + schedule.depth[out]: k for k in range(samples)}  # global step -> sample
+    # Global step -> the sample whose readout reads v then: after its last step (k*R + T + depth),
+    # or after each of its T steps (k*R + t + 1 + depth) for the mean membrane.
+    steps_read = range(T) if graph.output.readout == "mean_membrane" else [T - 1]
+    read_at = {k * R + t + 1 + schedule.depth[out]: k for k in range(samples) for t in steps_read}
     accumulator = np.zeros((samples, *shapes[out]), dtype=np.int64)
     raw: dict[str, dict[str, list]] = {"spikes": {}, "voltages": {}}
     for g in range(1, total + 1):
@@ -330,7 +355,7 @@ def run_pipelined(graph: Graph, images: np.ndarray, record: bool = False) -> tup
                     raw["spikes"].setdefault(node.name, []).append(fired[0].astype(np.uint8))
                 raw["voltages"].setdefault(node.name, []).append(state.v[0].copy())
         if g in read_at:
-            accumulator[read_at[g]] = states[out].v[0]
+            accumulator[read_at[g]] += states[out].v[0]
         for per_step in history.values():
             per_step.pop(g - keep, None)
     run = IntRun(

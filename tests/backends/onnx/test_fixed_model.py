@@ -12,7 +12,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, numpy_helper
 
 from inflor_deploy.backends.onnx.fixed_model import (
     ACCUMULATOR_OP,
@@ -156,8 +156,12 @@ def test_structure_checker_and_metadata():
         "n1": NEURON_OP, "n2": NEURON_OP, "n3": NEURON_OP, "readout": ACCUMULATOR_OP,
     }  # fmt: skip
     attrs = {a.name: helper.get_attribute_value(a) for a in layers["n1"].attribute}
-    assert attrs == {"vth": 30000, "reset": b"zero", "reset_mant": 100, "du": 3000, "dv": 500, "bias_exp": 7}
-    assert list(layers["n2"].input) == ["n2.current", "n2.u", "n2.v", "n2.bias_mant"]
+    assert attrs == {"reset": b"zero", "du": 3000, "dv": 500, "bias_exp": 7}
+    # Threshold and reset mantissas are int64 initializer inputs: one value, or one per channel.
+    values = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    assert values["n1.vth"].dtype == np.int64 and values["n1.vth"].shape == () and int(values["n1.vth"]) == 30000
+    assert int(values["n1.reset_mant"]) == 100
+    assert list(layers["n2"].input) == ["n2.current", "n2.u", "n2.v", "n2.bias_mant", "n2.vth", "n2.reset_mant"]
     assert list(layers["n2"].output) == ["n2.spikes", "n2.u_next", "n2.v_next"]
     assert list(layers["readout"].output) == ["readout.u_next", "readout.v_next"]
     assert {a.name: helper.get_attribute_value(a) for a in layers["readout"].attribute} == {

@@ -90,23 +90,30 @@ def test_digits_onnx_layout_and_checker():
     ]
     neuron = next(p for p in model.graph.node if p.name == "unit1.neuron")
     attrs = {a.name: helper.get_attribute_value(a) for a in neuron.attribute}
-    assert attrs == {"vth": 0.5, "tau": 1.0, "reset": b"subtract", "reset_amount": 1.0,
-                     "reset_is_spike_value": 1, "mpr": 1, "spike_value": 1.0}  # fmt: skip
-    assert list(neuron.input) == ["unit1.bn", "unit1.neuron.u"]
+    assert attrs == {"tau": 1.0, "gain": 1.0, "reset": b"subtract", "reset_is_spike_value": 1,
+                     "reset_timing": b"same_step", "compare": b">=", "v_reset": 0.0, "charge": b"affine",
+                     "decay": 1.0, "mpr": 1, "spike_value": 1.0}  # fmt: skip
+    # Threshold and reset amount are float64 initializers (one value, or one per channel).
+    assert list(neuron.input) == ["unit1.bn", "unit1.neuron.u", "unit1.neuron.vth", "unit1.neuron.reset_amount"]
+    values = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    assert values["unit1.neuron.vth"].dtype == np.float64 and values["unit1.neuron.vth"].shape == ()
+    assert float(values["unit1.neuron.vth"]) == 0.5 and float(values["unit1.neuron.reset_amount"]) == 1.0
     assert list(neuron.output) == ["unit1.neuron.spikes", "unit1.neuron.u_next"]
     assert {(f.domain, f.name) for f in model.functions} == {(DOMAIN, "Neuron"), (DOMAIN, "Accumulator")}
     meta = {p.key: p.value for p in model.metadata_props}
     assert meta["inflor.timesteps"] == "4" and meta["inflor.model_name"] == "digits_cnn"
     opsets = {o.domain: o.version for o in model.opset_import}
-    assert opsets[DOMAIN] == 1 and opsets[""] >= 17
+    assert opsets[DOMAIN] == 2 and opsets[""] >= 17
 
 
 def test_neuron_function_body_is_standard_onnx_with_attribute_references():
     fn = neuron_function()
     assert {node.domain for node in fn.node} == {""}
     refs = {a.ref_attr_name for node in fn.node for a in node.attribute if a.ref_attr_name}
-    assert refs == {"vth", "tau", "reset", "reset_amount", "mpr", "spike_value"}
-    assert [node.op_type for node in accumulator_function().node] == ["Add"]
+    assert refs == {"tau", "gain", "reset", "reset_timing", "compare", "v_reset", "charge", "decay", "mpr",
+                    "spike_value"}  # fmt: skip
+    assert list(fn.input) == ["X", "U", "VTH", "A"]
+    assert [node.op_type for node in accumulator_function().node] == ["Constant", "Mul", "Add"]
 
 
 def test_residual_sum_is_an_add_named_after_the_neuron():
@@ -156,9 +163,9 @@ def test_edited_float_attribute_wins_over_stale_exact_value():
     model = graph_to_onnx(hand_built_graph())
     neuron = next(p for p in model.graph.node if p.name == "lif")
     for a in neuron.attribute:
-        if a.name == "vth":
-            a.f = 0.25
-    assert onnx_to_graph(model).node("lif").vth == 0.25
+        if a.name == "tau":
+            a.f = 0.75
+    assert onnx_to_graph(model).node("lif").tau == 0.75
 
 
 def test_save_onnx_writes_atomically(tmp_path):
@@ -174,10 +181,17 @@ def test_save_onnx_writes_atomically(tmp_path):
 
 
 def _neuron_node(x, name, **overrides):
-    attrs = dict(vth=0.5, tau=1.0, reset="subtract", reset_amount=1.0, reset_is_spike_value=1, mpr=0, spike_value=1.0)
+    attrs = dict(tau=1.0, gain=1.0, reset="subtract", reset_is_spike_value=1, reset_timing="same_step", compare=">=",
+                 v_reset=0.0, charge="affine", decay=1.0, mpr=0, spike_value=1.0)  # fmt: skip
     attrs.update(overrides)
     outputs = [f"{name}_out", f"{name}_next"]
-    return helper.make_node("Neuron", [x, f"{name}_state"], outputs, name=name, domain=DOMAIN, **attrs)
+    inputs = [x, f"{name}_state", f"{name}_vth", f"{name}_amount"]
+    return helper.make_node("Neuron", inputs, outputs, name=name, domain=DOMAIN, **attrs)
+
+
+def _neuron_parameters(name, vth=0.5, amount=1.0):
+    return [numpy_helper.from_array(np.array(vth, np.float64), f"{name}_vth"),
+            numpy_helper.from_array(np.array(amount, np.float64), f"{name}_amount")]  # fmt: skip
 
 
 def _foreign_model(extra_node=None):
@@ -196,9 +210,10 @@ def _foreign_model(extra_node=None):
         helper.make_node("Flatten", ["id_out"], ["flat_out"], name="flat"),
         helper.make_node("MatMul", ["flat_out", "w_mm"], ["mm_out"], name="mm"),
         helper.make_node("Add", ["mm_out", "b_mm"], ["mm_biased"], name="mm_bias"),
-        _neuron_node("mm_biased", "n2", vth=0.25),
+        _neuron_node("mm_biased", "n2"),
         helper.make_node("Gemm", ["n2_out", "w_gemm", "b_gemm"], ["gemm_out"], name="gemm", transB=0),
-        helper.make_node("Accumulator", ["gemm_out", "acc_state"], ["acc_next"], name="acc", domain=DOMAIN),
+        helper.make_node("Accumulator", ["gemm_out", "acc_state"], ["acc_next"], name="acc", domain=DOMAIN,
+                         tau=1.0, readout="mean_current"),
     ]
     if extra_node is not None:
         nodes.insert(2, extra_node)
@@ -209,11 +224,12 @@ def _foreign_model(extra_node=None):
         [vi("pixels", 1, 5, 5), vi("n1_state", 3, 5, 5), vi("n2_state", 4), vi("acc_state", 2)],
         [vi("n1_next", 3, 5, 5), vi("n2_next", 4), vi("acc_next", 2)],
         initializer=[numpy_helper.from_array(a, k) for k, a in
-                     dict(w_conv=w_conv, w_mm=w_mm, b_mm=b_mm, w_gemm=w_gemm, b_gemm=b_gemm).items()],
+                     dict(w_conv=w_conv, w_mm=w_mm, b_mm=b_mm, w_gemm=w_gemm, b_gemm=b_gemm).items()]
+        + _neuron_parameters("n1") + _neuron_parameters("n2", vth=0.25),
     )  # fmt: skip
     model = helper.make_model(
         graph,
-        opset_imports=[helper.make_opsetid("", 19), helper.make_opsetid(DOMAIN, 1)],
+        opset_imports=[helper.make_opsetid("", 19), helper.make_opsetid(DOMAIN, 2)],
         functions=[neuron_function(), accumulator_function()],
         ir_version=10,
     )
