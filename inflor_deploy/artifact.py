@@ -50,7 +50,9 @@ from inflor_deploy.ir.serialize import load_graph, save_graph
 
 FORMAT = "inflor-deploy-artifact"
 #: 2: the manifest records compile options and the sha256 of every file and source (``integrity``).
-FORMAT_VERSION = 2
+#: 3: it records the declared input (``input``) and the options that declared it
+#: (``compile_options.input``); the IR's Input carries its range and encoding.
+FORMAT_VERSION = 3
 MANIFEST = "manifest.json"
 FIXED_POINT_IR = "fixed_point.npz"
 FLOAT_ONNX = "model.float.onnx"

@@ -75,7 +75,8 @@ class CompileResult:
         probe: The probe inputs themselves ``[N, C, H, W]``.
         seconds: Wall time of the compile.
         options: Every option that shaped the result (target, T override, probe size,
-            stop_after, quantization): with the checkpoint, enough to rebuild it bit for bit.
+            stop_after, quantization, the resolved input declaration): with the checkpoint,
+            enough to rebuild it bit for bit.
         sources: Inputs besides the checkpoint and the target file, as ``(role, path)``
             (e.g. a model factory's source file); the manifest records their sha256.
     """
@@ -223,5 +224,13 @@ def compile_checkpoint(
             "probe_samples": probe_samples,
             "stop_after": stop_after,
             "quantization": dataclasses.asdict(quantization),
+            # The resolved input declaration: with it, level 0 rebuilds a normalized, raw-pixel,
+            # signed-range or sequence artifact exactly (the encoding default reads the checkpoint).
+            "input": {
+                "range": [float(v) for v in spec.value_range],
+                "mean": None if spec.mean is None else [float(v) for v in spec.mean],
+                "std": None if spec.std is None else [float(v) for v in spec.std],
+                "encoding": spec.encoding,
+            },
         },
     )

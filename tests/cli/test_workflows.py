@@ -65,7 +65,7 @@ def test_event_npz_train_compile_verify_run_report(tmp_path):
     compiled = _invoke("compile", tmp_path / "ev.pt", "-o", tmp_path / "art", "--no-lava-smoke")
     assert "input: events in [0, 1], sequence encoding; the chip receives round(x * 1)" in compiled
     verified = _invoke("verify", tmp_path / "art", "--data", data, "--lava-samples", "0", "--reference-samples", "3")
-    assert "1  PASS" in verified and "2  PASS" in verified and "on 24 samples" in verified
+    assert "0  PASS" in verified and "1  PASS" in verified and "2  PASS" in verified and "on 24 samples" in verified
     ran = _invoke("run", tmp_path / "art", "--data", data, "--show", "1")
     assert "sim: accuracy" in ran and "on 24 samples" in ran
     _invoke("report", tmp_path / "art", "--data", data)
