@@ -434,10 +434,12 @@ def quantize_with_report(graph: Graph, ctx: PassContext) -> tuple[Graph, list[di
     shapes = infer_shapes(graph)
     grades = ctx.quantization.input_grade_scale or default_grade_scale(graph.input)
     reach = max(abs(float(np.rint(v * grades))) for v in graph.input.value_range)
-    if reach >= GRADED_LIMIT:
+    # Lava's RingBuffer sends int32; the target's graded spikes may be narrower (targets are data).
+    payload_bits = min(32, ctx.target.numerics.graded_spike_bits)
+    if reach >= min(GRADED_LIMIT, 1 << (payload_bits - 1)):
         raise PassError(
             f"the input range {list(graph.input.value_range)} at grade scale {grades:g} reaches {reach:.0f}, beyond "
-            "the 32-bit graded payload; choose a smaller --input-scale"
+            f"the {payload_bits}-bit graded payload; choose a smaller --input-scale"
         )
     nodes: list[n.Node] = [dataclasses.replace(graph.input, grade_scale=float(grades))]
     reports = []

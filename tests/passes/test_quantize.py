@@ -207,6 +207,31 @@ def test_an_input_range_beyond_the_graded_payload_is_refused():
         quantize_with_report(graph, _ctx(np.zeros((1, 1), np.float32), input_grade_scale=1.0))
 
 
+def test_the_graded_payload_is_the_targets(tmp_path):
+    """A target whose graded spikes carry 16 bits refuses what a 32-bit one takes (targets are data)."""
+    from inflor_deploy.targets import load_target
+
+    text = TARGET.path.read_text().replace("graded_spike_bits = 32", "graded_spike_bits = 16")
+    (tmp_path / "narrow.toml").write_text(text.replace('name = "loihi2-sim"', 'name = "narrow"'))
+    narrow = load_target(tmp_path / "narrow.toml")
+    graph = Graph(
+        nodes=(
+            n.Input("image", (), shape=(1,), value_range=(0.0, 255.0), pixel_levels=1),
+            n.Linear("fc", ("image",), weight=np.ones((1, 1), np.float32)),
+            n.Accumulator("out", ("fc",)),
+        ),
+        timesteps=1,
+    )
+    probe = np.zeros((1, 1), np.float32)
+    for grades, fits in ((128.0, True), (129.0, False)):  # 255 * 128 = 32 640 < 2^15 <= 255 * 129 = 32 895
+        ctx = PassContext(target=narrow, probe=probe, quantization=QuantizationOptions(input_grade_scale=grades))
+        if fits:
+            QuantizeFixedPoint.run(graph, ctx)
+        else:
+            with pytest.raises(PassError, match=r"reaches 32895, beyond the 16-bit graded payload"):
+                QuantizeFixedPoint.run(graph, ctx)
+
+
 def test_threshold_rounding_beyond_the_bound_warns_or_is_refused():
     from inflor_deploy.passes.quantize import MAX_THRESHOLD_ROUNDING
 
