@@ -19,7 +19,7 @@ from inflor_deploy.backends.onnx.float_model import graph_to_onnx
 from inflor_deploy.backends.onnx.runtime import run_onnx
 from inflor_deploy.backends.sim.fixed_point import simulate
 from inflor_deploy.backends.sim.float_ir import run_float
-from inflor_deploy.backends.sim.int_reference import run_aligned
+from inflor_deploy.backends.sim.int_reference import run_aligned, run_pipelined
 from inflor_deploy.checkpoint import save_checkpoint
 from inflor_deploy.compiler import compile_checkpoint
 from inflor_deploy.data import Dataset
@@ -137,3 +137,117 @@ def test_report_counts_events_as_synops(compiled):
     layer_synops = next(x for x in report["layers"] if x["name"] == first["target"])["synops"]
     assert layer_synops == first["synops"] > 0
     assert report["totals"]["synops"] >= first["synops"]
+
+
+# --------------------------------------------------------------------------- readouts and padding steps
+
+
+def _event_graph(readout: str, timesteps: int, target: str = "loihi2-sim"):
+    """tests.neuron_cases' variant network on sequence input (binary events), compiled with every contract."""
+    import dataclasses
+
+    from tests.neuron_cases import IN, compile_graph, variant_graph
+
+    float_graph = variant_graph(dict(vth=0.5, reset_amount=0.5, tau=0.875, compare=">"), readout=readout,
+                                readout_tau=0.75 if readout == "mean_membrane" else 1.0, timesteps=timesteps)  # fmt: skip
+    events = dataclasses.replace(float_graph.input, encoding="sequence", value_range=(0.0, 1.0), pixel_levels=1)
+    float_graph = float_graph.replace_nodes(events if x is float_graph.input else x for x in float_graph)
+    rng = np.random.default_rng(11)
+    probe = (rng.random((8, timesteps, IN)) < 0.4).astype(np.float32)
+    result, _ = compile_graph(float_graph, probe, target)
+    return float_graph, result.graph, (rng.random((6, timesteps, IN)) < 0.4).astype(np.float32)
+
+
+@pytest.mark.parametrize("readout", ["mean_current", "mean_membrane", "spike_count"])
+def test_each_readout_reads_sequence_input_bit_exactly(readout):
+    """The mean-membrane sum, the count and the last v all follow frame t at step t, in every integer backend."""
+    float_graph, fixed, events = _event_graph(readout, timesteps=5)
+    assert fixed.input.encoding == "sequence" and fixed.output.readout == readout
+    reference = run_aligned(fixed, events, record=True)
+    fast = simulate(fixed, events, view="aligned", record=True)
+    assert np.array_equal(fast.accumulator, reference.accumulator)
+    for name, trace in reference.spikes.items():
+        assert np.array_equal(fast.spikes[name], trace) and trace.any(), name
+    assert np.array_equal(run_fixed_onnx(fixed_graph_to_onnx(fixed), events).accumulator, reference.accumulator)
+    piped, _ = run_pipelined(fixed, events)
+    assert np.array_equal(simulate(fixed, events, view="pipelined").accumulator, piped.accumulator)
+    assert np.array_equal(piped.accumulator, reference.accumulator)  # the schedule changes nothing
+    # Reordering the frames changes the readout: each step reads its own frame.
+    shuffled = run_aligned(fixed, events[:, ::-1])
+    assert not np.array_equal(shuffled.accumulator, reference.accumulator)
+    # The float IR and its ONNX export agree on the same events.
+    floats = run_float(float_graph, events)
+    np.testing.assert_allclose(run_onnx(graph_to_onnx(float_graph), events).scores, floats.scores, atol=1e-5)
+
+
+@pytest.mark.lava
+def test_a_mean_membrane_readout_of_sequence_input_is_bit_exact_on_lava():
+    """Lava reads v at every step of the window while the RingBuffer sends frame t, padding included (T=5, R=8)."""
+    from inflor_deploy.backends.lava.network import compare_with_simulator, run_lava
+
+    _, fixed, events = _event_graph("mean_membrane", timesteps=5, target="loihi2")
+    assert fixed.schedule.reset_interval == 8
+    parity = compare_with_simulator(fixed, events[:2])
+    assert parity.ok and parity.readout_equal, parity.summary()
+    reference, _ = run_pipelined(fixed, events[:2])
+    np.testing.assert_array_equal(run_lava(fixed, events[:2]).accumulator, reference.accumulator)
+
+
+def test_reports_count_padding_steps_of_sequence_input():
+    """T = 5 events in windows of R = 8: the input sends no event at steps 5..7, the neurons still fire there."""
+    from inflor_deploy.backends.sim.int_reference import quantize_input
+    from inflor_deploy.report import report_from_graph
+    from inflor_deploy.targets import load_target
+
+    _, fixed, events = _event_graph("mean_current", timesteps=5, target="loihi2")
+    R, T = fixed.schedule.reset_interval, fixed.timesteps
+    assert (R, T) == (8, 5)
+    activity = report_from_graph(fixed, events, load_target("loihi2")).activity
+    assert activity.window == R
+    first = next(s for s in activity.synapses if s.source == fixed.input.name)
+    per_step_events = np.count_nonzero(quantize_input(fixed, events), axis=(0, 2))  # [T]
+    fanout = fixed.node(first.name).weight.shape[0]  # dense: every event reaches every output
+    assert first.synops_per_step == [int(e) * fanout for e in per_step_events] + [0] * (R - T)
+    assert first.events == int(per_step_events.sum()) and not first.from_input
+    # The padding spikes are the chip's: the integer reference's pipelined windows, steps T..R-1.
+    _, raw = run_pipelined(fixed, events, record=True)
+    for layer in activity.spiking_layers:
+        d = fixed.schedule.depth[layer.name]
+        windows = raw["spikes"][layer.name][d : d + len(events) * R].reshape(len(events), R, -1)
+        assert layer.spikes_per_step == windows.sum(axis=(0, 2)).tolist(), layer.name
+        assert layer.padding_spikes == int(windows[:, T:].sum())
+    assert sum(layer.padding_spikes for layer in activity.spiking_layers) > 0  # leaky membranes still fire
+
+
+@pytest.mark.parametrize("encoding", ["direct", "sequence"])
+def test_declared_input_and_framework_neurons_are_bit_exact_in_every_integer_backend(encoding):
+    """A folded normalization (bias map), per-channel thresholds, the moved delayed reset, the shifted hard
+    reset and a leaky mean-membrane readout: reference == simulator (aligned and pipelined) == integer ONNX."""
+    from tests.neuron_cases import compile_graph, declared_inputs, declared_neuron_graph
+
+    graph = declared_neuron_graph(encoding)
+    result, _ = compile_graph(graph, declared_inputs(graph, 8, seed=1))
+    fixed, x = result.graph, declared_inputs(graph)
+    assert np.ndim(fixed.node("snn_pc").vth) == 1 and fixed.node("sj_hard").reset == "zero" and fixed.output.dv > 0
+    reference = run_aligned(fixed, x, record=True)
+    fast = simulate(fixed, x, view="aligned", record=True)
+    onnx_run = run_fixed_onnx(fixed_graph_to_onnx(fixed), x)
+    for run in (fast, onnx_run):
+        assert np.array_equal(run.accumulator, reference.accumulator)
+        for name, trace in reference.spikes.items():
+            assert trace.any() and np.array_equal(run.spikes[name], trace), name
+            assert np.array_equal(run.voltages[name], reference.voltages[name]), name
+    piped, _ = run_pipelined(fixed, x)
+    assert np.array_equal(simulate(fixed, x, view="pipelined").accumulator, piped.accumulator)
+    assert np.array_equal(piped.accumulator, reference.accumulator)
+
+
+@pytest.mark.lava
+def test_declared_sequence_input_and_framework_neurons_are_bit_exact_on_lava():
+    from inflor_deploy.backends.lava.network import compare_with_simulator
+    from tests.neuron_cases import compile_graph, declared_inputs, declared_neuron_graph
+
+    graph = declared_neuron_graph("sequence")
+    result, _ = compile_graph(graph, declared_inputs(graph, 8, seed=1))
+    parity = compare_with_simulator(result.graph, declared_inputs(graph, 2))
+    assert parity.ok and parity.readout_equal, parity.summary()

@@ -336,3 +336,26 @@ def test_onnx_runner_feeds_frame_t_of_a_sequence():
     again = run_float(graph, edited, record=True)
     assert np.array_equal(again.spikes["n1"][:-1], reference.spikes["n1"][:-1])
     assert not np.array_equal(again.spikes["n1"][-1], reference.spikes["n1"][-1])
+
+
+@pytest.mark.parametrize("encoding", ["direct", "sequence"])
+def test_declared_input_and_framework_neurons_round_trip_together(encoding, tmp_path):
+    """Normalize + signed range + encoding (the Input's fields) beside per-channel thresholds, a delayed reset,
+    v_reset, gain and a leaky mean-membrane readout (the neuron's): one ONNX file, one npz, both exact."""
+    from inflor_deploy.backends.onnx.runtime import run_onnx
+    from inflor_deploy.backends.sim.float_ir import run_float
+    from inflor_deploy.ir.serialize import load_graph, save_graph
+    from tests.neuron_cases import declared_inputs, declared_neuron_graph
+
+    graph = declared_neuron_graph(encoding)
+    model = graph_to_onnx(graph)
+    onnx.checker.check_model(model, full_check=True)
+    assert_same_graph(graph, onnx_to_graph(model))
+    assert_same_graph(graph, load_graph(save_graph(graph, tmp_path / "g.npz")))
+    x = declared_inputs(graph)
+    reference = run_float(graph, x, record=True)
+    ort = run_onnx(model, x)
+    for name in ("snn_pc", "sj_hard"):
+        assert reference.spikes[name].any(), name
+        np.testing.assert_array_equal(ort.spikes[name], reference.spikes[name], err_msg=name)
+    np.testing.assert_allclose(ort.scores, reference.scores, rtol=1e-6, atol=1e-6)
