@@ -18,7 +18,7 @@ BatchNormalization, AveragePool, Flatten(axis=1), ``Sub`` then ``Div`` by
 per-channel constants (an IR ``Normalize``; the Sub is tagged
 ``inflor.normalize``), Add (``<neuron>.current``: a neuron's sources are
 summed in source order), and
-two operators of the ``inflor`` domain (version 1), each carried as an ONNX
+two operators of the ``inflor`` domain (version 2), each carried as an ONNX
 FunctionProto whose body is standard ONNX so onnxruntime executes it
 unchanged:
 
