@@ -49,8 +49,10 @@ def cli():
 
 @cli.command()
 @click.option("--arch", default="digits_cnn", show_default=True, help="Architecture to train.")
-@click.option("--data", "data_spec", default="digits", show_default=True, help="digits | cifar10:FOLDER | FILE.npz")
-@click.option("--timesteps", "-T", default=4, show_default=True, type=int)
+@click.option("--data", "data_spec", default="digits", show_default=True,
+              help="digits | cifar10:FOLDER | FILE.npz (x_train, y_train, x_test, y_test; or x, y: a seeded 20 % "
+                   "is held out as the test split; x [N, T, C, H, W] trains on event sequences)")
+@click.option("--timesteps", "-T", default=4, show_default=True, type=int, help="T (event data: the data's T).")
 @click.option("--neuron", type=click.Choice(["srif", "if", "lif"]), default="srif", show_default=True)
 @click.option("--mpr/--no-mpr", default=True, show_default=True, help="Membrane Potential Rectifier (SRIF only).")
 @click.option("--epochs", default=30, show_default=True, type=int)
@@ -62,15 +64,21 @@ def cli():
 def train(arch, data_spec, timesteps, neuron, mpr, epochs, lr, seed, output, force):
     """Train a model with surrogate gradients and save a checkpoint."""
     from inflor_deploy.checkpoint import save_checkpoint
-    from inflor_deploy.data import load_dataset
+    from inflor_deploy.data import load_train_test
+    from inflor_deploy.data.conform import as_unit_pixels
     from inflor_deploy.nn.models import ModelConfig
     from inflor_deploy.train import TrainConfig
     from inflor_deploy.train import train as run_training
 
     if output.exists() and not force:
         raise InflorError(f"{output} exists; pass --force to overwrite it")
-    train_data, test_data = load_dataset(data_spec, "train"), load_dataset(data_spec, "test")
-    channels, size = train_data.images.shape[1], train_data.images.shape[2]
+    # The test split is never trained on (an .npz with only x, y holds out a seeded 20 %).
+    train_data, test_data, test_split = load_train_test(data_spec)
+    train_data, test_data = as_unit_pixels(train_data), as_unit_pixels(test_data)
+    sequence = train_data.is_sequence
+    if sequence:  # event data [N, T, C, H, W]: the model runs T = the data's steps
+        timesteps = train_data.images.shape[1]
+    channels, size = train_data.images.shape[-3], train_data.images.shape[-2]
     try:
         model_config = ModelConfig(
             arch=arch,
@@ -90,7 +98,10 @@ def train(arch, data_spec, timesteps, neuron, mpr, epochs, lr, seed, output, for
         result.model,
         {
             "dataset": data_spec,
+            "input_encoding": "sequence" if sequence else "direct",
             "test_accuracy": result.test_accuracy,
+            "test_split": test_split,
+            "test_samples": len(test_data),
             "train_accuracy": result.train_accuracy,
             "train_seconds": round(result.seconds, 1),
             "epochs": epochs,
@@ -100,8 +111,8 @@ def train(arch, data_spec, timesteps, neuron, mpr, epochs, lr, seed, output, for
     )
     click.echo(
         f"{arch} T={timesteps} {neuron}{'+MPR' if model_config.mpr else ''}: "
-        f"test accuracy {result.test_accuracy:.4f} ({len(test_data)} samples), "
-        f"trained in {result.seconds:.1f} s -> {output}"
+        f"test accuracy {result.test_accuracy:.4f} ({len(test_data)} samples: {test_split}), "
+        f"train accuracy {result.train_accuracy:.4f}, trained in {result.seconds:.1f} s -> {output}"
     )
 
 
@@ -115,10 +126,11 @@ def evaluate(checkpoint, data_spec, samples, trust_pickle):
     """Accuracy of a checkpoint's float PyTorch model on a dataset's test split."""
     from inflor_deploy.checkpoint import load_checkpoint
     from inflor_deploy.data import load_dataset
+    from inflor_deploy.data.conform import as_unit_pixels
     from inflor_deploy.train import evaluate as run_evaluation
 
     loaded = load_checkpoint(checkpoint, trust_pickle=trust_pickle)
-    data = load_dataset(data_spec, "test").take(samples)
+    data = as_unit_pixels(load_dataset(data_spec, "test").take(samples))  # uint8 pixels as trained: p / 255
     accuracy, _ = run_evaluation(loaded.model, data)
     click.echo(f"{loaded.config.arch} on {data.name}: accuracy {accuracy:.4f} ({len(data)} samples)")
 
@@ -163,7 +175,8 @@ def targets(as_json):
 
 
 def _compile(model, target, output, force, *, stop_after=None, trust_pickle=False, input_scale=None,
-             headroom="u", overflow="warn", timesteps=None, probe_samples=None):
+             headroom="u", overflow="warn", timesteps=None, probe_samples=None, input_range=None,
+             input_mean=None, input_std=None, input_encoding=None):
     from inflor_deploy.artifact import prepare_output, write_artifact
     from inflor_deploy.compiler import compile_checkpoint
     from inflor_deploy.passes.base import QuantizationOptions
@@ -172,7 +185,8 @@ def _compile(model, target, output, force, *, stop_after=None, trust_pickle=Fals
     options = QuantizationOptions(input_grade_scale=input_scale, headroom=headroom, overflow=overflow)
     result = compile_checkpoint(
         model, target, trust_pickle=trust_pickle, quantization=options, stop_after=stop_after,
-        timesteps=timesteps, probe_samples=probe_samples,
+        timesteps=timesteps, probe_samples=probe_samples, input_range=input_range, input_mean=input_mean,
+        input_std=input_std, input_encoding=input_encoding,
     )  # fmt: skip
     write_artifact(result, output, force=force)
     return result
@@ -206,6 +220,18 @@ def _print_compile_summary(result, output) -> None:
             )
             for warning in row.get("rounding_warnings", []):
                 click.echo(f"    WARNING: {warning}")
+    if result.fixed_graph is not None:
+        from inflor_deploy.frontends.input_spec import input_spec_of
+
+        spec = input_spec_of(result.steps[0][1], result.fixed_graph.input.grade_scale)
+        low, high = spec["value_range"]
+        norm = ", normalized per channel (folded into the first synapses)" if spec["normalization"] else ""
+        wraps = [row["layer"] for row in result.quantization_report if row.get("wrap_possible")]
+        click.echo(
+            f"input: {spec['kind']} in [{low:g}, {high:g}], {spec['encoding']} encoding{norm}; the chip receives "
+            f"{spec['chip_receives']}; Lava wraps possible within this range: {', '.join(wraps) or 'none'} "
+            "(inputs outside it are refused)"
+        )
     schedule = result.graph.schedule
     if schedule is not None:
         click.echo(f"schedule: latency {schedule.latency} steps, reset interval {schedule.reset_interval}")
@@ -224,7 +250,19 @@ compile_options = [
                  help="Artifact directory [default: artifacts/<model>-<target>]."),
     click.option("--force", is_flag=True, help="Replace an existing artifact directory."),
     click.option("--stop-after", default=None, help="Stop after this pass and save what exists so far."),
-    click.option("--input-scale", type=float, default=None, help="Integer grades per unit of input [default 255]."),
+    click.option("--input-scale", type=float, default=None,
+                 help="Integer grades per unit of input [default: 255 for pixels in [0, 1], 1 for raw pixels, "
+                      "255 / max(|LO|, |HI|) for a range]."),
+    click.option("--input-range", default=None, metavar="LO,HI",
+                 help="Range of the input data [default 0,1: pixels at 1/255]; 0,255 declares raw 8-bit pixels; "
+                      "e.g. -2.5,2.5 a signed range. Inputs outside it are refused."),
+    click.option("--input-mean", default=None, metavar="M1,M2,...",
+                 help="Per-channel mean the model's inputs were normalized with ((x - mean) / std); "
+                      "folded into the first synapses, so the chip receives the raw pixels."),
+    click.option("--input-std", default=None, metavar="S1,S2,...", help="Per-channel std of that normalization."),
+    click.option("--input-encoding", type=click.Choice(["direct", "sequence"]), default=None,
+                 help="direct: the frame at every step; sequence: [T, C, H, W] event frames, one per step "
+                      "[default: the checkpoint's, else direct]."),
     click.option("--headroom", type=click.Choice(["u", "uv"]), default="u", show_default=True,
                  help="Worst cases the scales must respect: u never wraps (u), and also v never saturates (uv)."),
     click.option("--overflow", type=click.Choice(["warn", "error"]), default="warn", show_default=True,
@@ -257,7 +295,8 @@ def _default_output(model: Path, target: str) -> Path:
 @_with_options(compile_options)
 @trust_pickle_option
 @_user_errors
-def compile_command(model, target, output, force, stop_after, input_scale, headroom, overflow, timesteps, probe_samples, lava_smoke, trust_pickle):
+def compile_command(model, target, output, force, stop_after, input_scale, input_range, input_mean, input_std,
+                    input_encoding, headroom, overflow, timesteps, probe_samples, lava_smoke, trust_pickle):  # fmt: skip
     """Compile a checkpoint to Loihi 2 fixed point and write an artifact directory.
 
     Exits with status 2 if the Lava smoke run is not bit-exact with the simulator.
@@ -266,6 +305,7 @@ def compile_command(model, target, output, force, stop_after, input_scale, headr
     result = _compile(
         model, target, output, force, stop_after=stop_after, trust_pickle=trust_pickle, input_scale=input_scale,
         headroom=headroom, overflow=overflow, timesteps=timesteps, probe_samples=probe_samples,
+        input_range=input_range, input_mean=input_mean, input_std=input_std, input_encoding=input_encoding,
     )  # fmt: skip
     _print_compile_summary(result, output)
     if lava_smoke:
@@ -419,11 +459,12 @@ def run_command(artifact, backend, data_spec, samples, chunk, soft_reset, show):
     from inflor_deploy.artifact import load_artifact
     from inflor_deploy.data import load_dataset
 
+    from inflor_deploy.data.conform import conform_dataset
+
     art = load_artifact(artifact)
     graph = art.fixed_graph
     data = load_dataset(data_spec, "test").take(samples)
-    if tuple(data.images.shape[1:]) != tuple(graph.input.shape):
-        raise InflorError(f"{data.name} images are {tuple(data.images.shape[1:])}; the model expects {tuple(graph.input.shape)}")
+    data = conform_dataset(data, graph.input, classes=graph.output.shape[0], timesteps=graph.timesteps)
     readout = _predict(graph, data.images, backend, chunk, soft_reset)
     predicted = readout.argmax(1)
     for i in range(min(show, len(data))):

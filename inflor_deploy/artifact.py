@@ -2,9 +2,10 @@
 
 Layout of ``OUT/``::
 
-    manifest.json              versions, source checkpoint, target, compile options, pass list,
-                               every contract's result, schedule, file index, and the sha256
-                               of every file below and of every source (``integrity``)
+    manifest.json              versions, source checkpoint, target, declared input (range,
+                               encoding, normalization, grade scale), compile options, pass
+                               list, every contract's result, schedule, file index, and the
+                               sha256 of every file below and of every source (``integrity``)
     model.float.onnx           per-timestep float ONNX export (neurons = inflor.Neuron nodes)
     model.fixed_point.onnx     per-timestep integer ONNX (inflor.LoihiNeuron nodes); onnxruntime
                                runs it bit-exactly like the integer reference
@@ -49,7 +50,9 @@ from inflor_deploy.ir.serialize import load_graph, save_graph
 
 FORMAT = "inflor-deploy-artifact"
 #: 2: the manifest records compile options and the sha256 of every file and source (``integrity``).
-FORMAT_VERSION = 2
+#: 3: it records the declared input (``input``) and the options that declared it
+#: (``compile_options.input``); the IR's Input carries its range and encoding.
+FORMAT_VERSION = 3
 MANIFEST = "manifest.json"
 FIXED_POINT_IR = "fixed_point.npz"
 FLOAT_ONNX = "model.float.onnx"
@@ -152,8 +155,11 @@ def write_artifact(result, out: str | Path, force: bool = False) -> Path:
 
 def manifest(result, files: dict[str, Any], hashes: dict[str, str]) -> dict[str, Any]:
     """The manifest of a compile; ``hashes`` maps every written file (relative path) to its sha256."""
+    from inflor_deploy.frontends.input_spec import input_spec_of
+
     ckpt = result.checkpoint
     schedule = result.graph.schedule
+    fixed = result.fixed_graph
     sources = [source_entry("checkpoint", ckpt.path), source_entry("target", Path(result.target.path))]
     sources += [source_entry(role, path) for role, path in result.sources]
     return {
@@ -173,6 +179,8 @@ def manifest(result, files: dict[str, Any], hashes: dict[str, str]) -> dict[str,
             "sha256": sha256(Path(result.target.path)),
         },
         "timesteps": result.graph.timesteps,
+        # The declared input (range, pixel levels, normalization, encoding) and what the chip receives.
+        "input": input_spec_of(result.steps[0][1], None if fixed is None else fixed.input.grade_scale),
         "passes": [name for name, _ in result.steps[1:]],
         "complete": result.fixed_graph is not None,
         "contracts": [c.to_dict() for c in result.contracts],

@@ -1,7 +1,11 @@
 """The compile driver: checkpoint -> ONNX -> IR -> passes -> fixed-point IR.
 
-    load_checkpoint ─> model_to_ir ─> graph_to_onnx ─(float ONNX)─> onnx_to_graph
+    load_checkpoint ─> model_to_ir ─> apply_input_spec ─> graph_to_onnx ─(float ONNX)─> onnx_to_graph
                     ─> COMPILE_PIPELINE (each pass validated and its contract checked)
+
+The declared input (range, pixel levels, normalization, encoding:
+:mod:`inflor_deploy.frontends.input_spec`) is part of the exported graph, so
+the float ONNX, every IR step and the manifest record it.
 
 The IR that the passes see is the one read back from the exported ONNX, so
 the ONNX file in an artifact is exactly what was compiled.
@@ -13,7 +17,7 @@ import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import onnx
@@ -21,6 +25,7 @@ import onnx
 from inflor_deploy.checkpoint import Checkpoint, load_checkpoint
 from inflor_deploy.errors import InflorError
 from inflor_deploy.backends.onnx.float_model import graph_to_onnx, onnx_to_graph
+from inflor_deploy.frontends.input_spec import apply_input_spec, resolve_input_spec
 from inflor_deploy.frontends.zoo import model_to_ir
 from inflor_deploy.ir import Graph
 from inflor_deploy.passes.base import ContractResult, PassContext, QuantizationOptions
@@ -70,7 +75,8 @@ class CompileResult:
         probe: The probe inputs themselves ``[N, C, H, W]``.
         seconds: Wall time of the compile.
         options: Every option that shaped the result (target, T override, probe size,
-            stop_after, quantization): with the checkpoint, enough to rebuild it bit for bit.
+            stop_after, quantization, the resolved input declaration): with the checkpoint,
+            enough to rebuild it bit for bit.
         sources: Inputs besides the checkpoint and the target file, as ``(role, path)``
             (e.g. a model factory's source file); the manifest records their sha256.
     """
@@ -112,15 +118,23 @@ class CompileResult:
 
 
 def _probe(checkpoint: Checkpoint, graph: Graph, samples: int) -> tuple[np.ndarray, str]:
-    """Real test images when the checkpoint names a built-in dataset that fits, else seeded noise."""
+    """Real test images when the checkpoint names a built-in dataset that fits, else seeded noise.
+
+    Digits are pixels in [0, 1]; they are converted to the declared units
+    (``x * 255 / pixel_levels``) and used only for a direct-encoded pixel input.
+    """
     dataset = checkpoint.metadata.get("dataset")
-    if dataset == "digits":
+    source = graph.input
+    if dataset == "digits" and source.encoding == "direct" and source.pixel_levels is not None:
         from inflor_deploy.data import load_digits
 
         images = load_digits("test").images[:samples]
-        if images.shape[1:] == tuple(graph.input.shape):
-            return images, f"digits/test[:{samples}]"
-    return make_probe(graph, count=samples, seed=0), f"uniform[0,1) noise, seed 0, {samples} samples"
+        if images.shape[1:] == tuple(source.shape):
+            units = np.float32(255 / source.pixel_levels)
+            return images * units if units != 1 else images, f"digits/test[:{samples}]"
+    low, high = source.value_range
+    kind = "integer frames" if source.encoding == "sequence" else "noise"
+    return make_probe(graph, count=samples, seed=0), f"uniform[{low:g},{high:g}] {kind}, seed 0, {samples} samples"
 
 
 def compile_checkpoint(
@@ -133,6 +147,10 @@ def compile_checkpoint(
     probe_samples: int | None = None,
     timesteps: int | None = None,
     on_step: Callable[[str, Graph], None] | None = None,
+    input_range: str | Sequence[float] | None = None,
+    input_mean: str | Sequence[float] | None = None,
+    input_std: str | Sequence[float] | None = None,
+    input_encoding: str | None = None,
 ) -> CompileResult:
     """Compile a checkpoint for a target, checking every pass's contract.
 
@@ -145,6 +163,13 @@ def compile_checkpoint(
         probe_samples: How many probe inputs the contracts run on (None: :func:`auto_probe_samples`).
         timesteps: Override the checkpoint's T (must be >= 1).
         on_step: Called with ``(name, graph)`` after the import and each pass.
+        input_range: ``(low, high)`` (or ``"LO,HI"``) of the input data; default
+            pixels in [0, 1]; ``(0, 255)`` declares raw 8-bit pixels
+            (:mod:`inflor_deploy.frontends.input_spec`).
+        input_mean, input_std: Per-channel normalization the model was trained
+            with (``(x - mean) / std``); folded into the first synapses.
+        input_encoding: ``"direct"`` or ``"sequence"`` (event data, ``[T, C, H, W]``
+            per sample); default the checkpoint's ``input_encoding`` metadata, else direct.
 
     Raises:
         InflorError: bad checkpoint, unsupported layer, bad option, a broken
@@ -158,9 +183,13 @@ def compile_checkpoint(
         raise InflorError(f"timesteps must be >= 1, got {timesteps}")
     if probe_samples is not None and probe_samples < 1:
         raise InflorError(f"probe_samples must be >= 1, got {probe_samples}")
+    spec = resolve_input_spec(
+        input_range, input_mean, input_std, input_encoding or checkpoint.metadata.get("input_encoding", "direct")
+    )
     exported = model_to_ir(checkpoint.model)
     if timesteps is not None:
         exported = Graph(exported.nodes, timesteps, exported.name)
+    exported = apply_input_spec(exported, spec)
     onnx_model = graph_to_onnx(exported)
     imported = onnx_to_graph(onnx_model)
     steps: list[tuple[str, Graph]] = [("import", imported)]
@@ -195,5 +224,13 @@ def compile_checkpoint(
             "probe_samples": probe_samples,
             "stop_after": stop_after,
             "quantization": dataclasses.asdict(quantization),
+            # The resolved input declaration: with it, level 0 rebuilds a normalized, raw-pixel,
+            # signed-range or sequence artifact exactly (the encoding default reads the checkpoint).
+            "input": {
+                "range": [float(v) for v in spec.value_range],
+                "mean": None if spec.mean is None else [float(v) for v in spec.mean],
+                "std": None if spec.std is None else [float(v) for v in spec.std],
+                "encoding": spec.encoding,
+            },
         },
     )

@@ -170,7 +170,14 @@ MANIFEST_SPEC: dict[str, Any] = {
             "headroom": str,
             "overflow": str,
         },
+        "input": {
+            "range": [_NUMBER],
+            "mean": (list, type(None)),
+            "std": (list, type(None)),
+            "encoding": str,
+        },
     },
+    "input": dict,
     "files": {
         "float_onnx": str,
         "ir_steps": [str],

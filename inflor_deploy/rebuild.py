@@ -58,10 +58,12 @@ def rebuild(artifact, *, trust_pickle: bool = False):
     except TypeError as err:
         raise InflorError(f"{artifact.path}: manifest compile_options.quantization is not understood ({err}); "
                           "recompile the artifact") from err
+    declared = options["input"]
     return compile_checkpoint(
         artifact.manifest["source"]["checkpoint"], artifact.target, trust_pickle=trust_pickle,
         quantization=quantization, stop_after=options["stop_after"], probe_samples=options["probe_samples"],
-        timesteps=options["timesteps"],
+        timesteps=options["timesteps"], input_range=declared["range"], input_mean=declared["mean"],
+        input_std=declared["std"], input_encoding=declared["encoding"],
     )  # fmt: skip
 
 

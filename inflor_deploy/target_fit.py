@@ -19,6 +19,10 @@ neuron ``reset_mant``     the same range (subtract: >= 1)
 ``bias_mant``             an integer array of the layer's shape, signed ``bias_mant_bits``
 ``bias_exp``              an integer in ``0..2**bias_exp_bits - 1``
 ``scale``, grade scale    finite numbers > 0
+Input declaration         ``encoding`` ``"direct"`` or ``"sequence"``; ``value_range`` two
+                          finite numbers, low < high; ``pixel_levels`` an integer >= 1 or
+                          none; the graded values of the range (``round(x * grade_scale)``)
+                          inside the target's signed ``graded_spike_bits`` payload
 schedule                  reset interval >= T (a power of two where the target says so)
 ========================  ==============================================================
 
@@ -98,6 +102,36 @@ def _check_positive(where: str, node: str, field: str, value: Any) -> None:
         raise _fail(where, node, field, f"= {value!r} must be a finite number > 0")
 
 
+def _check_input(where: str, node: n.Input, payload_bits: int) -> None:
+    """The Input's declaration, and its graded values inside the target's signed graded-spike payload."""
+    name = node.name
+    if node.grade_scale is None:
+        raise _fail(where, name, "grade_scale", "is missing (the input was never quantized)")
+    _check_positive(where, name, "grade_scale", node.grade_scale)
+    if node.encoding not in n.INPUT_ENCODINGS:
+        raise _fail(where, name, "encoding", f"= {node.encoding!r} must be one of {', '.join(n.INPUT_ENCODINGS)}")
+    bounds = node.value_range
+    if (
+        not isinstance(bounds, (tuple, list)) or len(bounds) != 2
+        or any(isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) for v in bounds)
+        or not all(math.isfinite(v) for v in bounds) or not bounds[0] < bounds[1]
+    ):  # fmt: skip
+        raise _fail(where, name, "value_range", f"= {bounds!r} must be two finite numbers, low < high")
+    levels = node.pixel_levels
+    if levels is not None and not (_integer(levels) and levels >= 1):
+        raise _fail(where, name, "pixel_levels", f"= {levels!r} must be an integer >= 1 or none")
+    # The chip receives round(x * grade_scale): both ends of the range must fit the payload.
+    limit = 1 << (payload_bits - 1)
+    reach = max(abs(float(np.rint(float(v) * float(node.grade_scale)))) for v in bounds)
+    if reach >= limit:
+        raise _fail(
+            where, name, "value_range",
+            f"= [{bounds[0]:g}, {bounds[1]:g}] at grade scale {float(node.grade_scale):g} reaches graded values of "
+            f"{reach:.0f}, outside the target's {payload_bits}-bit signed graded-spike payload "
+            f"[{-limit}, {limit - 1}]",
+        )  # fmt: skip
+
+
 def check_fits_target(graph: Graph, target: Target, where: str = "graph") -> None:
     """Raise :class:`TargetFitError` unless every field of ``graph`` fits ``target`` (module docstring).
 
@@ -116,9 +150,7 @@ def check_fits_target(graph: Graph, target: Target, where: str = "graph") -> Non
     for node in graph:
         name = node.name
         if isinstance(node, n.Input):
-            if node.grade_scale is None:
-                raise _fail(where, name, "grade_scale", "is missing (the input was never quantized)")
-            _check_positive(where, name, "grade_scale", node.grade_scale)
+            _check_input(where, node, num.graded_spike_bits)
         elif isinstance(node, n.FixedPointSynapse):
             if node.kind == "dense":
                 _check_array(where, name, "weight", node.weight, num.dense_weight_min, num.dense_weight_max,

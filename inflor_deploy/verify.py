@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from inflor_deploy.data import Dataset
+from inflor_deploy.data.conform import conform_dataset
 from inflor_deploy.ir import Graph
 from inflor_deploy.ir import nodes as n
 from inflor_deploy.backends.sim.compare import first_divergence
@@ -140,8 +141,34 @@ def level0_artifact_vs_rebuild(artifact, trust_pickle: bool = False) -> LevelRes
 # --------------------------------------------------------------------------- level 1
 
 
-def torch_run(model: torch.nn.Module, images: np.ndarray) -> FloatRun:
-    """The PyTorch model's scores, spikes and membranes H, keyed like the IR (module paths)."""
+def model_input(images: np.ndarray, graph: Graph | None = None) -> torch.Tensor:
+    """What the trained PyTorch model takes for these inputs of ``graph`` (its declared Input).
+
+    A Normalize after the Input is applied as the model's training pipeline
+    applied it, ``(x - mean) / std`` per channel in float32 (the float IR's
+    own arithmetic); a sequence ``[B, T, ...]`` becomes time-first
+    ``[T, B, ...]`` (contiguous, the layout the float IR uses).
+    """
+    x = torch.from_numpy(np.ascontiguousarray(images))
+    if graph is None:
+        return x
+    for norm in graph.of_type(n.Normalize):
+        view = (1,) * (x.dim() - len(graph.input.shape)) + (-1,) + (1,) * (len(graph.input.shape) - 1)
+        x = (x - torch.from_numpy(np.array(norm.mean)).view(view)) / torch.from_numpy(np.array(norm.std)).view(view)
+    if graph.input.encoding == "sequence":
+        x = x.transpose(0, 1).contiguous()
+    return x
+
+
+def torch_run(model: torch.nn.Module, images: np.ndarray, graph: Graph | None = None) -> FloatRun:
+    """The PyTorch model's scores, spikes and membranes H, keyed like the IR (module paths).
+
+    Args:
+        model: The trained model.
+        images: Inputs in the units of ``graph``'s Input (see :func:`model_input`).
+        graph: The imported float graph, whose Input declaration (normalization,
+            encoding) says what the model takes; None feeds ``images`` as they are.
+    """
     from inflor_deploy.nn.neurons import Neuron
 
     spikes: dict[str, np.ndarray] = {}
@@ -155,7 +182,7 @@ def torch_run(model: torch.nn.Module, images: np.ndarray) -> FloatRun:
         for _, m in neurons:
             m.record_membrane = True
         with torch.no_grad():
-            scores = model.eval()(torch.from_numpy(np.ascontiguousarray(images))).numpy()
+            scores = model.eval()(model_input(images, graph)).numpy()
         membranes = {name: m.last_membrane.numpy() for name, m in neurons}
     finally:
         for h in hooks:
@@ -181,7 +208,7 @@ def level1_torch_vs_float_ir(model, imported: Graph, data: Dataset, batch_size: 
     totals = {"spikes": 0, "mismatches": 0, "near_ties": 0, "unexplained": 0, "after_first": 0}
     max_score_diff, divergence = 0.0, None
     for s in _batches(len(data), batch_size):
-        ref = torch_run(model, data.images[s])
+        ref = torch_run(model, data.images[s], imported)
         out = run_float(folded, data.images[s], record=True, forced_spikes=ref.spikes)
         comparison = compare_runs(imported, ref, out, tie_band=bands)
         totals["spikes"] += int(sum(int(v.sum()) for v in ref.spikes.values()))
@@ -326,10 +353,14 @@ def level3_simulator_vs_lava(graph: Graph, images: np.ndarray, float_graph: Grap
 
 
 def level4_float_vs_fixed(model, float_graph: Graph, fixed_graph: Graph, data: Dataset,
-                          batch_size: int = 256, progress: Progress | None = None, *,
+                          batch_size: int = 256, progress: Progress | None = None,
+                          imported: Graph | None = None, *,
                           max_accuracy_drop: float = MAX_ACCURACY_DROP,
                           min_spike_agreement: float = MIN_SPIKE_AGREEMENT) -> LevelResult:  # fmt: skip
     """Accuracy of the trained model and of the fixed-point network; spike agreement per layer.
+
+    ``imported`` (the graph as exported, with its Input declaration) says what
+    the model takes (:func:`model_input`); None feeds the data as they are.
 
     Fails when ``accuracy_float - accuracy_fixed > max_accuracy_drop`` or a
     layer agrees on fewer than ``min_spike_agreement`` of its neuron-steps.
@@ -355,7 +386,7 @@ def level4_float_vs_fixed(model, float_graph: Graph, fixed_graph: Graph, data: D
     for s in _batches(len(data), batch_size):
         images, labels = data.images[s], data.labels[s]
         with torch.no_grad():
-            torch_scores = model.eval()(torch.from_numpy(np.ascontiguousarray(images))).numpy()
+            torch_scores = model.eval()(model_input(images, imported)).numpy()
         reference = run_float(float_graph, images, record=True)
         fixed = simulate(fixed_graph, images, view="aligned", record=True)
         fixed_scores = fixed.scores(fixed_graph)
@@ -470,13 +501,8 @@ def run_ladder(artifact, data: Dataset, *, reference_samples: int = 8, lava_samp
     imported = artifact.graph_at("import")
     fixed = artifact.fixed_graph
     float_graph = artifact.float_graph
-    if tuple(data.images.shape[1:]) != tuple(imported.input.shape):
-        from inflor_deploy.errors import InflorError
-
-        raise InflorError(
-            f"dataset {data.name} has images of shape {tuple(data.images.shape[1:])} but the model "
-            f"expects {tuple(imported.input.shape)}; pick the dataset the model was trained on"
-        )
+    # Range, units, encoding and labels as compiled (raw uint8 pixels converted exactly).
+    data = conform_dataset(data, fixed.input, classes=fixed.output.shape[0], timesteps=fixed.timesteps)
     say = progress or (lambda _: None)
     levels = []
     if rebuild:
@@ -490,5 +516,6 @@ def run_ladder(artifact, data: Dataset, *, reference_samples: int = 8, lava_samp
     levels.append(level3_simulator_vs_lava(fixed, data.images[:lava_samples], float_graph))
     say("level 4: float vs fixed point")
     levels.append(level4_float_vs_fixed(checkpoint.model, float_graph, fixed, data, progress=progress,
-                                        max_accuracy_drop=max_accuracy_drop, min_spike_agreement=min_spike_agreement))
+                                        imported=imported, max_accuracy_drop=max_accuracy_drop,
+                                        min_spike_agreement=min_spike_agreement))
     return Ladder(levels)

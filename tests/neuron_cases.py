@@ -313,3 +313,32 @@ def compile_graph(graph: Graph, probe: np.ndarray, target: str = "loihi2-sim"):
     result = run_pipeline(graph, COMPILE_PIPELINE, ctx, on_step=lambda name, g: steps.append((name, g)))
     float_graph = dict(steps)["FoldInputGain"]
     return result, float_graph
+
+
+def declared_neuron_graph(encoding: str = "sequence", timesteps: int = 4) -> Graph:
+    """Both halves of the IR at once: a declared signed input (direct or sequence) normalized per channel
+    into a zero-padded conv (bias map after the fold), snnTorch's delayed subtract with per-channel
+    thresholds, a SpikingJelly-like hard reset to v_reset = 0.25 with input gain 0.5, and a leaky
+    mean-membrane readout."""
+    rng = np.random.default_rng(21)
+    vth = np.array([0.5, 0.375, 0.625])
+    nodes = [
+        n.Input("image", (), shape=(2, 4, 4), encoding=encoding, value_range=(-1.0, 1.0), pixel_levels=None),
+        n.Normalize("norm", ("image",), mean=np.array([0.25, -0.125], f32), std=np.array([0.5, 0.75], f32)),
+        n.Conv2d("c1", ("norm",), weight=dyadic(rng, (3, 2, 3, 3), -0.3, 0.5), bias=dyadic(rng, 3, -0.1, 0.1),
+                 padding=(1, 1)),
+        n.Neuron("snn_pc", ("c1",), vth=vth, tau=0.875, compare=">", reset="subtract", reset_amount=vth,
+                 reset_timing="next_step"),
+        n.Linear("fc1", ("snn_pc",), weight=dyadic(rng, (10, 48), -0.3, 0.5), bias=dyadic(rng, 10, -0.1, 0.2)),
+        n.Neuron("sj_hard", ("fc1",), vth=0.75, reset="zero", v_reset=0.25, gain=0.5),
+        n.Linear("fc2", ("sj_hard",), weight=dyadic(rng, (3, 10), -1, 1), bias=dyadic(rng, 3, -0.3, 0.3)),
+        n.Accumulator("out", ("fc2",), readout="mean_membrane", tau=0.875),
+    ]  # fmt: skip
+    return Graph(tuple(nodes), timesteps=timesteps, name="declared_neurons")
+
+
+def declared_inputs(graph: Graph, count: int = 6, seed: int = 5) -> np.ndarray:
+    """Inputs inside the graph's declared range: ``[B, C, H, W]``, or ``[B, T, C, H, W]`` for a sequence."""
+    lead = (count, graph.timesteps) if graph.input.encoding == "sequence" else (count,)
+    low, high = graph.input.value_range
+    return dyadic(np.random.default_rng(seed), (*lead, *graph.input.shape), low, high, 64)

@@ -89,3 +89,27 @@ def test_options_that_differ_from_the_compile_make_level_0_fail(compiled, tmp_pa
     d = compare_with_rebuild(load_artifact(art)).first_difference
     # headroom "uv" shrank the scale of fc1's layer (its v could saturate): its weights are the first to differ.
     assert (d["file"], d["node"], d["field"]) == ("fixed_point.npz", "fc1", "weight") and d["count"] > 0
+
+
+@pytest.mark.parametrize(
+    "declared, differs_at",
+    [(dict(input_mean="0.3", input_std="0.4"), ("unit1.conv", "weight")),  # W / std
+     (dict(input_encoding="sequence", input_range="0,1"), ("image", "grade_scale"))],  # events: one grade each
+    ids=["normalized", "sequence"],
+)  # fmt: skip
+def test_level0_rebuilds_with_the_declared_input(tmp_path, declared, differs_at):
+    out = tmp_path / "art"
+    result = compile_checkpoint(DEFAULT_MODEL, timesteps=2, probe_samples=2, **declared)
+    write_artifact(result, out)
+    options = load_artifact(out).manifest["compile_options"]["input"]
+    normalized = "input_mean" in declared
+    assert options == {"range": [0.0, 1.0], "mean": [0.3] if normalized else None, "std": [0.4] if normalized else None,
+                       "encoding": declared.get("input_encoding", "direct")}  # fmt: skip
+    comparison = compare_with_rebuild(load_artifact(out))
+    assert comparison.ok, comparison.first_difference
+    # The default declaration compiles another network: level 0 names the first field that differs.
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["compile_options"]["input"] = {"range": [0.0, 1.0], "mean": None, "std": None, "encoding": "direct"}
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    d = compare_with_rebuild(load_artifact(out)).first_difference
+    assert (d["file"], d["node"], d["field"]) == ("fixed_point.npz", *differs_at), d

@@ -52,8 +52,20 @@ def test_the_extremes_of_every_range_fit_both_targets():
     ({"d": {"delay": 63}}, "'d' field 'delay' = 63 is outside the target's synaptic delays [0, 62]"),
     ({"out": {"scale": -1.0}}, "'out' field 'scale' = -1.0 must be a finite number > 0"),
     ({"image": {"grade_scale": None}}, "'grade_scale' is missing"),
+    ({"n1": {"reset_mant": np.array([5, 131072])}}, "'reset_mant' [1] = 131072 is outside the target's 17-bit "
+                                                    "unsigned reset mantissa [1, 131071]"),
+    ({"n1": {"reset": "none", "reset_mant": 3}}, "'reset_mant' = 3 is outside the unused reset mantissa of reset "
+                                                 "'none' [0, 0]"),
+    ({"image": {"encoding": "rate"}}, "'image' field 'encoding' = 'rate' must be one of direct, sequence"),
+    ({"image": {"value_range": (1.0, 0.0)}}, "'value_range' = (1.0, 0.0) must be two finite numbers, low < high"),
+    ({"image": {"value_range": (0.0, float("inf"))}}, "'value_range' = (0.0, inf) must be two finite numbers"),
+    ({"image": {"pixel_levels": 0}}, "'pixel_levels' = 0 must be an integer >= 1 or none"),
+    ({"image": {"value_range": (-2.0**31 / 255, 1.0), "pixel_levels": None}},
+     "'value_range' = [-8.4215e+06, 1] at grade scale 255 reaches graded values of 2147483648, outside the "
+     "target's 32-bit signed graded-spike payload [-2147483648, 2147483647]"),
 ], ids=["dense-odd", "dense-high", "conv-low", "float-weights", "vth-negative", "vth-17-bit", "vth-float",
-        "reset-zero", "bias-13-bit", "bias-shape", "bias-exp", "du", "delay", "scale", "grade-scale"])
+        "reset-zero", "bias-13-bit", "bias-shape", "bias-exp", "du", "delay", "scale", "grade-scale",
+        "reset-per-channel-17-bit", "reset-none-mantissa", "input-encoding", "input-range-order", "input-range-inf", "pixel-levels", "input-payload"])
 def test_each_field_outside_the_target_is_named(changes, message):
     with pytest.raises(TargetFitError) as err:
         check_fits_target(graph(**changes), SIM, where="art/fixed_point.npz")
@@ -71,6 +83,27 @@ def test_limits_come_from_the_target_file(tmp_path):
         check_fits_target(graph(), target)
     with pytest.raises(TargetFitError, match=r"'delay' = 3 is outside the target's synaptic delays \[0, 2\]"):
         check_fits_target(graph(n1={"vth": 7, "reset_mant": 8}, d={"delay": 3}), target)
+
+
+def test_every_input_declaration_fits():
+    """Sequence input, a signed range, raw pixels and a range without pixel levels are all representable."""
+    for declared in (dict(encoding="sequence", value_range=(0.0, 1.0), pixel_levels=1, grade_scale=1.0),
+                     dict(value_range=(-2.5, 2.5), pixel_levels=None, grade_scale=102.0),
+                     dict(value_range=(0.0, 255.0), pixel_levels=1, grade_scale=1.0),
+                     dict(value_range=(-(2.0**31 - 1), 2.0**31 - 1), pixel_levels=None, grade_scale=1.0)):  # fmt: skip
+        check_fits_target(graph(image=declared), SIM)
+        check_fits_target(graph(image=declared), HW)
+
+
+def test_the_graded_payload_comes_from_the_target_file(tmp_path):
+    text = SIM.path.read_text().replace("graded_spike_bits = 32", "graded_spike_bits = 16")
+    narrow = tmp_path / "narrow.toml"
+    narrow.write_text(text.replace('name = "loihi2-sim"', 'name = "narrow"'))
+    target = load_target(narrow)
+    check_fits_target(graph(), target)  # pixels: at most 255
+    with pytest.raises(TargetFitError, match=r"reaches graded values of 65025, outside the target's 16-bit signed "
+                                             r"graded-spike payload \[-32768, 32767\]"):
+        check_fits_target(graph(image=dict(value_range=(0.0, 255.0), pixel_levels=1)), target)
 
 
 def test_a_reset_interval_that_is_not_a_power_of_two_fits_the_simulator_only():

@@ -141,6 +141,9 @@ def _node_shape(node: n.Node, ins: list[tuple[int, ...]]) -> tuple[int, ...]:
         )
         if min(out) < 1:
             raise IRError(f"conv {node.name!r}: output shape {out} is empty")
+        bias = getattr(node, "bias", None)
+        if bias is not None and tuple(bias.shape) not in ((o,), out):
+            raise IRError(f"conv {node.name!r}: bias of shape {tuple(bias.shape)} is neither ({o},) nor {out}")
         return out
     if isinstance(node, (n.Linear, n.FixedPointSynapse)):
         need(1)
@@ -157,6 +160,13 @@ def _node_shape(node: n.Node, ins: list[tuple[int, ...]]) -> tuple[int, ...]:
         for name in ("gamma", "beta", "mean", "var"):
             if getattr(node, name).shape != (channels,):
                 raise IRError(f"batchnorm {node.name!r}: {name} must have {channels} entries")
+        return ins[0]
+    if isinstance(node, n.Normalize):
+        need(1)
+        channels = ins[0][0] if ins[0] else 0
+        for name in ("mean", "std"):
+            if getattr(node, name) is None or getattr(node, name).shape != (channels,):
+                raise IRError(f"normalize {node.name!r}: {name} must have {channels} entries (one per channel)")
         return ins[0]
     if isinstance(node, n.AvgPool2d):
         need(1)
@@ -187,6 +197,18 @@ def _check_finite(node: n.Node) -> None:
             raise IRError(f"node {node.name!r}: {f.name} has NaN/inf values")
         if isinstance(value, float) and not math.isfinite(value):
             raise IRError(f"node {node.name!r}: {f.name} = {value} is not finite")
+
+
+def _check_input(node: n.Input) -> None:
+    if node.encoding not in n.INPUT_ENCODINGS:
+        raise IRError(f"input {node.name!r}: encoding {node.encoding!r} must be one of {n.INPUT_ENCODINGS}")
+    lo, hi = node.value_range
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+        raise IRError(f"input {node.name!r}: value range [{lo}, {hi}] must be finite with low < high")
+    if node.pixel_levels is not None and not (isinstance(node.pixel_levels, int) and node.pixel_levels >= 1):
+        raise IRError(f"input {node.name!r}: pixel_levels {node.pixel_levels!r} must be an int >= 1 or None")
+    if node.grade_scale is not None and not (math.isfinite(node.grade_scale) and node.grade_scale > 0):
+        raise IRError(f"input {node.name!r}: grade_scale {node.grade_scale} must be finite and > 0")
 
 
 def _values(value) -> np.ndarray:
@@ -324,6 +346,10 @@ def validate(graph: Graph) -> dict[str, tuple[int, ...]]:
         )
     for node in graph:
         _check_finite(node)
+        if isinstance(node, n.Input):
+            _check_input(node)
+        if isinstance(node, n.Normalize) and not np.all(node.std > 0):
+            raise IRError(f"normalize {node.name!r}: every std must be > 0, got {node.std.tolist()}")
         if isinstance(node, n.Neuron):
             _check_neuron(node)
         if isinstance(node, n.Accumulator):

@@ -25,6 +25,8 @@ from typing import Literal
 import numpy as np
 
 ResetMode = Literal["subtract", "zero", "none"]
+InputEncoding = Literal["direct", "sequence"]
+INPUT_ENCODINGS = ("direct", "sequence")
 #: How a neuron compares H with its threshold: ``>=`` (InfLoR, SpikingJelly) or ``>`` (snnTorch, Loihi).
 Compare = Literal[">=", ">"]
 #: When a spike's reset applies: at its own step, or at the next one (snnTorch's ``reset_delay=True``).
@@ -63,29 +65,77 @@ class Node:
 
 @dataclass(frozen=True, eq=False)
 class Input(Node):
-    """The analog input frame, re-applied at every timestep (direct encoding).
+    """The network's input: one frame per timestep.
 
-    ``X[t] = image`` for t = 0..T-1.
+    ``encoding = "direct"`` (the paper's encoding of static images): the
+    same analog frame ``x`` (shape ``shape``) at every step::
+
+        X[t] = x                      t = 0..T-1
+
+    ``encoding = "sequence"`` (event data, e.g. the paper's CIFAR10-DVS): a
+    new frame at every step, ``x`` of shape ``[T, *shape]`` (binary events
+    or small integer counts)::
+
+        X[t] = x[t]                   t = 0..T-1
 
     Attributes:
-        shape: ``(C, H, W)``.
+        shape: ``(C, H, W)`` of one frame.
+        encoding: ``"direct"`` or ``"sequence"``.
+        value_range: ``(lo, hi)``: the declared range of every input value,
+            in the units the graph computes with. The quantizer plans its
+            worst cases (the u-wrap headroom) for it, and every backend
+            refuses inputs outside it.
+        pixel_levels: Raw 8-bit pixel steps per unit of input: 255 for
+            pixels in [0, 1] (a pixel ``p`` of 0..255 is ``p / 255``), 1 for
+            raw 0..255 pixels, None when the inputs are not pixels. uint8
+            data is divided by it; without it uint8 data is refused.
         grade_scale: Set by quantization: the input reaches the chip as integer
-            graded spikes ``round(image * grade_scale)``; None while float.
+            graded spikes ``round(x * grade_scale)`` (a 32-bit graded payload);
+            None while float.
     """
 
     shape: tuple[int, ...] = ()
     grade_scale: float | None = None
+    encoding: InputEncoding = "direct"
+    value_range: tuple[float, float] = (0.0, 1.0)
+    pixel_levels: int | None = 255
+
+
+@dataclass(frozen=True, eq=False)
+class Normalize(Node):
+    """Per-channel input normalization, as torchvision's ``Normalize`` applies it before the model.
+
+    ``Y[c, i, j] = (X[c, i, j] - mean[c]) / std[c]``
+
+    A node rather than fields of :class:`Input`: it is arithmetic the
+    trained model sees (the paper normalizes images to mean 0, variance 1
+    per channel), so it runs in the float runner and in ONNX (``Sub``,
+    ``Div``) like any other op, and ``FoldInputNormalization`` folds it
+    exactly into the synapses that read it (a pass with a checked
+    contract), after which the chip receives the raw pixels. The Input
+    keeps describing only what arrives: its range and encoding.
+
+    Attributes:
+        mean: float32 ``[C]``.
+        std: float32 ``[C]``, every entry > 0.
+    """
+
+    mean: np.ndarray = field(default=None)
+    std: np.ndarray = field(default=None)
 
 
 @dataclass(frozen=True, eq=False)
 class Conv2d(Node):
     """2-D cross-correlation (PyTorch's ``Conv2d``).
 
-    ``Y[o, i, j] = bias[o] + sum_{c, a, b} W[o, c, a, b] * X[g(o)*C/G + c, s*i + a - p, s*j + b - p]``
+    ``Y[o, i, j] = bias[o] (or bias[o, i, j]) + sum_{c, a, b} W[o, c, a, b] * X[g(o)*C/G + c, s*i + a - p, s*j + b - p]``
 
     Attributes:
         weight: float32 ``[O, C/groups, kh, kw]``.
-        bias: float32 ``[O]`` or None.
+        bias: float32 ``[O]``, or ``[O, OH, OW]`` (one value per output
+            position: what folding an input normalization into a
+            zero-padded conv gives, since border outputs see fewer taps),
+            or None.
         stride: ``(sh, sw)``.
         padding: ``(ph, pw)``, zeros on both sides.
         groups: Channel groups.
@@ -334,6 +384,19 @@ class FixedPointSynapse(Node):
     is the source's output: binary spikes, or graded input values.
     Activations carry no bias; biases live in the target neuron.
 
+    Lava delivers the exact sum ``S`` wrapped (``wrap_b(z) = (z + 2^(b-1))
+    mod 2^b - 2^(b-1)``; read in lava-nc 0.10.0, table in
+    :mod:`inflor_deploy.backends.sim.lava_arith`)::
+
+        conv (Lava Conv):          a = wrap_24(S)        (|S| >= 2^31: the int32 cast gives
+                                                          -2^31, so a = 0)
+        dense, delayed conv:       a = wrap_32(S)        (wrap_31(S) when the 8-bit encoding
+                                                          needs weight_exp = -1 and Lava sums
+                                                          in int32: graded Dense, DelaySparse)
+
+    The quantizer's u headroom keeps ``|S| < 2^17``, where every wrap is
+    the identity; the integer backends model the wraps for any input.
+
     Attributes:
         kind: ``"dense"`` or ``"conv"``.
         weight: int32; dense ``[O, I]``, conv ``[O, C/groups, kh, kw]``.
@@ -355,8 +418,11 @@ class FixedPointNeuron(Node):
 
     Per timestep, all integers, ``a[t] = sum of the source synapses' currents``::
 
+        a = wrap_32(a)                                 # Lava's InPort sums in int32
         u = sign(u * (4096 - (du + 1))) * (|u * (4096 - (du + 1))| >> 12)
-        u = wrap24(u + (a << 6))                       # (-2^23, 2^23], one wrap
+        u = wrap_32(u + wrap_32(a << 6))               # int32 arithmetic
+        u = u - 2^24 if u > 2^23; u + 2^24 if u <= -2^23   # ONE wrap (a u beyond 3 * 2^23
+                                                       # stays outside 24 bits, as in Lava)
         v = sign(v * (4096 - dv)) * (|v * (4096 - dv)| >> 12)
         v = clip(v + u + (bias_mant << bias_exp), -(2^23 - 1), 2^23 - 1)
         s = v > (vth << 6)                             # strict, as the hardware
@@ -418,6 +484,8 @@ class FixedPointAccumulator(Node):
     unit, ``1 / (64 * scale)`` of a float unit. So ``sum_t v[t] / (64 * scale)``
     is ``sum_t M[t]``, and the mean divides by T. A count readout's identity
     synapse has weight ``scale * spike_value`` per spike, an integer.
+    The wraps of a large ``a`` and ``u`` are the :class:`FixedPointNeuron`'s
+    (``u`` is the step's ``a << 6`` after them).
 
     Attributes:
         shape: The layer's shape (per sample).
@@ -441,6 +509,6 @@ def readout_divisor(node: "Accumulator | FixedPointAccumulator", timesteps: int)
     return 1 if node.readout == "spike_count" else int(timesteps)
 
 
-FLOAT_NODES = (Input, Conv2d, Linear, BatchNorm, AvgPool2d, Flatten, Neuron, Accumulator)
+FLOAT_NODES = (Input, Normalize, Conv2d, Linear, BatchNorm, AvgPool2d, Flatten, Neuron, Accumulator)
 FIXED_POINT_NODES = (Input, FixedPointSynapse, FixedPointNeuron, FixedPointAccumulator)
 STATEFUL_NODES = (Neuron, Accumulator, FixedPointNeuron, FixedPointAccumulator)

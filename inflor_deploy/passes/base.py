@@ -54,8 +54,9 @@ class QuantizationOptions:
     """User choices for ``QuantizeFixedPoint``.
 
     Attributes:
-        input_grade_scale: Integer grades per unit of input (pixels in [0, 1]);
-            None picks the dataset's natural scale (255 for 8-bit images).
+        input_grade_scale: Integer grades per unit of input; None picks the
+            Input's natural scale (``quantize.default_grade_scale``: 255 for
+            pixels in [0, 1], 1 for raw 0..255 pixels).
         weight_fill: Fraction of the weight range the largest |weight| of a
             layer may use (1.0 fills it).
         headroom: Which worst-case bounds the scale must respect: ``"u"``

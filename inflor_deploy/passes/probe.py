@@ -47,27 +47,32 @@ SCORES = "scores"
 
 
 def make_probe(graph: Graph, count: int = 8, seed: int = 0, images: np.ndarray | None = None) -> np.ndarray:
-    """Probe images for contract checks, shaped ``[B, *graph.input.shape]``.
+    """Probe inputs for contract checks, shaped ``[B, *graph.input.shape]`` (``[B, T, ...]`` for a sequence).
 
-    Without ``images``: ``count`` images drawn uniformly from [0, 1] (the
-    models' input range: pixels scaled to [0, 1]) by a seeded generator, so a
-    contract check is reproducible. With ``images``: the caller's real data
-    (all of it; ``count`` and ``seed`` are then unused), checked against the
-    graph's input shape.
+    Without ``images``: ``count`` inputs drawn uniformly from the Input's
+    declared ``value_range`` by a seeded generator, so a contract check is
+    reproducible; a sequence Input gets frames rounded to integers (events
+    or counts, as event cameras give). With ``images``: the caller's real
+    data (all of it; ``count`` and ``seed`` are then unused), checked
+    against the graph's input.
 
     Args:
         graph: The graph the probe is for.
-        count: Number of random images.
+        count: Number of random inputs.
         seed: Seed of ``numpy.random.default_rng``.
-        images: Real inputs ``[B, C, H, W]`` to use instead.
+        images: Real inputs to use instead.
 
     Returns:
-        float32 ``[B, C, H, W]``.
+        float32 ``[B, C, H, W]`` (``[B, T, C, H, W]`` for a sequence Input).
 
     Raises:
-        PassError: ``count < 1``, or ``images`` of the wrong shape or not finite.
+        PassError: ``count < 1``, or ``images`` of the wrong shape, not finite
+            or outside the declared range.
     """
-    shape = tuple(graph.input.shape)
+    source = graph.input
+    sequence = source.encoding == "sequence"
+    shape = ((graph.timesteps,) if sequence else ()) + tuple(source.shape)
+    low, high = source.value_range
     if images is not None:
         images = np.asarray(images)
         if images.ndim != len(shape) + 1 or tuple(images.shape[1:]) != shape or images.shape[0] < 1:
@@ -76,12 +81,17 @@ def make_probe(graph: Graph, count: int = 8, seed: int = 0, images: np.ndarray |
                 f"[B, {', '.join(map(str, shape))}] with B >= 1"
             )
         if not np.isfinite(images).all():
-            raise PassError("probe images contain NaN/inf values; pass finite inputs in [0, 1]")
+            raise PassError(f"probe images contain NaN/inf values; pass finite inputs in [{low:g}, {high:g}]")
+        if images.min() < low or images.max() > high:
+            raise PassError(f"probe images leave the declared input range [{low:g}, {high:g}]")
         return np.ascontiguousarray(images, dtype=np.float32)
     if count < 1:
         raise PassError(f"probe count must be >= 1, got {count}")
     rng = np.random.default_rng(seed)
-    return rng.uniform(0.0, 1.0, size=(count, *shape)).astype(np.float32)
+    probe = rng.uniform(low, high, size=(count, *shape))
+    if sequence:
+        probe = np.rint(probe)
+    return np.clip(probe, low, high).astype(np.float32)
 
 
 def effective_threshold(neuron: n.Neuron) -> float | np.ndarray:

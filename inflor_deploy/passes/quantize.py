@@ -20,7 +20,11 @@ their currents add into one membrane):
    handling; conv: [-128, 127], exponent 0).
 2. Headroom against the 24-bit wrap of u (always enforced): the current of
    one step enters u as ``a << 6``, so the worst-case ``|a|`` (every input
-   that can raise it at its maximum) must stay below ``2^17``.
+   at the end of the Input's declared ``value_range`` that raises it) must
+   stay below ``2^17``. Below that no Lava wrap can happen for inputs in the
+   declared range (the Conv's 24 bits, Dense's 32, u's 24; the report's
+   ``wrap_possible`` says so per layer); inputs outside it are refused at
+   run time.
 3. Headroom against saturation of v (``headroom="uv"``): over one sample
    window v can move by at most ``T * max|a + bias|``, which must stay below
    ``(2^23 - 1) >> 6``. Under the default ``headroom="u"`` this bound is only
@@ -28,6 +32,13 @@ their currents add into one membrane):
    ``overflow="error"``); the simulators count real saturation events.
 4. The bias mantissa must fit 13 signed bits (``bias_exp = 6``: weight units)
    and the threshold mantissa 17 unsigned bits.
+
+Input: the chip receives ``round(x * grade_scale)``: the given scale, else
+the Input's ``pixel_levels`` (255 for pixels in [0, 1], 1 for raw 0..255
+pixels: the chip gets the 8-bit pixels), else ``255 / max(|lo|, |hi|)`` of
+the declared range (8 bits of magnitude plus a sign). Signed ranges are
+planned for by their extremes: a weight's worst current takes the input end
+that raises (or lowers) it most.
 
 Threshold: the hardware fires on ``v > vth_hw << 6``, with integer threshold
 ``theta = round(s * vth)`` (per channel when vth is; the scale stays per layer):
@@ -83,6 +94,8 @@ A_LIMIT = 2**17 - 1
 V_LIMIT_WEIGHT_UNITS = (2**23 - 1) >> 6
 #: Default integer grades per unit of input for images in [0, 1] (8-bit pixels).
 DEFAULT_INPUT_GRADES = 255.0
+#: A graded input value travels as a 32-bit payload.
+GRADED_LIMIT = 2**31
 #: Largest relative rounding error of a threshold or reset amount accepted without a warning
 #: (module docstring: the relative resolution of the largest 8-bit weight, 1/127, rounded up).
 MAX_THRESHOLD_ROUNDING = 0.01
@@ -97,10 +110,18 @@ class _Incoming:
     kind: str  # "dense" | "conv"
     effective: np.ndarray  # float64 weights per unit of the integer input value
     bias: np.ndarray | None
-    input_max: float  # largest integer input value (1 for spikes, grades for the image)
+    input_max: float  # largest integer input value (1 for spikes, round(hi * grades) for the image)
     stride: tuple[int, int] = (1, 1)
     padding: tuple[int, int] = (0, 0)
     groups: int = 1
+    input_min: float = 0.0  # smallest integer input value (0 for spikes, round(lo * grades) for the image)
+
+
+def default_grade_scale(node: n.Input) -> float:
+    """The input's grade scale when none is given (module docstring): pixel levels, else 255 / max |range|."""
+    if node.pixel_levels is not None:
+        return float(node.pixel_levels)
+    return DEFAULT_INPUT_GRADES / max(abs(float(v)) for v in node.value_range)
 
 
 def _incoming(graph: Graph, layer: n.Node, shapes, grades: float) -> list[_Incoming]:
@@ -126,9 +147,10 @@ def _incoming(graph: Graph, layer: n.Node, shapes, grades: float) -> list[_Incom
             )
         feeder = graph.node(src.sources[0])
         if isinstance(feeder, n.Input):
-            per_unit, input_max = 1.0 / grades, grades  # integer grade x_q stands for x_q / grades
+            per_unit = 1.0 / grades  # integer grade x_q stands for x_q / grades
+            input_min, input_max = (float(np.rint(v * grades)) for v in feeder.value_range)
         elif isinstance(feeder, n.Neuron):
-            per_unit, input_max = feeder.spike_value, 1.0
+            per_unit, input_min, input_max = feeder.spike_value, 0.0, 1.0
         else:
             raise PassError(
                 f"synapse {src.name!r} reads {type(feeder).__name__} {feeder.name!r}; on Loihi a "
@@ -137,21 +159,29 @@ def _incoming(graph: Graph, layer: n.Node, shapes, grades: float) -> list[_Incom
         weight = np.asarray(src.weight, dtype=np.float64) * per_unit
         bias = None if src.bias is None else np.asarray(src.bias, dtype=np.float64)
         if isinstance(src, n.Conv2d):
-            found.append(_Incoming(src.name, feeder.name, "conv", weight, bias, input_max, src.stride, src.padding, src.groups))
+            found.append(_Incoming(src.name, feeder.name, "conv", weight, bias, input_max, src.stride, src.padding,
+                                   src.groups, input_min))  # fmt: skip
         else:
-            found.append(_Incoming(src.name, feeder.name, "dense", weight, bias, input_max))
+            found.append(_Incoming(src.name, feeder.name, "dense", weight, bias, input_max, input_min=input_min))
     return found
 
 
-def _per_output_extremes(inc: _Incoming) -> tuple[np.ndarray, np.ndarray]:
-    """Per output channel/unit: the largest and smallest current one step can bring.
+def _extremes(w: np.ndarray, x_lo: float, x_hi: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per output: the largest and smallest ``sum_k w[o, k] x_k`` for inputs in ``[x_lo, x_hi]``.
 
-    Inputs are non-negative (spikes, or grades of images in [0, 1]), so the
-    extremes take every positive (negative) weight at the input maximum.
-    A conv's interior output sees its full kernel; borders see less.
+    Each term is extreme at an end of the input range: a positive weight
+    raises the sum most at ``x_hi`` and lowers it most at ``x_lo`` (a
+    negative weight the other way round). A conv's interior output sees its
+    full kernel; borders see less.
     """
-    w = inc.effective.reshape(inc.effective.shape[0], -1)
-    return np.clip(w, 0, None).sum(1) * inc.input_max, np.clip(w, None, 0).sum(1) * inc.input_max
+    w = w.reshape(w.shape[0], -1)
+    pos, neg = np.clip(w, 0, None).sum(1), np.clip(w, None, 0).sum(1)
+    return pos * x_hi + neg * x_lo, pos * x_lo + neg * x_hi
+
+
+def _per_output_extremes(inc: _Incoming) -> tuple[np.ndarray, np.ndarray]:
+    """Per output channel/unit: the largest and smallest current one step can bring."""
+    return _extremes(inc.effective, inc.input_min, inc.input_max)
 
 
 def _weight_max(kind: str, target) -> int:
@@ -169,10 +199,17 @@ def _round_weights(x: np.ndarray, kind: str, target) -> np.ndarray:
 
 
 def _channel_bias(layer_bias: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    """Broadcast a per-channel bias to the layer's shape."""
+    """Broadcast a per-channel bias to the layer's shape (a per-position bias map already has it)."""
+    if layer_bias.shape == tuple(shape):
+        return layer_bias
     if len(shape) == 3:
         return np.broadcast_to(layer_bias[:, None, None], shape)
     return layer_bias.reshape(shape)
+
+
+def _per_channel(x: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """A per-channel vector viewed to broadcast against the layer's shape."""
+    return x.reshape((-1,) + (1,) * (len(shape) - 1))
 
 
 def _quantize_layer(graph, layer, shapes, ctx: PassContext, grades: float):
@@ -186,13 +223,13 @@ def _quantize_layer(graph, layer, shapes, ctx: PassContext, grades: float):
             dataclasses.replace(inc, effective=inc.effective * gain, bias=None if inc.bias is None else inc.bias * gain)
             for inc in incoming
         ]
-    channels = shapes[layer.name][0]
-    bias = np.zeros(channels)
+    shape = shapes[layer.name]
+    bias = np.zeros(shape)  # per position: a folded input normalization gives conv borders their own bias
     for inc in incoming:
         if inc.bias is not None:
-            bias = bias + inc.bias
-    hi = sum(_per_output_extremes(inc)[0] for inc in incoming)
-    lo = sum(_per_output_extremes(inc)[1] for inc in incoming)
+            bias = bias + _channel_bias(inc.bias, shape)
+    hi = _per_channel(sum(_per_output_extremes(inc)[0] for inc in incoming), shape)
+    lo = _per_channel(sum(_per_output_extremes(inc)[1] for inc in incoming), shape)
     bound_a = float(max(hi.max(initial=0), -lo.min(initial=0)))
     window = graph.timesteps * float(max((hi + bias).max(initial=0), -(lo + bias).min(initial=0)))
 
@@ -219,8 +256,8 @@ def _quantize_layer(graph, layer, shapes, ctx: PassContext, grades: float):
     # Rounding can push the integer bounds past their limits: shrink until they hold.
     for _ in range(20):
         weights = [_round_weights(inc.effective * scale, inc.kind, target) for inc in incoming]
-        hi_q = sum(np.clip(w.reshape(w.shape[0], -1), 0, None).sum(1) * inc.input_max for w, inc in zip(weights, incoming))
-        lo_q = sum(np.clip(w.reshape(w.shape[0], -1), None, 0).sum(1) * inc.input_max for w, inc in zip(weights, incoming))
+        hi_q = _per_channel(sum(_extremes(w, inc.input_min, inc.input_max)[0] for w, inc in zip(weights, incoming)), shape)
+        lo_q = _per_channel(sum(_extremes(w, inc.input_min, inc.input_max)[1] for w, inc in zip(weights, incoming)), shape)
         bound_q = int(max(hi_q.max(initial=0), -lo_q.min(initial=0)))
         bias_q = np.rint(bias * scale).astype(np.int64)
         window_q = graph.timesteps * int(max((hi_q + bias_q).max(initial=0), -(lo_q + bias_q).min(initial=0)))
@@ -247,9 +284,8 @@ def _quantize_layer(graph, layer, shapes, ctx: PassContext, grades: float):
                 stride=inc.stride, padding=inc.padding, groups=inc.groups,
             )  # fmt: skip
         )
-    shape = shapes[layer.name]
     common = dict(name=layer.name, sources=tuple(s.name for s in synapses), shape=shape,
-                  bias_mant=_channel_bias(bias_q, shape).astype(np.int32), bias_exp=target.numerics.bias_exp,
+                  bias_mant=np.ascontiguousarray(bias_q, dtype=np.int32), bias_exp=target.numerics.bias_exp,
                   scale=scale)  # fmt: skip
     report: dict[str, Any] = {
         "layer": layer.name,
@@ -260,6 +296,9 @@ def _quantize_layer(graph, layer, shapes, ctx: PassContext, grades: float):
         "bias_max_abs_error": float(np.abs(bias_q / scale - bias).max(initial=0)),
         "u_bound": bound_q,
         "u_headroom": A_LIMIT / bound_q if bound_q else math.inf,
+        # |a| <= A_LIMIT < 2^17 for every input in the declared range: no Lava wrap (Conv 24 bits,
+        # u 24 bits after << 6) can happen there; inputs outside it are refused at run time.
+        "wrap_possible": bool(bound_q > A_LIMIT),
         "v_window_bound": window_q,
         "v_headroom": V_LIMIT_WEIGHT_UNITS / window_q if window_q else math.inf,
         "can_saturate_v": bool(can_saturate),
@@ -393,7 +432,15 @@ def quantize_with_report(graph: Graph, ctx: PassContext) -> tuple[Graph, list[di
         if len(users) != 1 or not isinstance(users[0], (n.Neuron, n.Accumulator)):
             raise PassError(f"synapse {synapse.name!r} must feed exactly one neuron layer, feeds {[u.name for u in users]}")
     shapes = infer_shapes(graph)
-    grades = ctx.quantization.input_grade_scale or DEFAULT_INPUT_GRADES
+    grades = ctx.quantization.input_grade_scale or default_grade_scale(graph.input)
+    reach = max(abs(float(np.rint(v * grades))) for v in graph.input.value_range)
+    # Lava's RingBuffer sends int32; the target's graded spikes may be narrower (targets are data).
+    payload_bits = min(32, ctx.target.numerics.graded_spike_bits)
+    if reach >= min(GRADED_LIMIT, 1 << (payload_bits - 1)):
+        raise PassError(
+            f"the input range {list(graph.input.value_range)} at grade scale {grades:g} reaches {reach:.0f}, beyond "
+            f"the {payload_bits}-bit graded payload; choose a smaller --input-scale"
+        )
     nodes: list[n.Node] = [dataclasses.replace(graph.input, grade_scale=float(grades))]
     reports = []
     for layer in graph.of_type(n.Neuron, n.Accumulator):

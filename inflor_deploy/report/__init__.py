@@ -168,7 +168,8 @@ def report_from_graph(graph: Graph, images: np.ndarray, target: Target, *, data_
 
     Args:
         graph: A quantized (fixed-point) graph; scheduled for tier 4's steps per inference.
-        images: Float images ``[N, C, H, W]`` in the range the model was compiled for.
+        images: Float images ``[N, C, H, W]`` (``[N, T, C, H, W]`` for a sequence Input) in the
+            range the model was compiled for (the simulator refuses others).
         target: Limits and energy constants.
         data_name: How the data is named in the report.
         progress: Show a progress bar while simulating.
@@ -179,11 +180,13 @@ def report_from_graph(graph: Graph, images: np.ndarray, target: Target, *, data_
     if not graph.is_fixed_point:
         raise ReportError("the report needs the quantized graph (run QuantizeFixedPoint / compile first)")
     images = np.asarray(images)
-    if images.ndim != 4 or images.shape[0] == 0:
-        raise ReportError(f"images must be a non-empty [N, C, H, W] array, got shape {images.shape}")
+    lead = 2 if graph.input.encoding == "sequence" else 1
+    layout = "[N, T, C, H, W]" if lead == 2 else "[N, C, H, W]"
+    if images.ndim != len(graph.input.shape) + lead or images.shape[0] == 0:
+        raise ReportError(f"images must be a non-empty {layout} array, got shape {images.shape}")
     expected = tuple(graph.input.shape)
-    if tuple(images.shape[1:]) != expected:
-        raise ReportError(f"{data_name}: images are {tuple(images.shape[1:])} per sample but the model's input is "
+    if tuple(images.shape[lead:]) != expected:
+        raise ReportError(f"{data_name}: images are {tuple(images.shape[lead:])} per sample but the model's input is "
                           f"{expected}; use the dataset the model was trained on")
     sim_name, view, window, simulate = _simulator(graph)
     counter = ActivityCounter(graph, steps=window)
@@ -248,7 +251,11 @@ def build_report(artifact, data, samples: int | None = None, progress: bool = Fa
         "artifact": str(artifact.path),
         "checkpoint_sha256": source.get("sha256"),
     }
-    return report_from_graph(artifact.fixed_graph, data.images, tgt, data_name=data.name, progress=progress,
+    from inflor_deploy.data.conform import conform_dataset
+
+    graph = artifact.fixed_graph
+    data = conform_dataset(data, graph.input, classes=graph.output.shape[0], timesteps=graph.timesteps)
+    return report_from_graph(graph, data.images, tgt, data_name=data.name, progress=progress,
                              batch_size=batch_size, model_meta=meta)
 
 

@@ -31,6 +31,12 @@ it is counted as multiply-accumulates, per sample
 messages (input values sent per step) and the synops they would cost on
 Loihi (non-zero graded values x exact fan-out) are reported separately.
 
+A sequence Input (event data, a new frame at every step) is not analog:
+its non-zero values are events, counted like spikes: events x exact fan-out
+synops, in the synop totals, no MACs; ``from_input`` (analog input counted
+as MACs) is then False for its synapses, and the first-layer figures count
+its events per step.
+
 Steps per inference: on the chip a sample occupies its layer's window of
 R steps (the reset interval, R >= T; a power of two on hardware, so T = 5
 runs in windows of 8). Steps T..R-1 are *padding*: zero input, but the
@@ -70,6 +76,8 @@ CONVENTIONS = {
     "(spikes are binary, so non-zero input x non-zero weight)",
     "synops_lava_formula": "lava-dl compare_ops formula: conv events_in * C_out/groups * kh*kw / (sh*sw), "
     "dense events_in * out_features (border effects ignored)",
+    "sequence_input": "event (sequence) input: each non-zero input value of a step is an event; its synapses "
+    "count events x exact fan-out as synops, like spikes, and no MACs",
     "first_layer": "the synapse fed by the analog input (direct encoding) is counted as MACs, per sample "
     "out_positions * C_out * (C_in/groups) * kh * kw (dense in*out), x T (the frame is re-applied every "
     "step, as it runs) and x 1; it is excluded from the synop totals",
@@ -422,7 +430,9 @@ class ActivityCounter:
         self.spiking = [node for node in self.layers if isinstance(node, n.FixedPointNeuron)]
         self.counts = {node.name: np.zeros((self.steps, *self.shapes[node.name]), dtype=np.int64)
                        for node in self.spiking}  # fmt: skip
-        self.input_nonzero = np.zeros(self.shapes[graph.input.name], dtype=np.int64)
+        self.sequence = graph.input.encoding == "sequence"
+        # Non-zero input values per step [T, ...] (direct encoding: the same frame at every step).
+        self.input_nonzero = np.zeros((self.T, *self.shapes[graph.input.name]), dtype=np.int64)
         self.samples = 0
         self._raster_names = _spread([node.name for node in self.spiking], raster_layers)
         self._raster: list[Raster] = []
@@ -430,9 +440,10 @@ class ActivityCounter:
     def _add_input(self, images: np.ndarray) -> int:
         graded = quantize_input(self.graph, images)
         expected = self.shapes[self.graph.input.name]
-        if graded.shape[1:] != expected:
-            raise ActivityError(f"images have shape {graded.shape[1:]} per sample; the graph's input is {expected}")
-        self.input_nonzero += np.count_nonzero(graded, axis=0)
+        frames = graded.shape[2:] if self.sequence else graded.shape[1:]
+        if frames != expected:
+            raise ActivityError(f"images have shape {frames} per frame; the graph's input is {expected}")
+        self.input_nonzero += np.count_nonzero(graded, axis=0)  # [T, ...] for a sequence, broadcast otherwise
         return graded.shape[0]
 
     def add_counts(self, counts: Mapping[str, np.ndarray], images: np.ndarray) -> None:
@@ -506,10 +517,11 @@ class ActivityCounter:
         in_shape = self.shapes[source]
         exact = fanout_exact(syn, in_shape)
         nonzero = fanout_nonzero(syn, in_shape)
-        from_input = source == self.graph.input.name
-        if from_input:
-            # The frame is the same at every step t < T: per-step events are the non-zero graded
-            # values; the padding steps send zero frames, which are no events.
+        reads_input = source == self.graph.input.name
+        from_input = reads_input and not self.sequence  # analog input: MACs; events count as synops
+        if reads_input:
+            # Per-step events are the non-zero graded values at steps t < T (the same frame at every
+            # step when direct, frame t of a sequence); the padding steps send zero frames: no events.
             per_step = np.zeros((self.steps, *in_shape), dtype=np.int64)
             per_step[: self.T] = self.input_nonzero
         else:
@@ -569,10 +581,10 @@ class ActivityCounter:
         )
 
     def _first_layer(self, synapses: list[SynapseActivity]) -> FirstLayer:
-        first = [s for s in synapses if s.from_input]
+        first = [s for s in synapses if s.from_input]  # none for event input: its events are synops
         macs = sum(s.macs_per_sample for s in first)
-        values = int(self.input_nonzero.size)
-        nonzero = float(self.input_nonzero.sum()) / self.samples
+        values = int(self.input_nonzero[0].size)
+        nonzero = float(self.input_nonzero.sum()) / self.samples / self.T
         return FirstLayer(
             synapses=[s.name for s in first],
             macs_per_sample=macs,

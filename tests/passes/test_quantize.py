@@ -159,6 +159,79 @@ def test_preconditions_name_the_missing_pass():
         QuantizeFixedPoint.run(with_bn, _ctx(probe))
 
 
+def test_signed_input_ranges_are_planned_for_by_their_extremes():
+    # Mixed-sign weights on inputs in [-2, 0.5]: the worst current takes each weight at the end of the
+    # range that pushes it furthest. The old planning (inputs >= 0) would miss the negative end by 4x.
+    weight = np.array([[1.0, -1.0, 0.5, -0.25]], np.float32)
+    graph = Graph(
+        nodes=(
+            n.Input("image", (), shape=(4,), value_range=(-2.0, 0.5), pixel_levels=None),
+            n.Linear("fc1", ("image",), weight=np.repeat(weight, 3, axis=0), bias=None),
+            n.Neuron("n1", ("fc1",), vth=0.5, reset_amount=1.0),
+            n.Linear("fc2", ("n1",), weight=np.ones((1, 3), np.float32), bias=None),
+            n.Accumulator("out", ("fc2",)),
+        ),
+        timesteps=2,
+    )
+    fixed, report = quantize_with_report(graph, _ctx(np.zeros((1, 4), np.float32), headroom="uv"))
+    # Default grade scale for a non-pixel range: 255 / max(|lo|, |hi|) = 127.5; ends -255 and 64.
+    assert fixed.input.grade_scale == 127.5
+    w = fixed.node("fc1").weight[0].astype(np.int64)
+    x_lo, x_hi = -255, 64  # round(-2 * 127.5), round(0.5 * 127.5) (63.75 -> 64)
+    brute = [int(w @ np.array(x)) for x in np.array(np.meshgrid(*[[x_lo, x_hi]] * 4)).reshape(4, -1).T]
+    assert report[0]["u_bound"] == max(max(brute), -min(brute)) and not report[0]["wrap_possible"]
+    # The worst inputs of either sign run without a wrap or a saturation.
+    worst = np.array([[0.5, -2.0, 0.5, -2.0], [-2.0, 0.5, -2.0, 0.5]], np.float32)
+    run = run_aligned(fixed, worst)
+    assert run.u_wraps["n1"] == 0 and run.v_saturations["n1"] == 0
+
+
+def test_default_grade_scale_follows_the_declared_input():
+    from inflor_deploy.passes.quantize import default_grade_scale
+
+    assert default_grade_scale(n.Input("x", (), shape=(1,))) == 255.0  # pixels in [0, 1]
+    assert default_grade_scale(n.Input("x", (), shape=(1,), value_range=(0.0, 255.0), pixel_levels=1)) == 1.0
+    assert default_grade_scale(n.Input("x", (), shape=(1,), value_range=(-4.0, 2.0), pixel_levels=None)) == 255 / 4
+
+
+def test_an_input_range_beyond_the_graded_payload_is_refused():
+    graph = Graph(
+        nodes=(
+            n.Input("image", (), shape=(1,), value_range=(0.0, 2.0**40), pixel_levels=None),
+            n.Linear("fc", ("image",), weight=np.ones((1, 1), np.float32)),
+            n.Accumulator("out", ("fc",)),
+        ),
+        timesteps=1,
+    )
+    with pytest.raises(PassError, match="32-bit graded payload"):
+        quantize_with_report(graph, _ctx(np.zeros((1, 1), np.float32), input_grade_scale=1.0))
+
+
+def test_the_graded_payload_is_the_targets(tmp_path):
+    """A target whose graded spikes carry 16 bits refuses what a 32-bit one takes (targets are data)."""
+    from inflor_deploy.targets import load_target
+
+    text = TARGET.path.read_text().replace("graded_spike_bits = 32", "graded_spike_bits = 16")
+    (tmp_path / "narrow.toml").write_text(text.replace('name = "loihi2-sim"', 'name = "narrow"'))
+    narrow = load_target(tmp_path / "narrow.toml")
+    graph = Graph(
+        nodes=(
+            n.Input("image", (), shape=(1,), value_range=(0.0, 255.0), pixel_levels=1),
+            n.Linear("fc", ("image",), weight=np.ones((1, 1), np.float32)),
+            n.Accumulator("out", ("fc",)),
+        ),
+        timesteps=1,
+    )
+    probe = np.zeros((1, 1), np.float32)
+    for grades, fits in ((128.0, True), (129.0, False)):  # 255 * 128 = 32 640 < 2^15 <= 255 * 129 = 32 895
+        ctx = PassContext(target=narrow, probe=probe, quantization=QuantizationOptions(input_grade_scale=grades))
+        if fits:
+            QuantizeFixedPoint.run(graph, ctx)
+        else:
+            with pytest.raises(PassError, match=r"reaches 32895, beyond the 16-bit graded payload"):
+                QuantizeFixedPoint.run(graph, ctx)
+
+
 def test_threshold_rounding_beyond_the_bound_warns_or_is_refused():
     from inflor_deploy.passes.quantize import MAX_THRESHOLD_ROUNDING
 

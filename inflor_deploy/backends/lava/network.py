@@ -8,14 +8,19 @@
 How each IR node maps (facts read in lava-nc 0.10.0 and pinned by tests/backends/lava):
 
 * ``Input`` -> ``lava.proc.io.source.RingBuffer`` holding every sample's
-  integer frames back to back (sample k, step t in column ``k*R + t``; zero
-  columns pad ``t = T..R-1`` and the tail). Lava sends column ``g - 1`` at
+  integer frames back to back (sample k, step t in column ``k*R + t``: the
+  same frame for every t with direct encoding, frame t of a sequence
+  Input; zero columns pad ``t = T..R-1`` and the tail). It sends int32:
+  graded values beyond 32 bits are refused before. Lava sends column ``g - 1`` at
   step ``g`` (``time_step`` counts from 1). The frames travel as graded
   spikes: connections from the input get ``num_message_bits > 0``, so
   Dense/Sparse compute ``W @ x`` and Conv convolves the payload instead of
   casting it to bool.
 * ``FixedPointSynapse`` ``"dense"`` -> ``Dense`` (``DelayDense`` when the
-  schedule gave it a delay). Lava's fixed_pt Dense clips and truncates the
+  schedule gave it a delay; ``DelaySparse`` for a delayed graded input,
+  because DelayDense multiplies in int32 and a graded product could
+  overflow before the sum: :func:`~inflor_deploy.backends.sim.lava_arith.lava_process`
+  decides, for the simulators too). Lava's fixed_pt Dense clips and truncates the
   weights on its first step according to a *sign mode*, which it guesses
   from the matrix unless told: all >= 0 -> EXCITATORY, clipped to [0, 255];
   all <= 0 -> INHIBITORY, clipped to [-255, 0]; else MIXED, clipped to
@@ -27,7 +32,8 @@ How each IR node maps (facts read in lava-nc 0.10.0 and pinned by tests/backends
 * ``"conv"`` -> ``Conv`` (no clipping, no sign mode, ``weight_exp``
   ignored; a true convolution on ``(W, H, C)`` arrays, summed in float64
   by scipy, exact below 2^53, then wrapped to 24 bits, which the
-  quantizer's ``|a| < 2^17`` never reaches), with the kernel
+  quantizer's ``|a| < 2^17`` never reaches and the simulators model:
+  :mod:`~inflor_deploy.backends.sim.lava_arith`), with the kernel
   flipped and transposed: ``w[:, :, ::-1, ::-1].transpose(0, 3, 2, 1)``,
   padding and stride given as ``(x, y) = (w, h)``. Conv has no delayed
   variant, so a conv with a delay (a residual shortcut) becomes its exact
@@ -107,7 +113,9 @@ from inflor_deploy.errors import InflorError
 from inflor_deploy.ir import nodes as n
 from inflor_deploy.ir.graph import Graph, infer_shapes
 from inflor_deploy.backends.sim.compare import Divergence, first_divergence
-from inflor_deploy.backends.sim.int_reference import quantize_input, readout_scores, run_pipelined
+from inflor_deploy.backends.sim.int_reference import check_inputs, quantize_input, readout_scores, run_pipelined
+from inflor_deploy.backends.sim.lava_arith import LavaArithmeticError, lava_process
+from inflor_deploy.backends.sim.lava_arith import encode_dense_weights as _encode_dense_weights
 
 __all__ = [
     "ACCUMULATOR_VTH",
@@ -182,42 +190,16 @@ def _lava() -> types.SimpleNamespace:
 def encode_dense_weights(weight: np.ndarray) -> tuple[np.ndarray, str, int]:
     """Weights, sign mode and ``weight_exp`` with which Lava's fixed_pt Dense/Sparse delivers ``W @ x`` exactly.
 
-    Lava's bit-accurate Dense (and Sparse) clips and truncates its weights
-    on the first step (``clip_weights(w, mode, 8)`` then
-    ``truncate_weights(w, mode, 8)``) and shifts the accumulated current by
-    ``weight_exp``. The encodings tried, first fit wins, with ``m = W >> e``
-    required exact for ``e = 0..7``:
-
-    * EXCITATORY, ``0 <= m <= 255``: kept as is;
-    * INHIBITORY, ``-255 <= m <= 0``: kept as is (note: -256 is not);
-    * MIXED, ``m`` even in ``[-256, 254]``: kept as is (the floored bit is 0);
-    * MIXED with ``2W`` and ``weight_exp = -1`` for any ``W`` in [-128, 127]:
-      ``(2W @ x) >> 1 == W @ x`` because the sum is even.
-
-    Returns:
-        ``(weights, sign mode name, weight_exp)``.
+    See :func:`inflor_deploy.backends.sim.lava_arith.encode_dense_weights`
+    (shared with the simulators, whose wrap depends on ``weight_exp``).
 
     Raises:
-        LavaBackendError: No encoding is exact (e.g. an odd weight of 201 in a mixed-sign matrix).
+        LavaBackendError: No encoding is exact.
     """
-    w = np.asarray(weight, dtype=np.int64)
-    for e in range(8):
-        if e and np.any(w % (1 << e)):
-            break
-        m = w >> e
-        lo, hi = int(m.min(initial=0)), int(m.max(initial=0))
-        if lo >= 0 and hi <= 255:
-            return m, "EXCITATORY", e
-        if hi <= 0 and lo >= -255:
-            return m, "INHIBITORY", e
-        if lo >= -256 and hi <= 254 and not np.any(m % 2):
-            return m, "MIXED", e
-        if e == 0 and lo >= -128 and hi <= 127:
-            return 2 * m, "MIXED", -1
-    raise LavaBackendError(
-        f"weights in [{int(w.min())}, {int(w.max())}] have no exact Lava Dense encoding "
-        "(8-bit mantissa, sign mode, weight_exp 0..7); re-quantize the layer"
-    )
+    try:
+        return _encode_dense_weights(weight)
+    except LavaArithmeticError as err:
+        raise LavaBackendError(str(err)) from err
 
 
 def _lava_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -384,7 +366,8 @@ def build_network(
 
     Args:
         graph: A scheduled fixed-point graph (``QuantizeFixedPoint`` then ``ScheduleTimesteps``).
-        images: ``[B, C, H, W]`` (or ``[B, N]``) float images; quantized with the Input's grade scale.
+        images: ``[B, C, H, W]`` (or ``[B, N]``; ``[B, T, ...]`` for a sequence Input) float inputs inside the
+            Input's declared range; quantized with its grade scale.
         tag: ``"fixed_pt"`` (bit-accurate models; integer parameters as in the IR) or
             ``"floating_pt"`` (Lava's float models with the same parameters as
             reals: ``du -> (du + 1)/4096``, ``dv -> dv/4096``, bias in weight units).
@@ -405,10 +388,14 @@ def build_network(
         raise LavaBackendError(f"soft_reset must be one of {SOFT_RESET_ROUTES}, got {soft_reset!r}")
     shapes = _check_graph(graph)
     images = np.asarray(images)
-    if images.ndim < 2 or images.shape[0] < 1 or tuple(images.shape[1:]) != tuple(graph.input.shape):
+    sequence = graph.input.encoding == "sequence"
+    frame_shape = (graph.timesteps, *graph.input.shape) if sequence else tuple(graph.input.shape)
+    if images.ndim < 2 or images.shape[0] < 1 or tuple(images.shape[1:]) != frame_shape:
         raise LavaBackendError(
-            f"images must be [B, {', '.join(map(str, graph.input.shape))}] with B >= 1, got {images.shape}"
+            f"images must be [B, {', '.join(map(str, frame_shape))}] with B >= 1"
+            f"{' (a sequence: T frames per sample)' if sequence else ''}, got {images.shape}"
         )
+    check_inputs(graph.input, images)  # finite and inside the declared range
     recurrent_layers = []
     if soft_reset == "recurrent":
         for node in graph.of_type(n.FixedPointNeuron):
@@ -427,13 +414,14 @@ def build_network(
     R = schedule.reset_interval
     steps = _trace_steps(graph, samples) if record else _readout_steps(graph, samples)
 
-    # Input frames, back to back: column k*R + t holds sample k's frame (t < T).
+    # Input frames, back to back: column k*R + t holds sample k's frame of step t (t < T):
+    # the same frame at every step (direct encoding) or frame t of the sequence.
     x = _to_lava(quantize_input(graph, images), len(graph.input.shape))
-    frames = np.zeros((*x.shape[1:], steps), dtype=np.int64)
+    frames = np.zeros((*x.shape[2 if sequence else 1 :], steps), dtype=np.int64)
     for k in range(samples):
         for t in range(T):
             if k * R + t < steps:
-                frames[..., k * R + t] = x[k]
+                frames[..., k * R + t] = x[k, t] if sequence else x[k]
     source = L.FrameSource(data=frames.astype(np.int32) if fixed else frames.astype(np.float64))
     input_bits = max(1, int(np.abs(x).max(initial=0)).bit_length() + int(np.any(x < 0)))
 
@@ -588,11 +576,18 @@ def _connection(L, syn: n.FixedPointSynapse, in_shape, out_shape, bits: int, fix
             f"synapse {syn.name!r} has a delay of {syn.delay} steps; Lava's DelayDense/DelaySparse "
             f"allow at most {MAX_DELAY} (6-bit delays)"
         )
-    if syn.kind == "dense":
+    process = lava_process(syn, graded=bits > 0)
+    if process in ("Dense", "DelayDense"):
         proc = _dense_process(L, _dense_for_lava(syn.weight, in_shape), syn.delay, bits, fixed)
         return proc, proc.s_in, proc.a_out
-    if syn.delay:
-        matrix = _conv_matrix(syn, in_shape, out_shape)
+    if process == "DelaySparse":
+        from scipy.sparse import csr_matrix
+
+        if syn.kind == "conv":
+            matrix = _conv_matrix(syn, in_shape, out_shape)
+        else:
+            matrix = csr_matrix(np.asarray(_dense_for_lava(syn.weight, in_shape), dtype=np.int64))
+            matrix.eliminate_zeros()
         proc = _dense_process(L, matrix, syn.delay, bits, fixed, sparse=True)
         return proc, proc.s_in, proc.a_out
     kernel = _conv_kernel_for_lava(syn.weight)

@@ -4,16 +4,21 @@ The ONNX file is the exchange format of the pipeline (DESIGN.md section 2):
 one graph that computes ONE timestep, with every piece of state as an
 explicit input/output pair, so any ONNX runtime can step it::
 
-    inputs : image [batch, C, H, W]            the static frame (direct encoding)
+    inputs : image [batch, C, H, W]            the frame of step t (direct encoding: the same
+                                               frame every step; sequence: frame t)
              <neuron>.u [batch, *shape]        U[t-1] of every neuron layer
              <readout>.acc [batch, *shape]     A[t-1] of the accumulator
     outputs: <neuron>.spikes, <neuron>.u_next  O[t], U[t]
              <readout>.acc_next                A[t]; the score per the readout (A[T-1] / T for InfLoR)
 
-Operators: Conv, Gemm (transB=1; preceded by Flatten(axis=1) when its input
-is not a vector), BatchNormalization, AveragePool, Flatten(axis=1), Add
-(``<neuron>.current``: a neuron's sources are summed in source order), and
-two operators of the ``inflor`` domain (version 1), each carried as an ONNX
+Operators: Conv (a per-position bias map is a following ``Add`` of a
+``[O, OH, OW]`` constant, tagged ``inflor.bias_map``), Gemm (transB=1;
+preceded by Flatten(axis=1) when its input is not a vector),
+BatchNormalization, AveragePool, Flatten(axis=1), ``Sub`` then ``Div`` by
+per-channel constants (an IR ``Normalize``; the Sub is tagged
+``inflor.normalize``), Add (``<neuron>.current``: a neuron's sources are
+summed in source order), and
+two operators of the ``inflor`` domain (version 2), each carried as an ONNX
 FunctionProto whose body is standard ONNX so onnxruntime executes it
 unchanged:
 
@@ -56,7 +61,10 @@ floats (e.g. BatchNorm ``eps = 1e-5``), so every float attribute's exact
 value is also stored as ``repr`` in the node's ``metadata_props`` under
 ``inflor.exact.<attribute>``; the importer uses it when it rounds to the
 attribute (an edited attribute wins). The model's ``metadata_props`` hold
-``inflor.timesteps``, ``inflor.model_name`` and ``inflor.input_node``.
+``inflor.timesteps``, ``inflor.model_name``, ``inflor.input_node`` and the
+Input's declaration: ``inflor.input_encoding``, ``inflor.input_range``
+(``repr`` of low and high), ``inflor.pixel_levels`` (an int or ``none``)
+and, once quantized, ``inflor.grade_scale``.
 A Flatten that the writer inserts before a Gemm carries
 ``inflor.implicit = "flatten"`` and is not turned back into an IR node
 (IR ``Linear`` flattens its input itself). So
@@ -64,8 +72,10 @@ A Flatten that the writer inserts before a Gemm carries
 names, order, arrays and attributes (the Schedule is not stored).
 
 The importer accepts what the writer emits plus common equivalents: Gemm
-with ``transB`` 0 or 1, MatMul followed by Add of a constant bias,
-GlobalAveragePool, Identity and Constant.
+with ``transB`` 0 or 1, MatMul followed by Add of a constant bias, Conv
+followed by Add of a constant bias map, GlobalAveragePool, Identity and
+Constant. A model without the Input metadata imports as direct encoding of
+pixels in [0, 1].
 """
 
 from __future__ import annotations
@@ -111,6 +121,12 @@ _META_NAME = "inflor.model_name"
 _META_INPUT = "inflor.input_node"
 _META_EXACT = "inflor.exact."
 _META_IMPLICIT = "inflor.implicit"
+_META_ENCODING = "inflor.input_encoding"
+_META_RANGE = "inflor.input_range"
+_META_PIXEL_LEVELS = "inflor.pixel_levels"
+_META_GRADE_SCALE = "inflor.grade_scale"
+_META_NORMALIZE = "inflor.normalize"
+_META_BIAS_MAP = "inflor.bias_map"
 
 _NEURON_ATTRIBUTES = (
     "tau", "gain", "reset", "reset_is_spike_value", "reset_timing", "compare", "v_reset", "charge", "decay",
@@ -124,6 +140,8 @@ SUPPORTED_OPS: tuple[str, ...] = (
     "Conv",
     "Gemm",
     "MatMul(+Add bias)",
+    "Conv+Add (bias map)",
+    "Sub+Div (per-channel normalization)",
     "BatchNormalization",
     "AveragePool",
     "GlobalAveragePool",
@@ -413,16 +431,24 @@ class _Writer:
             x = self.tensor[node.sources[0]]
         if isinstance(node, n.Conv2d):
             inputs = [x, self.initializer(name, "weight", node.weight)]
-            if node.bias is not None:
+            bias_map = node.bias is not None and node.bias.ndim == 3
+            if node.bias is not None and not bias_map:
                 inputs.append(self.initializer(name, "bias", node.bias))
             emit(
                 helper.make_node(
-                    "Conv", inputs, [name], name=name,
+                    "Conv", inputs, [f"{name}.conv" if bias_map else name], name=name,
                     kernel_shape=list(node.weight.shape[2:]), strides=list(node.stride),
                     pads=[node.padding[0], node.padding[1], node.padding[0], node.padding[1]],
                     dilations=[1, 1], group=int(node.groups),
                 )
             )  # fmt: skip
+            if bias_map:  # one bias per output position: Conv, then Add of the [O, OH, OW] map
+                proto = helper.make_node(
+                    "Add", [f"{name}.conv", self.initializer(name, "bias", node.bias)], [name], name=f"{name}.bias_add"
+                )
+                entry = proto.metadata_props.add()
+                entry.key, entry.value = _META_BIAS_MAP, name
+                emit(proto)
         elif isinstance(node, n.Linear):
             if len(self.shapes[node.sources[0]]) != 1:
                 flat = f"{name}.flatten"
@@ -435,6 +461,16 @@ class _Writer:
             if node.bias is not None:
                 inputs.append(self.initializer(name, "bias", node.bias))
             emit(helper.make_node("Gemm", inputs, [name], name=name, transB=1))
+        elif isinstance(node, n.Normalize):
+            # (x - mean) / std per channel; constants shaped [C, 1, 1] to broadcast over [batch, C, H, W].
+            view = (-1,) + (1,) * (len(self.shapes[node.sources[0]]) - 1)
+            mean = self.initializer(name, "mean", np.asarray(node.mean).reshape(view))
+            std = self.initializer(name, "std", np.asarray(node.std).reshape(view))
+            proto = helper.make_node("Sub", [x, mean], [f"{name}.centered"], name=f"{name}.subtract")
+            entry = proto.metadata_props.add()
+            entry.key, entry.value = _META_NORMALIZE, name
+            emit(proto)
+            emit(helper.make_node("Div", [f"{name}.centered", std], [name], name=name))
         elif isinstance(node, n.BatchNorm):
             inputs = [x] + [self.initializer(name, f, getattr(node, f)) for f in ("gamma", "beta", "mean", "var")]
             proto = helper.make_node("BatchNormalization", inputs, [name], name=name, epsilon=float(node.eps))
@@ -532,10 +568,18 @@ def graph_to_onnx(graph: Graph) -> onnx.ModelProto:
         producer_name="inflor-deploy",
         ir_version=IR_VERSION,
     )
-    helper.set_model_props(
-        model,
-        {_META_TIMESTEPS: str(graph.timesteps), _META_NAME: graph.name, _META_INPUT: graph.input.name},
-    )
+    source = graph.input
+    props = {
+        _META_TIMESTEPS: str(graph.timesteps),
+        _META_NAME: graph.name,
+        _META_INPUT: source.name,
+        _META_ENCODING: source.encoding,
+        _META_RANGE: ",".join(repr(float(v)) for v in source.value_range),
+        _META_PIXEL_LEVELS: "none" if source.pixel_levels is None else str(int(source.pixel_levels)),
+    }
+    if source.grade_scale is not None:
+        props[_META_GRADE_SCALE] = repr(float(source.grade_scale))
+    helper.set_model_props(model, props)
     return model
 
 
@@ -652,7 +696,7 @@ class _Reader:
             )
         return candidates[0]
 
-    def input_node(self, value: onnx.ValueInfoProto, name: str) -> n.Input:
+    def input_node(self, value: onnx.ValueInfoProto, name: str, meta: dict[str, str]) -> n.Input:
         dims = value.type.tensor_type.shape.dim
         if len(dims) < 2 or any(not d.HasField("dim_value") for d in dims[1:]):
             raise OnnxFormatError(
@@ -661,7 +705,21 @@ class _Reader:
             )
         if value.type.tensor_type.elem_type != TensorProto.FLOAT:
             raise OnnxFormatError(f"image input {value.name!r} must be float32")
-        return n.Input(name=name, sources=(), shape=tuple(int(d.dim_value) for d in dims[1:]))
+        try:
+            low, high = (float(v) for v in meta.get(_META_RANGE, "0.0,1.0").split(","))
+            levels = meta.get(_META_PIXEL_LEVELS, "255")
+            pixel_levels = None if levels == "none" else int(levels)
+            grade = meta.get(_META_GRADE_SCALE)
+            grade_scale = None if grade is None else float(grade)
+        except ValueError as err:
+            raise OnnxFormatError(
+                f"malformed input metadata ({_META_RANGE}, {_META_PIXEL_LEVELS}, {_META_GRADE_SCALE}): {err}"
+            ) from None
+        return n.Input(
+            name=name, sources=(), shape=tuple(int(d.dim_value) for d in dims[1:]),
+            encoding=meta.get(_META_ENCODING, "direct"), value_range=(low, high),
+            pixel_levels=pixel_levels, grade_scale=grade_scale,
+        )  # fmt: skip
 
     def read(self, timesteps: int | None) -> Graph:
         meta = {p.key: p.value for p in self.model.metadata_props}
@@ -678,7 +736,7 @@ class _Reader:
                     f"metadata {_META_TIMESTEPS!r} = {meta[_META_TIMESTEPS]!r} is not an integer"
                 ) from None
         image = self.image_input(self.state_inputs())
-        self.emit(self.input_node(image, meta.get(_META_INPUT, image.name)), image.name)
+        self.emit(self.input_node(image, meta.get(_META_INPUT, image.name), meta), image.name)
         for proto in self.graph.node:
             if id(proto) in self.absorbed:
                 continue
@@ -712,17 +770,31 @@ class _Reader:
         pads = [0, 0, 0, 0] if auto_pad == "VALID" else list(attrs.get("pads", [0, 0, 0, 0]))
         if pads[0] != pads[2] or pads[1] != pads[3]:
             raise self.unsupported(proto, f"asymmetric pads {pads}")
+        bias = None if bias is None else bias.reshape(-1)
+        output = proto.output[0]
+        consumers = self.consumers.get(output, [])
+        if len(consumers) == 1 and consumers[0].op_type == "Add" and consumers[0].domain in ("", "ai.onnx"):
+            add = consumers[0]
+            other = [t for t in add.input if t != output]
+            if len(other) == 1 and other[0] in self.constants:
+                # A per-position bias map [O, OH, OW] (or [1, O, OH, OW]) added after the Conv.
+                bias_map = _float32(self.constants[other[0]], f"ONNX node {self.label(add)!r} bias map")
+                bias_map = bias_map.reshape(bias_map.shape[-3:]) if bias_map.ndim >= 3 else bias_map
+                if bias_map.ndim == 3:
+                    bias = bias_map if bias is None else (bias_map + bias[:, None, None]).astype(np.float32)
+                    self.absorbed.add(id(add))
+                    output = add.output[0]
         self.emit(
             n.Conv2d(
                 name=self.label(proto),
                 sources=(self.source(proto, proto.input[0]),),
                 weight=weight,
-                bias=None if bias is None else bias.reshape(-1),
+                bias=bias,
                 stride=tuple(int(s) for s in attrs.get("strides", [1, 1])),
                 padding=(int(pads[0]), int(pads[1])),
                 groups=int(attrs.get("group", 1)),
             ),
-            proto.output[0],
+            output,
         )
 
     def linear(self, proto: onnx.NodeProto, source: str, weight: np.ndarray, bias: np.ndarray | None) -> None:
@@ -765,6 +837,27 @@ class _Reader:
         if len(proto.input) != 2 or any(t in self.constants for t in proto.input):
             raise self.unsupported(proto, "only the sum of two activations (or a MatMul's bias) is supported")
         self.produced[proto.output[0]] = self.sources(proto, proto.input[0]) + self.sources(proto, proto.input[1])
+
+    def subtract(self, proto: onnx.NodeProto, attrs: dict[str, Any]) -> None:
+        """``Sub(x, mean)`` whose only consumer is ``Div(., std)``, both per-channel constants: a Normalize."""
+        consumers = self.consumers.get(proto.output[0], [])
+        div = consumers[0] if len(consumers) == 1 else None
+        if (
+            len(proto.input) != 2 or proto.input[1] not in self.constants or div is None
+            or div.op_type != "Div" or div.domain not in ("", "ai.onnx")
+            or len(div.input) != 2 or div.input[0] != proto.output[0] or div.input[1] not in self.constants
+        ):  # fmt: skip
+            raise self.unsupported(proto, "only Sub(x, mean) followed by Div(., std) (a per-channel normalization)")
+        source = self.source(proto, proto.input[0])
+        channels = self.shape_of(source)[0]
+        mean = self.constant(proto, 1, "mean").reshape(-1)
+        std = self.constant(div, 1, "std").reshape(-1)
+        if mean.size == 1:
+            mean = np.full(channels, mean[0], np.float32)
+        if std.size == 1:
+            std = np.full(channels, std[0], np.float32)
+        self.absorbed.add(id(div))
+        self.emit(n.Normalize(name=self.label(div), sources=(source,), mean=mean, std=std), div.output[0])
 
     def batchnorm(self, proto: onnx.NodeProto, attrs: dict[str, Any]) -> None:
         if attrs.get("training_mode", 0) != 0 or len([o for o in proto.output if o]) != 1:
@@ -897,6 +990,7 @@ _HANDLERS: dict[tuple[str, str], Callable[[_Reader, onnx.NodeProto, dict[str, An
     ("", "Gemm"): _Reader.gemm,
     ("", "MatMul"): _Reader.matmul,
     ("", "Add"): _Reader.add,
+    ("", "Sub"): _Reader.subtract,
     ("", "BatchNormalization"): _Reader.batchnorm,
     ("", "AveragePool"): _Reader.avgpool,
     ("", "GlobalAveragePool"): _Reader.global_avgpool,

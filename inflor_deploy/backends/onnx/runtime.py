@@ -78,7 +78,8 @@ def run_onnx(
         model: A per-timestep model written by
             :func:`~inflor_deploy.backends.onnx.float_model.graph_to_onnx`.
         images: ``[B, C, H, W]`` float images (direct encoding: the same
-            frame at every step).
+            frame at every step), or ``[B, T, C, H, W]`` when the model's
+            ``inflor.input_encoding`` is ``sequence`` (frame t at step t).
         timesteps: T; default: the model's ``inflor.timesteps`` metadata.
         optimize: Let onnxruntime rewrite the graph (ORT_ENABLE_ALL) instead
             of running it as written.
@@ -96,6 +97,9 @@ def run_onnx(
     timesteps = model_timesteps(model, timesteps)
     images = np.ascontiguousarray(images, dtype=np.float32)
     batch = images.shape[0]
+    sequence = {p.key: p.value for p in model.metadata_props}.get("inflor.input_encoding") == "sequence"
+    if sequence and (images.ndim < 2 or images.shape[1] != timesteps):
+        raise OnnxFormatError(f"a sequence model takes [B, T = {timesteps}, ...] inputs; got shape {images.shape}")
 
     neurons = [p for p in model.graph.node if p.domain == DOMAIN and p.op_type == "Neuron"]
     readouts = [p for p in model.graph.node if p.domain == DOMAIN and p.op_type == "Accumulator"]
@@ -124,8 +128,9 @@ def run_onnx(
     fetch = spike_outputs + list(feedback.values())
     spikes: dict[str, list[np.ndarray]] = {_name(p): [] for p in neurons}
     total = None
-    for _ in range(timesteps):
-        values = dict(zip(fetch, session.run(fetch, {image_names[0]: images, **state})))
+    for t in range(timesteps):
+        frame = np.ascontiguousarray(images[:, t]) if sequence else images
+        values = dict(zip(fetch, session.run(fetch, {image_names[0]: frame, **state})))
         for proto in neurons:
             spikes[_name(proto)].append(values[proto.output[0]] != 0)
         state = {name: values[next_name] for name, next_name in feedback.items()}

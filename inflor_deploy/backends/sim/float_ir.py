@@ -137,11 +137,12 @@ def run_float(
     dtype: torch.dtype = torch.float32,
     forced_spikes: dict[str, np.ndarray] | None = None,
 ) -> FloatRun:
-    """Run a float graph on a batch of static images for ``graph.timesteps`` steps.
+    """Run a float graph on a batch of inputs for ``graph.timesteps`` steps.
 
     Args:
         graph: A float IR graph (before quantization).
-        images: ``[B, C, H, W]``, the direct-encoded input frames.
+        images: ``[B, C, H, W]``, the direct-encoded input frames, or for a
+            sequence Input ``[B, T, C, H, W]`` (frame t at step t).
         record: Keep every neuron's spikes and membranes.
         dtype: torch.float32 (as trained) or torch.float64.
         forced_spikes: Neuron name -> ``[T, B, ...]`` spikes to send downstream
@@ -154,15 +155,28 @@ def run_float(
     T = graph.timesteps
     x = torch.from_numpy(np.ascontiguousarray(images)).to(dtype)
     batch = x.shape[0]
+    sequence = graph.input.encoding == "sequence"
+    if sequence and (x.dim() < 2 or x.shape[1] != T):
+        raise IRError(f"a sequence Input takes [B, T = {T}, ...] inputs; got shape {tuple(x.shape)}")
     # value[name] is [T*B, ...] (time-major); neurons view it as [T, B, ...].
     value: dict[str, torch.Tensor] = {}
     result = FloatRun(scores=np.zeros(0))
     for node in graph:
         src = [value[s] for s in node.sources]
         if isinstance(node, n.Input):
-            out = x.unsqueeze(0).expand(T, *x.shape).reshape(T * batch, *x.shape[1:])
+            if sequence:  # frame t at step t: [B, T, ...] -> time-major [T*B, ...]
+                out = x.transpose(0, 1).reshape(T * batch, *x.shape[2:])
+            else:
+                out = x.unsqueeze(0).expand(T, *x.shape).reshape(T * batch, *x.shape[1:])
+        elif isinstance(node, n.Normalize):
+            view = (1, -1) + (1,) * (src[0].dim() - 2)
+            out = (src[0] - _t(node.mean, dtype).view(view)) / _t(node.std, dtype).view(view)
         elif isinstance(node, n.Conv2d):
-            out = F.conv2d(src[0], _t(node.weight, dtype), _t(node.bias, dtype), node.stride, node.padding, 1, node.groups)
+            per_position = node.bias is not None and node.bias.ndim == 3
+            bias = None if per_position else _t(node.bias, dtype)
+            out = F.conv2d(src[0], _t(node.weight, dtype), bias, node.stride, node.padding, 1, node.groups)
+            if per_position:
+                out = out + _t(node.bias, dtype)
         elif isinstance(node, n.Linear):
             out = F.linear(src[0].flatten(1), _t(node.weight, dtype), _t(node.bias, dtype))
         elif isinstance(node, n.BatchNorm):

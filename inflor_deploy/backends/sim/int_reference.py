@@ -1,12 +1,14 @@
 """The integer reference: the quantized IR's semantics written for clarity, not speed.
 
 Every value is an int64 numpy array and every step follows Lava's
-``PyLifModelBitAcc`` (lava-nc 0.10.0, ``proc/lif/models.py``) literally:
+``PyLifModelBitAcc`` (lava-nc 0.10.0, ``proc/lif/models.py``) literally,
+with its int32 arithmetic written out (``wrap_32``)::
 
+    a = wrap_32(sum of the synapses' currents)
     u = sign(u * (4096 - (du + 1))) * (|u * (4096 - (du + 1))| >> 12)
-    u = u + (a << 6);  u -= 2^24 where u > 2^23;  u += 2^24 where u <= -2^23
+    u = wrap_32(u + wrap_32(a << 6));  u -= 2^24 where u > 2^23;  u += 2^24 where u <= -2^23
     v = sign(v * (4096 - dv)) * (|v * (4096 - dv)| >> 12)
-    v = clip(v + u + (bias_mant << bias_exp), -(2^23 - 1), 2^23 - 1)
+    v = clip(wrap_32(wrap_32(v + u) + (bias_mant << bias_exp)), -(2^23 - 1), 2^23 - 1)
     s = v > (vth << 6);  v -= reset_mant << 6 (subtract) or v = 0 (zero) where s, v kept (none)
 
 (vth and reset_mant per channel where the layer has them). The accumulator
@@ -14,9 +16,17 @@ is a never-firing neuron with ``dv`` from its readout's leak; its integer
 readout per sample is ``v[T-1]`` (mean current, spike count) or
 ``sum_{t<T} v[t]`` (mean membrane), see :class:`~inflor_deploy.ir.FixedPointAccumulator`.
 
-(the wrap is applied once, exactly as Lava does). Synaptic currents are
-exact integer sums (convolutions by im2col + int64 matmul). The fast
-simulator is checked against this module bit for bit (parity level 2).
+(the 24-bit wrap is applied once, exactly as Lava does). A synapse's
+current is the exact integer sum (convolutions by im2col + int64 matmul)
+passed through the wrap of the Lava Process that runs it
+(:mod:`~inflor_deploy.backends.sim.lava_arith`: Conv 24 bits, Dense and
+Sparse 32). The fast simulator is checked against this module bit for bit
+(parity level 2).
+
+Inputs: :func:`quantize_input` refuses values outside the Input's declared
+``value_range`` and graded values beyond the 32-bit payload; a sequence
+Input (:class:`~inflor_deploy.ir.nodes.Input`) takes ``[B, T, *shape]`` and
+shows frame t at step t.
 
 Two views of one run:
 
@@ -35,6 +45,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from inflor_deploy.backends.sim.lava_arith import check_sum_bound, lava_current, synapse_arithmetic, weight_reach, wrap
 from inflor_deploy.ir import nodes as n
 from inflor_deploy.ir.graph import Graph, IRError, infer_shapes
 
@@ -80,12 +91,71 @@ def readout_scores(graph: Graph, readout: np.ndarray) -> np.ndarray:
     return readout / (2**ACT_SHIFT * out.scale * n.readout_divisor(out, graph.timesteps))
 
 
+#: A graded input value travels as int32 (Lava's RingBuffer; the Loihi 2 graded payload is 32 bits).
+GRADED_LIMIT = 2**31
+
+
+def check_inputs(node: n.Input, images: np.ndarray) -> np.ndarray:
+    """``images`` as an array, or :class:`IRError` if they do not fit the Input.
+
+    Checks the shape (``[B, *shape]`` direct, ``[B, T, *shape]`` sequence,
+    with T the graph's timesteps when given) and that every value is finite
+    and inside the declared ``value_range``: a backend never runs inputs the
+    network was not compiled for.
+    """
+    images = np.asarray(images)
+    shape = tuple(node.shape)
+    sequence = node.encoding == "sequence"
+    expected = ("[B, T, " if sequence else "[B, ") + ", ".join(map(str, shape)) + "]"
+    lead = 2 if sequence else 1
+    if images.ndim != len(shape) + lead or tuple(images.shape[lead:]) != shape:
+        raise IRError(f"inputs of shape {tuple(images.shape)} do not fit the graph's {node.encoding} input {expected}")
+    if images.size:
+        lo, hi = float(np.min(images)), float(np.max(images))
+        if not (np.isfinite(lo) and np.isfinite(hi)):
+            raise IRError("the inputs contain NaN or infinite values")
+        low, high = node.value_range
+        # A bound is also met by its float32 rounding (float32 data cannot hold e.g. 0.1 exactly).
+        if lo < min(low, float(np.float32(low))) or hi > max(high, float(np.float32(high))):
+            raise _outside(lo, hi, node)
+    return images
+
+
+def _outside(lo: float, hi: float, node: n.Input) -> IRError:
+    low, high = node.value_range
+    return IRError(
+        f"inputs span [{lo:g}, {hi:g}], outside the range [{low:g}, {high:g}] the network was compiled "
+        "for; convert the data to that range, or compile with --input-range covering it"
+    )
+
+
 def quantize_input(graph: Graph, images: np.ndarray) -> np.ndarray:
-    """Integer graded input ``round(image * grade_scale)`` (half to even), int64."""
+    """Integer graded input ``round(image * grade_scale)`` (half to even), int64.
+
+    Raises:
+        IRError: No grade scale yet, inputs that do not fit the Input
+            (:func:`check_inputs`), or graded values beyond 32 bits.
+    """
     scale = graph.input.grade_scale
     if scale is None:
         raise IRError("the graph's Input has no grade_scale: quantize the graph first")
-    return np.rint(np.asarray(images, dtype=np.float64) * scale).astype(np.int64)
+    images = check_inputs(graph.input, images)
+    graded = np.rint(np.asarray(images, dtype=np.float64) * scale)
+    # The quantizer planned for exactly these integers: the graded ends of the declared range.
+    g_low, g_high = (float(np.rint(np.float64(v) * scale)) for v in graph.input.value_range)
+    if graded.size and (float(graded.min()) < g_low or float(graded.max()) > g_high):
+        raise _outside(float(np.min(images)), float(np.max(images)), graph.input)
+    if graded.size and float(np.abs(graded).max()) >= GRADED_LIMIT:
+        raise IRError(
+            f"graded inputs reach {float(np.abs(graded).max()):.0f}, beyond the 32-bit graded payload "
+            f"(|round(x * {scale:g})| < 2^31); reduce the input range or the grade scale"
+        )
+    return graded.astype(np.int64)
+
+
+def frame(graph: Graph, x: np.ndarray, t: int) -> np.ndarray:
+    """The input frame of step t: ``x`` itself (direct encoding) or ``x[:, t]`` (sequence)."""
+    return x[:, t] if graph.input.encoding == "sequence" else x
 
 
 def _decay(x: np.ndarray, factor: int) -> np.ndarray:
@@ -95,6 +165,7 @@ def _decay(x: np.ndarray, factor: int) -> np.ndarray:
 
 
 def _wrap_u(u: np.ndarray) -> tuple[np.ndarray, int]:
+    """Lava's single 24-bit wrap of u (``subthr_dynamics``), and how many values it changed."""
     wrapped = np.where(u > U_LIMIT, u - 2 * U_LIMIT, u)
     wrapped = np.where(wrapped <= -U_LIMIT, u + 2 * U_LIMIT, wrapped)
     return wrapped, int(np.count_nonzero(wrapped != u))
@@ -122,11 +193,23 @@ def _conv_int(x: np.ndarray, node: n.FixedPointSynapse) -> np.ndarray:
     return out
 
 
-def synapse_current(node: n.FixedPointSynapse, x: np.ndarray) -> np.ndarray:
-    """The integer current a synapse delivers for source output x [B, ...]."""
+def synapse_current(node: n.FixedPointSynapse, x: np.ndarray, graded: bool = False) -> np.ndarray:
+    """The integer current Lava delivers for source output x [B, ...]: the exact sum, then its wrap.
+
+    Args:
+        node: The synapse.
+        x: ``[B, ...]`` int64 spikes (0/1) or graded input values.
+        graded: x is the graded Input (else spikes); picks the Lava Process
+            (:func:`~inflor_deploy.backends.sim.lava_arith.synapse_arithmetic`).
+    """
+    arith = synapse_arithmetic(node, graded)
+    reach = int(np.abs(x).max(initial=0)) if graded else 1
+    check_sum_bound(node, arith, weight_reach(node) * reach)
     if node.kind == "conv":
-        return _conv_int(x, node)
-    return x.reshape(x.shape[0], -1) @ node.weight.astype(np.int64).T
+        exact = _conv_int(x, node)
+    else:
+        exact = x.reshape(x.shape[0], -1) @ node.weight.astype(np.int64).T
+    return lava_current(arith, exact)
 
 
 class _LayerState:
@@ -154,10 +237,11 @@ class _LayerState:
         node = self.node
         du = node.du if isinstance(node, n.FixedPointNeuron) else DECAY_UNIT - 1
         dv = node.dv
-        u = _decay(self.u, DECAY_UNIT - (du + 1)) + (a << ACT_SHIFT)
+        a = wrap(a, 32)  # the InPort adds the int32 channels in int32
+        u = wrap(_decay(self.u, DECAY_UNIT - (du + 1)) + wrap(a << ACT_SHIFT, 32), 32)
         self.u, wraps = _wrap_u(u)
         self.wraps += wraps
-        v = _decay(self.v, DECAY_UNIT - dv) + self.u + self.bias
+        v = wrap(wrap(_decay(self.v, DECAY_UNIT - dv) + self.u, 32) + self.bias, 32)
         self.saturations += int(np.count_nonzero((v > V_LIMIT) | (v < -V_LIMIT)))
         self.v = np.clip(v, -V_LIMIT, V_LIMIT)
         if isinstance(node, n.FixedPointAccumulator):
@@ -186,11 +270,11 @@ def run_aligned(graph: Graph, images: np.ndarray, record: bool = False) -> IntRu
     traces: dict[str, dict[str, list]] = {"spikes": {}, "voltages": {}, "currents": {}}
     out = graph.output
     readout = np.zeros((batch, *shapes[out.name]), dtype=np.int64)
-    for _ in range(T):
-        value: dict[str, np.ndarray] = {graph.input.name: x}
+    for t in range(T):
+        value: dict[str, np.ndarray] = {graph.input.name: frame(graph, x, t)}
         for node in graph:
             if isinstance(node, n.FixedPointSynapse):
-                value[node.name] = synapse_current(node, value[node.sources[0]])
+                value[node.name] = synapse_current(node, value[node.sources[0]], node.sources[0] == graph.input.name)
             elif isinstance(node, (n.FixedPointNeuron, n.FixedPointAccumulator)):
                 a = sum(value[s] for s in node.sources)
                 state = states[node.name]
@@ -253,7 +337,7 @@ def run_pipelined(graph: Graph, images: np.ndarray, record: bool = False) -> tup
     raw: dict[str, dict[str, list]] = {"spikes": {}, "voltages": {}}
     for g in range(1, total + 1):
         k, t = divmod(g - 1, R)
-        history[graph.input.name][g] = x[k : k + 1] if k < samples and t < T else zeros[graph.input.name]
+        history[graph.input.name][g] = frame(graph, x[k : k + 1], t) if k < samples and t < T else zeros[graph.input.name]
         for node in graph.of_type(n.FixedPointNeuron, n.FixedPointAccumulator):
             state = states[node.name]
             if g % R == schedule.reset_offset[node.name]:
@@ -262,7 +346,7 @@ def run_pipelined(graph: Graph, images: np.ndarray, record: bool = False) -> tup
             for syn_name in node.sources:
                 syn = graph.node(syn_name)
                 src = syn.sources[0]
-                a = a + synapse_current(syn, history[src].get(g - 1 - syn.delay, zeros[src]))
+                a = a + synapse_current(syn, history[src].get(g - 1 - syn.delay, zeros[src]), src == graph.input.name)
             fired = state.step(a)
             if fired is not None:
                 history[node.name][g] = fired

@@ -284,3 +284,78 @@ def test_unsupported_settings_of_a_known_operator():
     conv.attribute.append(helper.make_attribute("dilations", [2, 2]))
     with pytest.raises(UnsupportedOperatorError, match=r"'conv' \(op Conv\).*dilations"):
         onnx_to_graph(model, timesteps=2)
+
+
+def declared_input_graph(encoding: str = "direct") -> Graph:
+    """A declared input (signed range, no pixel levels, an encoding), a Normalize and a conv bias map."""
+    rng = np.random.default_rng(4)
+    f32 = lambda *shape: rng.standard_normal(shape).astype(np.float32)  # noqa: E731
+    nodes = [
+        n.Input("frames", (), shape=(2, 4, 3), encoding=encoding, value_range=(-1.5, 1.0 / 3.0), pixel_levels=None),
+        n.Normalize("norm", ("frames",), mean=f32(2), std=np.abs(f32(2)) + 0.1),
+        n.Conv2d("c1", ("norm",), weight=f32(3, 2, 3, 3), bias=f32(3, 4, 3), padding=(1, 1)),
+        n.Neuron("n1", ("c1",), vth=0.5, reset_amount=1.0),
+        n.Conv2d("c2", ("n1",), weight=f32(2, 3, 1, 1), bias=f32(2)),
+        n.Neuron("n2", ("c2",), vth=0.5, reset_amount=1.0),
+        n.Linear("fc", ("n2",), weight=f32(2, 24), bias=f32(2)),
+        n.Accumulator("out", ("fc",)),
+    ]
+    return Graph(tuple(nodes), timesteps=3, name="declared")
+
+
+@pytest.mark.parametrize("encoding", ["direct", "sequence"])
+def test_round_trip_of_the_declared_input_normalize_and_bias_map(encoding, tmp_path):
+    from inflor_deploy.ir.serialize import load_graph, save_graph
+
+    graph = declared_input_graph(encoding)
+    model = graph_to_onnx(graph)
+    onnx.checker.check_model(model, full_check=True)
+    ops = [p.op_type for p in model.graph.node]
+    assert ops[:2] == ["Sub", "Div"] and ops.count("Add") == 1  # the normalization; c1's bias map
+    meta = {p.key: p.value for p in model.metadata_props}
+    assert meta["inflor.input_encoding"] == encoding and meta["inflor.pixel_levels"] == "none"
+    assert_same_graph(graph, onnx_to_graph(model))
+    assert_same_graph(graph, load_graph(save_graph(graph, tmp_path / "declared.npz")))
+    quantized_input = dataclasses.replace(graph.input, grade_scale=127.5)
+    back = onnx_to_graph(graph_to_onnx(graph.replace_nodes([quantized_input, *graph.nodes[1:]])))
+    assert back.input.grade_scale == 127.5
+
+
+def test_onnx_runner_feeds_frame_t_of_a_sequence():
+    from inflor_deploy.backends.onnx.runtime import run_onnx
+    from inflor_deploy.backends.sim.float_ir import run_float
+
+    graph = declared_input_graph("sequence")
+    frames = np.random.default_rng(1).uniform(-1.5, 1 / 3, size=(4, 3, 2, 4, 3)).astype(np.float32)
+    reference = run_float(graph, frames, record=True)
+    onnx_run = run_onnx(graph_to_onnx(graph), frames)
+    np.testing.assert_allclose(onnx_run.scores, reference.scores, rtol=1e-5, atol=1e-5)
+    # Changing only the last frame changes only the last step's spikes.
+    edited = frames.copy()
+    edited[:, -1] = 0.0
+    again = run_float(graph, edited, record=True)
+    assert np.array_equal(again.spikes["n1"][:-1], reference.spikes["n1"][:-1])
+    assert not np.array_equal(again.spikes["n1"][-1], reference.spikes["n1"][-1])
+
+
+@pytest.mark.parametrize("encoding", ["direct", "sequence"])
+def test_declared_input_and_framework_neurons_round_trip_together(encoding, tmp_path):
+    """Normalize + signed range + encoding (the Input's fields) beside per-channel thresholds, a delayed reset,
+    v_reset, gain and a leaky mean-membrane readout (the neuron's): one ONNX file, one npz, both exact."""
+    from inflor_deploy.backends.onnx.runtime import run_onnx
+    from inflor_deploy.backends.sim.float_ir import run_float
+    from inflor_deploy.ir.serialize import load_graph, save_graph
+    from tests.neuron_cases import declared_inputs, declared_neuron_graph
+
+    graph = declared_neuron_graph(encoding)
+    model = graph_to_onnx(graph)
+    onnx.checker.check_model(model, full_check=True)
+    assert_same_graph(graph, onnx_to_graph(model))
+    assert_same_graph(graph, load_graph(save_graph(graph, tmp_path / "g.npz")))
+    x = declared_inputs(graph)
+    reference = run_float(graph, x, record=True)
+    ort = run_onnx(model, x)
+    for name in ("snn_pc", "sj_hard"):
+        assert reference.spikes[name].any(), name
+        np.testing.assert_array_equal(ort.spikes[name], reference.spikes[name], err_msg=name)
+    np.testing.assert_allclose(ort.scores, reference.scores, rtol=1e-6, atol=1e-6)
