@@ -228,8 +228,12 @@ class NetxPlan:
                 "grade_scale": graph.input.grade_scale,
                 "grades": list(self.input_range),
                 "network_inp": port,
-                "frames": f"round(x * grade_scale) at window steps t = 0..{graph.timesteps - 1}, zero frames at "
-                f"t = {graph.timesteps}..{s.reset_interval - 1}; sample k's step t is sent at global step k*R + t + 1",
+                "frames": f"round(x * grade_scale) at window steps t = 0..{graph.timesteps - 1}"
+                + (
+                    f", zero frames at t = {graph.timesteps}..{s.reset_interval - 1}"
+                    if s.reset_interval > graph.timesteps else ""
+                )
+                + f" (R = {s.reset_interval}); sample k's step t is sent at global step k*R + t + 1",
             },
             "blocks": [
                 {
