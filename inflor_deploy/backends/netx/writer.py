@@ -299,12 +299,18 @@ def dense_weights_problem(weight: np.ndarray) -> str | None:
       (128, 256] and is 256 exactly when ``|m|`` is a power of two, which
       Lava's inhibitory clip turns into 255: exact iff ``|m| <= 255`` and
       ``|m|`` is not a power of two;
+    * ``M = 0`` besides: netx calls the matrix mixed (``max < 0`` is its
+      inhibitory test) and Lava inhibitory, so Lava truncates one bit fewer
+      than netx planned, ``s + n - 1``; with ``s = 0`` (``|m| > 128``) and an
+      odd weight that is a shift by -1, which destroys the weights;
     * all zero: netx divides by the zero maximum and fails.
+
+    tests/backends/netx pins this rule against both libraries' own functions.
     """
     w = np.asarray(weight, dtype=np.int64)
-    hi, lo = int(w.max(initial=0)), int(w.min(initial=0))
-    if hi == 0 and lo == 0:
+    if w.size == 0 or not w.any():
         return "all its weights are 0 (netx's optimize_weight_bits divides by the largest weight)"
+    hi, lo = int(w.max()), int(w.min())
     if hi > 0 and lo < 0:
         if hi > 254 or lo < -256:
             return f"mixed-sign weights in [{lo}, {hi}] fall outside [-256, 254], which netx clips to"
@@ -317,6 +323,11 @@ def dense_weights_problem(weight: np.ndarray) -> str | None:
         return (
             f"all weights are <= 0 and the most negative, {lo}, is a power of two: netx scales it to -256, "
             "which Lava's inhibitory Dense clips to -255"
+        )
+    if hi == 0 and -lo > 128 and np.any(w % 2):
+        return (
+            f"weights in [{lo}, 0] with odd values: netx plans them as mixed-sign 9-bit weights, Lava's inhibitory "
+            "Dense then truncates by -1 bits"
         )
     return None
 
