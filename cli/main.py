@@ -448,14 +448,18 @@ def _export_netx(art, output, *, force, check, data_spec, allow_inexact) -> None
             )
         images = data.images
     elif allow_inexact:
-        raise InflorError("--allow-inexact needs --check N >= 1: an inexact file is only written with its measured agreement")
+        raise InflorError(
+            "--allow-inexact needs --check N >= 1: an inexact file is only written with its measured agreement"
+        )
     source = {
         "artifact": str(art.path.resolve()),
         "fixed_point_ir_sha256": art.manifest["integrity"]["files"].get(art.manifest["files"]["fixed_point_ir"]),
         "target": art.manifest["target"]["name"],
     }
     try:
-        result = export_netx(graph, output, check_images=images, allow_inexact=allow_inexact, force=force, source=source)
+        result = export_netx(
+            graph, output, check_images=images, allow_inexact=allow_inexact, force=force, source=source
+        )
     except NetxCheckFailed as failed:
         click.echo(failed.check.summary())
         click.echo(f"error: the NetX file does not run bit-exactly in Lava; {output} was not written", err=True)
@@ -471,8 +475,9 @@ def _export_netx(art, output, *, force, check, data_spec, allow_inexact) -> None
     args = ", ".join(f"{k}={v}" for k, v in plan.load_arguments.items())
     click.echo(f"load: lava.lib.dl.netx.hdf5.Network(net_config={str(output)!r}, {args})")
     meta = plan.metadata()
-    click.echo(f"input: {plan.input_encoding}, {meta['input']['frames']}; Network.inp is {meta['input']['network_inp']}")
-    click.echo(f"readout: {meta['readout']['read']}; score = v / (64 * {meta['readout']['scale']:.6g} * {meta['readout']['divisor']})")
+    inp, readout = meta["input"], meta["readout"]
+    click.echo(f"input: {plan.input_encoding}, {inp['frames']}; Network.inp is {inp['network_inp']}")
+    click.echo(f"readout: {readout['read']}; score = v / (64 * {readout['scale']:.6g} * {readout['divisor']})")
     for warning in plan.warnings:
         click.echo(f"  WARNING: {warning}")
     if result.check is not None:
@@ -488,12 +493,14 @@ _EXPORTERS = {"netx": _export_netx}
 @click.argument("artifact", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--format", "fmt", type=click.Choice(sorted(_EXPORTERS)), required=True,
               help="netx: lava-dl NetX HDF5, which lava.lib.dl.netx.hdf5.Network loads (Loihi 2; stock CUBA layers).")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True, help="The file to write.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="The file to write.")
 @click.option("--force", is_flag=True, help="Replace an existing output file.")
 @click.option("--check", type=click.IntRange(min=0), default=2, show_default=True,
               help="Run N test samples through the written file in its consumer before keeping it and compare with "
                    "the simulator (netx: lava-dl on Loihi2SimCfg fixed_pt, bit for bit; exit 2 if not). 0 skips.")
-@click.option("--data", "data_spec", default="digits", show_default=True, help="Samples for --check: digits | cifar10:FOLDER | FILE.npz")
+@click.option("--data", "data_spec", default="digits", show_default=True,
+              help="Samples for --check: digits | cifar10:FOLDER | FILE.npz")
 @click.option("--allow-inexact", is_flag=True,
               help="netx: write soft-reset layers as stock hard-reset layers instead of refusing; prints the "
                    "measured spike and class agreement with the simulator (needs --check >= 1).")

@@ -412,7 +412,7 @@ def readout_reader(L, graph: Graph, steps: int, samples: int):
 
 
 def readout_values(graph: Graph, data: np.ndarray, samples: int, skip: int) -> np.ndarray:
-    """``[B, *shape]`` readouts (IR layout) from the data of :func:`readout_reader`'s ``Read`` (``[*lava_shape, reads]``)."""
+    """``[B, *shape]`` readouts (IR layout) from the ``[*lava_shape, reads]`` data of :func:`readout_reader`'s Read."""
     out = graph.output
     if out.readout == "mean_membrane":
         R, d = graph.schedule.reset_interval, graph.schedule.depth[out.name]

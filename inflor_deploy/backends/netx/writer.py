@@ -387,7 +387,10 @@ def _threshold(layer: n.FixedPointNeuron) -> int:
 
 
 def _bias(layer, shape: tuple[int, ...]) -> np.ndarray | None:
-    """The bias mantissas restated for netx's ``bias_exp = 6``: ``(C,)`` when channel-uniform, else per neuron (W, H, C)."""
+    """The bias mantissas restated for netx's ``bias_exp = 6``.
+
+    ``(C,)`` when every channel is uniform, else one per neuron in Lava's (W, H, C).
+    """
     mant = np.broadcast_to(np.asarray(layer.bias_mant, dtype=np.int64), shape)
     exponent = int(layer.bias_exp)
     if exponent >= NETX_BIAS_EXP:

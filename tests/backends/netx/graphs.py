@@ -29,7 +29,7 @@ def _f32(rng, *shape, scale=0.5, mean=0.0):
 
 
 def conv_lif_graph(timesteps: int = 3, readout: str = "mean_membrane") -> Graph:
-    """Non-square graded input, a strided grouped conv into hard-reset LIF, a conv into IF, a dense LIF, a leaky readout."""
+    """Non-square graded input, strided grouped conv -> hard-reset LIF, conv -> IF, dense LIF, a leaky readout."""
     rng = np.random.default_rng(11)
     return Graph(
         nodes=(

@@ -50,7 +50,8 @@ def _lava_delivers(weight: np.ndarray, x: np.ndarray) -> np.ndarray:
 def _weight_cases():
     rng = np.random.default_rng(0)
     cases = [np.array([[lo, hi]]) for lo, hi in [(-256, 254), (-256, 255), (-257, 2), (0, 255), (0, 256), (0, 1)]]
-    cases += [np.array([[-v, 0]]) for v in (1, 2, 3, 64, 100, 127, 128, 129, 130, 255, 256)]  # max 0: netx mixed, Lava inhibitory
+    # max 0: netx calls it mixed, Lava inhibitory.
+    cases += [np.array([[-v, 0]]) for v in (1, 2, 3, 64, 100, 127, 128, 129, 130, 255, 256)]
     cases += [np.array([[-v, -1]]) for v in (2, 3, 64, 96, 128, 200, 255, 256)]  # all negative
     for _ in range(60):
         lo, hi = sorted(int(v) for v in rng.integers(-300, 300, 2))
