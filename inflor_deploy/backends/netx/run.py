@@ -75,6 +75,18 @@ def _matching_layers(graph: Graph, metadata: dict[str, Any], path) -> list[str]:
     return layers
 
 
+def _check_input_grades(frames: np.ndarray, bits: int, path) -> None:
+    """The frames must fit the payload the file was written for (unary spikes when ``bits`` is 0)."""
+    lo, hi = int(frames.min(initial=0)), int(frames.max(initial=0))
+    fits = (lo >= 0 and hi <= 1) if bits == 0 else max(abs(lo), abs(hi)).bit_length() + int(lo < 0) <= bits
+    if not fits:
+        payload = "binary spikes" if bits == 0 else f"{bits}-bit graded spikes"
+        raise InflorError(
+            f"these images give input grades {lo}..{hi}, but {path} was written for {payload} "
+            "(pixels in [0, 1] times the compile's input scale); scale the images to [0, 1]"
+        )
+
+
 def run_netx(graph: Graph, path: str | Path, images: np.ndarray, *, record: bool = False) -> LavaRun:
     """Run ``images`` through the NetX file on ``Loihi2SimCfg(select_tag="fixed_pt")``.
 
@@ -104,6 +116,7 @@ def run_netx(graph: Graph, path: str | Path, images: np.ndarray, *, record: bool
     net = load_network(path, metadata)
     try:
         frames, _ = input_frames(graph, images, steps)  # [*lava_shape, steps]
+        _check_input_grades(frames, metadata["load"]["input_message_bits"], path)
         if tuple(net.inp.shape) != frames.shape[:-1]:
             # A dense first block reads the frame flattened in the IR's C-major order.
             frames = _from_lava(np.moveaxis(frames, -1, 0), frames.ndim - 1).reshape(steps, -1).T

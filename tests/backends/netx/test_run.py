@@ -55,6 +55,13 @@ def test_spikes_into_a_dense_first_block_with_a_spike_count_readout_are_bit_exac
     assert graph.output.readout == "spike_count"
 
 
+def test_images_beyond_the_files_input_payload_are_refused(tmp_path):
+    graph = compile_graph(mlp_graph(), grade_scale=1.0)
+    export_netx(graph, tmp_path / "spikes.net")
+    with pytest.raises(InflorError, match=r"input grades 0..3, but .* was written for binary spikes"):
+        nr.run_netx(graph, tmp_path / "spikes.net", random_images(graph, 1) * 3)
+
+
 def test_graded_input_into_a_dense_first_block_is_bit_exact(tmp_path):
     graph = compile_graph(mlp_graph(readout="mean_current"))
     result = _exact(graph, tmp_path, random_images(graph, 4, seed=5))
