@@ -473,6 +473,91 @@ def run_command(artifact, backend, data_spec, samples, chunk, soft_reset, show):
     click.echo(f"{backend}: accuracy {accuracy:.4f} on {len(data)} samples of {data.name}")
 
 
+def _export_netx(art, output, *, force, check, data_spec, allow_inexact) -> None:
+    """``export --format netx``: lava-dl NetX HDF5 (stock CUBA blocks), checked in Lava before it is kept."""
+    from inflor_deploy.backends.netx.export import NetxCheckFailed, export_netx
+
+    graph = art.fixed_graph
+    images = None
+    if check:
+        from inflor_deploy.data import load_dataset
+
+        data = load_dataset(data_spec, "test").take(check)
+        if tuple(data.images.shape[1:]) != tuple(graph.input.shape):
+            raise InflorError(
+                f"{data.name} images are {tuple(data.images.shape[1:])}; the model expects {tuple(graph.input.shape)}"
+            )
+        images = data.images
+    elif allow_inexact:
+        raise InflorError(
+            "--allow-inexact needs --check N >= 1: an inexact file is only written with its measured agreement"
+        )
+    source = {
+        "artifact": str(art.path.resolve()),
+        "fixed_point_ir_sha256": art.manifest["integrity"]["files"].get(art.manifest["files"]["fixed_point_ir"]),
+        "target": art.manifest["target"]["name"],
+    }
+    try:
+        result = export_netx(
+            graph, output, check_images=images, allow_inexact=allow_inexact, force=force, source=source
+        )
+    except NetxCheckFailed as failed:
+        click.echo(failed.check.summary())
+        click.echo(f"error: the NetX file does not run bit-exactly in Lava; {output} was not written", err=True)
+        sys.exit(EXIT_VERIFICATION_FAILED)
+    plan = result.plan
+    click.echo(f"NetX HDF5 ({len(plan.blocks)} CUBA blocks, {'exact' if plan.exact else 'INEXACT'}):")
+    for index, block in enumerate(plan.blocks):
+        role = "readout" if block.is_readout else f"vThMant {block.vth}"
+        click.echo(
+            f"  {index}: {block.synapse.kind:<5} {block.synapse.name} -> {block.layer.name} {tuple(block.shape)} {role}"
+            + (f"  INEXACT: {block.inexact}" if block.inexact else "")
+        )
+    args = ", ".join(f"{k}={v}" for k, v in plan.load_arguments.items())
+    click.echo(f"load: lava.lib.dl.netx.hdf5.Network(net_config={str(output)!r}, {args})")
+    meta = plan.metadata()
+    inp, readout = meta["input"], meta["readout"]
+    click.echo(f"input: {plan.input_encoding}, {inp['frames']}; Network.inp is {inp['network_inp']}")
+    click.echo(f"readout: {readout['read']}; score = v / (64 * {readout['scale']:.6g} * {readout['divisor']})")
+    for warning in plan.warnings:
+        click.echo(f"  WARNING: {warning}")
+    if result.check is not None:
+        click.echo(result.check.summary())
+    click.echo(f"written: {result.path} (sha256 {result.sha256[:16]}...)")
+
+
+#: ``export --format`` -> the writer; a new format adds its function here.
+_EXPORTERS = {"netx": _export_netx}
+
+
+@cli.command()
+@click.argument("artifact", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(sorted(_EXPORTERS)), required=True,
+              help="netx: lava-dl NetX HDF5, which lava.lib.dl.netx.hdf5.Network loads (Loihi 2; stock CUBA layers).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="The file to write.")
+@click.option("--force", is_flag=True, help="Replace an existing output file.")
+@click.option("--check", type=click.IntRange(min=0), default=2, show_default=True,
+              help="Run N test samples through the written file in its consumer before keeping it and compare with "
+                   "the simulator (netx: lava-dl on Loihi2SimCfg fixed_pt, bit for bit; exit 2 if not). 0 skips.")
+@click.option("--data", "data_spec", default="digits", show_default=True,
+              help="Samples for --check: digits | cifar10:FOLDER | FILE.npz")
+@click.option("--allow-inexact", is_flag=True,
+              help="netx: write soft-reset layers as stock hard-reset layers instead of refusing; prints the "
+                   "measured spike and class agreement with the simulator (needs --check >= 1).")
+@_user_errors
+def export(artifact, fmt, output, force, check, data_spec, allow_inexact):
+    """Write a compiled ARTIFACT in an exchange format (the artifact's files are checked first).
+
+    Refusals (a layer the format cannot express exactly) exit with status 1 and
+    write nothing; a --check that is not bit-exact exits with status 2 and writes nothing.
+    """
+    from inflor_deploy.artifact import load_artifact
+
+    art = load_artifact(artifact)
+    _EXPORTERS[fmt](art, output, force=force, check=check, data_spec=data_spec, allow_inexact=allow_inexact)
+
+
 @cli.command()
 @click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), default=Path("artifacts/demo"), show_default=True)
 @_user_errors

@@ -1,4 +1,4 @@
-"""The two import-time shims that let lava-nc 0.10.0 / lava-dl 0.6.0 run on Python 3.11.
+"""The import-time shims that let lava-nc 0.10.0 / lava-dl 0.6.0 run on Python 3.11 (and in any session).
 
 Every Lava import in this project goes through :func:`import_lava` (or
 :func:`apply`), the one place where the shims are applied. Both upstream
@@ -15,6 +15,13 @@ loudly, naming the fix, when the installed Lava no longer matches.
    torchvision (no CPU build exists for torch 2.13). The shim registers a
    placeholder module under that name; touching any of its attributes
    raises an ImportError that says why.
+3. ``lava/magma/runtime/message_infrastructure/multiprocessing.py`` calls
+   ``multiprocessing.set_start_method('fork')`` when it is imported, which
+   raises ``RuntimeError: context has already been set`` once anything in the
+   process has fixed the start method (a tqdm progress bar does, e.g.
+   training before a Lava run in one session). :func:`apply` imports that
+   module itself, letting the call pass when the method already is
+   ``'fork'``; any other method is refused by name (Lava's runtime needs fork).
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ from typing import Any
 SUPPORTED_VERSIONS = {"lava-nc": "0.10.0", "lava-dl": "0.6.0"}
 
 _VAR_MODEL = "lava.magma.compiler.var_model"
+_MESSAGE_INFRASTRUCTURE = "lava.magma.runtime.message_infrastructure.multiprocessing"
 _OBJECT_DETECTION = "lava.lib.dl.slayer.object_detection"
 _REINSTALL = (
     "reinstall the pinned versions with `make setup` (or "
@@ -137,7 +145,35 @@ def apply() -> None:
         module = _NoObjectDetection(_OBJECT_DETECTION)
         module.__spec__ = importlib.machinery.ModuleSpec(_OBJECT_DETECTION, loader=None)
         sys.modules[_OBJECT_DETECTION] = module
+    _import_message_infrastructure()
     _applied = True
+
+
+def _import_message_infrastructure() -> None:
+    """Import Lava's multiprocessing module even when the start method is already fixed to fork (shim 3)."""
+    if _MESSAGE_INFRASTRUCTURE in sys.modules:
+        return
+    import importlib
+    import multiprocessing
+
+    current = multiprocessing.get_start_method(allow_none=True)
+    if current not in (None, "fork"):
+        raise LavaCompatError(
+            f"the multiprocessing start method is {current!r}, but Lava's runtime forks its workers; "
+            "set it to 'fork' (or leave it unset) before running Lava"
+        )
+    original = multiprocessing.set_start_method
+
+    def set_start_method(method, force=False):
+        if not force and method == multiprocessing.get_start_method(allow_none=True):
+            return  # already in effect: what Lava asks for holds
+        original(method, force=force)
+
+    multiprocessing.set_start_method = set_start_method
+    try:
+        importlib.import_module(_MESSAGE_INFRASTRUCTURE)
+    finally:
+        multiprocessing.set_start_method = original
 
 
 def _is_hashable_encoder(var_model: types.ModuleType) -> bool:

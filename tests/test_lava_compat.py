@@ -49,3 +49,22 @@ def test_importing_lava_first_is_refused():
         "from inflor_deploy import lava_compat; lava_compat.apply()"
     )
     assert result.returncode != 0 and "imported before inflor_deploy.lava_compat.apply()" in result.stderr
+
+
+def test_lava_imports_after_a_progress_bar_fixed_the_start_method():
+    # tqdm's lock fixes multiprocessing's context; Lava's own set_start_method('fork') then raised.
+    result = _run(
+        "import multiprocessing as mp; from tqdm import tqdm; list(tqdm(range(2)));"
+        "assert mp.get_start_method(allow_none=True) == 'fork';"
+        "from inflor_deploy import lava_compat; lava_compat.apply();"
+        "import lava.magma.runtime.message_infrastructure.multiprocessing; print('imported')"
+    )
+    assert result.returncode == 0 and "imported" in result.stdout, result.stderr
+
+
+def test_a_start_method_lava_cannot_use_is_named():
+    result = _run(
+        "import multiprocessing as mp; mp.set_start_method('spawn');"
+        "from inflor_deploy import lava_compat; lava_compat.apply()"
+    )
+    assert result.returncode != 0 and "start method is 'spawn'" in result.stderr
