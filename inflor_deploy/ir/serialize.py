@@ -25,7 +25,7 @@ FORMAT_VERSION = 1
 NODE_TYPES: dict[str, type[n.Node]] = {
     cls.__name__: cls
     for cls in (
-        n.Input, n.Conv2d, n.Linear, n.BatchNorm, n.AvgPool2d, n.Flatten, n.Neuron, n.Accumulator,
+        n.Input, n.Conv2d, n.Linear, n.BatchNorm, n.AvgPool2d, n.Flatten, n.Add, n.Concat, n.Neuron, n.Accumulator,
         n.FixedPointSynapse, n.FixedPointNeuron, n.FixedPointAccumulator,
     )
 }  # fmt: skip

@@ -18,6 +18,7 @@ from typing import Callable, Sequence
 
 from inflor_deploy.ir.graph import Graph, IRError, validate
 from inflor_deploy.passes.base import ContractResult, ContractViolation, Pass, PassContext, PassError
+from inflor_deploy.passes.distribute_joins import DistributeJoins
 from inflor_deploy.passes.fold_batch_norm import FoldBatchNorm
 from inflor_deploy.passes.fold_pooling import FoldAveragePool
 from inflor_deploy.passes.fold_rectifier import FoldRectifierIntoThreshold
@@ -27,6 +28,7 @@ from inflor_deploy.passes.soft_reset import SoftResetToSubtractive
 
 FLOAT_PIPELINE: list[Pass] = [
     FoldBatchNorm,
+    DistributeJoins,
     FoldAveragePool,
     FoldRectifierIntoThreshold,
     SoftResetToSubtractive,
@@ -44,6 +46,7 @@ COMPILE_PIPELINE: list[Pass] = [
 
 PASSES_BY_NAME: dict[str, Pass] = {
     "FoldBatchNorm": FoldBatchNorm,
+    "DistributeJoins": DistributeJoins,
     "FoldAveragePool": FoldAveragePool,
     "FoldRectifierIntoThreshold": FoldRectifierIntoThreshold,
     "SoftResetToSubtractive": SoftResetToSubtractive,

@@ -16,7 +16,7 @@ from inflor_deploy.passes.pipeline import FLOAT_PIPELINE, PASSES_BY_NAME, Pipeli
 from inflor_deploy.passes.probe import make_probe
 from inflor_deploy.targets import load_target
 
-NAMES = ["FoldBatchNorm", "FoldAveragePool", "FoldRectifierIntoThreshold", "SoftResetToSubtractive"]
+NAMES = ["FoldBatchNorm", "DistributeJoins", "FoldAveragePool", "FoldRectifierIntoThreshold", "SoftResetToSubtractive"]
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +46,9 @@ def test_float_pipeline_on_digits(digits, ctx):
     assert result.steps == NAMES == [name for name, _ in steps]
     assert steps[-1][1] is result.graph
     assert [r.pass_name for r in result.results] == NAMES and all(r.ok for r in result.results)
-    assert [r.kind for r in result.results] == ["float-tolerance", "float-tolerance", "spike-exact", "bit-exact"]
+    assert [r.kind for r in result.results] == [
+        "float-tolerance", "float-tolerance", "float-tolerance", "spike-exact", "bit-exact",
+    ]  # fmt: skip
     graph = result.graph
     assert not graph.of_type(BatchNorm, AvgPool2d, Flatten)
     neurons = graph.of_type(Neuron)
@@ -62,12 +64,12 @@ def test_stop_after(digits, ctx):
     result = run_pipeline(
         digits, FLOAT_PIPELINE, ctx, stop_after="FoldAveragePool", on_step=lambda name, g: seen.append(name)
     )
-    assert result.steps == seen == NAMES[:2] and len(result.results) == 2
+    assert result.steps == seen == NAMES[:3] and len(result.results) == 3
     assert all(x.mpr for x in result.graph.of_type(Neuron))  # the rectifier is not folded yet
 
 
 def test_unknown_stop_after_lists_the_passes(digits, ctx):
-    with pytest.raises(PassError, match="unknown pass 'FoldBN'.*FoldBatchNorm, FoldAveragePool"):
+    with pytest.raises(PassError, match="unknown pass 'FoldBN'.*FoldBatchNorm, DistributeJoins, FoldAveragePool"):
         run_pipeline(digits, FLOAT_PIPELINE, ctx, stop_after="FoldBN")
 
 
