@@ -2,7 +2,8 @@
 
 Layout of ``OUT/``::
 
-    manifest.json              versions, source checkpoint (sha256), target, pass list,
+    manifest.json              versions, source (checkpoint or weights sha256, the model's code
+                               and conventions), target, pass list,
                                every contract's result, schedule, file index
     model.float.onnx           per-timestep float ONNX export (neurons = inflor.Neuron nodes)
     model.fixed_point.onnx     per-timestep integer ONNX (inflor.LoihiNeuron nodes); onnxruntime
@@ -147,19 +148,14 @@ def write_artifact(result, out: str | Path, force: bool = False) -> Path:
 
 
 def manifest(result, files: dict[str, Any]) -> dict[str, Any]:
-    ckpt = result.checkpoint
     schedule = result.graph.schedule
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "versions": _versions(),
-        "source": {
-            "checkpoint": str(ckpt.path.resolve()),
-            "sha256": sha256(ckpt.path),
-            "config": ckpt.config.to_dict(),
-            "metadata": ckpt.metadata,
-        },
+        # checkpoint, sha256, config, metadata, and model: how verify rebuilds and runs it (frontends/source.py).
+        "source": result.source.manifest(result.conventions),
         "target": {
             "name": result.target.name,
             "file": str(result.target.path),

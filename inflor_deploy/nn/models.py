@@ -53,6 +53,7 @@ __all__ = [
     "build_model",
     "conv_unit",
     "count_parameters",
+    "direct_encoding",
     "make_neuron",
 ]
 
@@ -262,6 +263,40 @@ class BasicBlock(nn.Module):
         return self.neuron2(self.bn2(self.conv2(s1)) + self.shortcut(x))
 
 
+def direct_encoding(
+    image: torch.Tensor, T: Optional[int], arch: str, in_channels: int, image_size: int, default_timesteps: int
+) -> torch.Tensor:
+    """:meth:`SpikingNetwork.encode` as a plain function of its inputs.
+
+    ``X[t] = image`` for t = 0..T-1 (a ``[T, B, C, H, W]`` view of the
+    ``[B, C, H, W]`` batch); a 5-D input is returned as is. A module-level
+    function of tensors, ints and strings, so that the fx front end can keep
+    it as one call (``torch.fx.Tracer(autowrap_functions=...)``) instead of
+    tracing its shape checks.
+    """
+    expected = f"[B, {in_channels}, {image_size}, {image_size}]"
+    if image.dim() == 5:
+        if T is not None and T != image.shape[0]:
+            raise ValueError(f"T={T} contradicts the time-first input with {image.shape[0]} timesteps")
+        x_seq = image
+    elif image.dim() == 4:
+        T = default_timesteps if T is None else T
+        if isinstance(T, bool) or not isinstance(T, int) or T < 1:
+            raise ValueError(f"T must be an int >= 1; got {T!r}")
+        x_seq = image.unsqueeze(0).expand(T, *image.shape)
+    else:
+        raise ValueError(
+            f"{arch} expects an image batch {expected} or a time-first [T, B, C, H, W] "
+            f"input; got shape {tuple(image.shape)}"
+        )
+    if tuple(x_seq.shape[2:]) != (in_channels, image_size, image_size):
+        raise ValueError(
+            f"{arch} was configured for images {expected}; got "
+            f"[B, {', '.join(str(s) for s in x_seq.shape[2:])}]"
+        )
+    return x_seq
+
+
 class SpikingNetwork(nn.Module):
     """Base class: direct encoding, then the children in registration order.
 
@@ -299,27 +334,7 @@ class SpikingNetwork(nn.Module):
                 or a T that contradicts a 5-D input.
         """
         cfg = self.config
-        expected = f"[B, {cfg.in_channels}, {cfg.image_size}, {cfg.image_size}]"
-        if image.dim() == 5:
-            if T is not None and T != image.shape[0]:
-                raise ValueError(f"T={T} contradicts the time-first input with {image.shape[0]} timesteps")
-            x_seq = image
-        elif image.dim() == 4:
-            T = cfg.timesteps if T is None else T
-            if isinstance(T, bool) or not isinstance(T, int) or T < 1:
-                raise ValueError(f"T must be an int >= 1; got {T!r}")
-            x_seq = image.unsqueeze(0).expand(T, *image.shape)
-        else:
-            raise ValueError(
-                f"{cfg.arch} expects an image batch {expected} or a time-first [T, B, C, H, W] "
-                f"input; got shape {tuple(image.shape)}"
-            )
-        if tuple(x_seq.shape[2:]) != (cfg.in_channels, cfg.image_size, cfg.image_size):
-            raise ValueError(
-                f"{cfg.arch} was configured for images {expected}; got "
-                f"[B, {', '.join(str(s) for s in x_seq.shape[2:])}]"
-            )
-        return x_seq
+        return direct_encoding(image, T, cfg.arch, cfg.in_channels, cfg.image_size, cfg.timesteps)
 
     def forward(self, image: torch.Tensor, T: Optional[int] = None) -> torch.Tensor:
         """Class scores ``[B, num_classes]``: the readout's mean over T.

@@ -36,10 +36,10 @@ def test_compile_bundled_model_writes_a_self_describing_artifact(tmp_path):
     manifest = artifact.manifest
     assert manifest["target"]["name"] == "loihi2-sim" and manifest["complete"]
     assert manifest["passes"] == [
-        "FoldBatchNorm", "FoldAveragePool", "FoldRectifierIntoThreshold",
+        "FoldBatchNorm", "DistributeJoins", "FoldAveragePool", "FoldRectifierIntoThreshold",
         "SoftResetToSubtractive", "QuantizeFixedPoint", "ScheduleTimesteps",
     ]  # fmt: skip
-    assert all(c["ok"] for c in manifest["contracts"]) and len(manifest["contracts"]) == 6
+    assert all(c["ok"] for c in manifest["contracts"]) and len(manifest["contracts"]) == 7
     assert {"torch", "onnx", "lava-nc", "python"} <= set(manifest["versions"])
     assert len(manifest["source"]["sha256"]) == 64
     fixed = artifact.fixed_graph
