@@ -129,8 +129,8 @@ def _probe(source: ModelSource, graph: Graph, samples: int, images: np.ndarray |
 def compile_model(
     model: nn.Module,
     *,
-    input_shape: Sequence[int],
-    timesteps: int,
+    input_shape: Sequence[int] | None = None,
+    timesteps: int | None = None,
     target: str | Target = "loihi2-sim",
     time_mode: str | None = None,
     adapters: Iterable[str] | None = None,
@@ -146,8 +146,8 @@ def compile_model(
 
     Args:
         model: The trained module (see :func:`inflor_deploy.frontends.fx.trace_model`).
-        input_shape: One sample, without batch or time, e.g. ``(C, H, W)``.
-        timesteps: T.
+        input_shape: One sample, without batch or time, e.g. ``(C, H, W)`` (None: declared by the model).
+        timesteps: T (None: declared by the model).
         target: Target name (``inflor-deploy targets``) or a loaded Target.
         time_mode: ``"multi"``, ``"single"`` or None (read from the neurons).
         adapters: Framework adapter names (None: detected from the model).

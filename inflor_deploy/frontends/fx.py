@@ -184,8 +184,6 @@ class TracedModel:
 
 
 def _check_arguments(model, input_shape, timesteps, time_mode) -> tuple[int, ...]:
-    if not isinstance(model, nn.Module):
-        raise ExportError(f"trace needs a torch nn.Module; got {type(model).__name__}")
     try:
         shape = tuple(int(s) for s in input_shape)
     except (TypeError, ValueError):
@@ -270,8 +268,8 @@ def _call_arguments(model: nn.Module, gm: fx.GraphModule, example: torch.Tensor,
 
 def trace_model(
     model: nn.Module,
-    input_shape: Sequence[int],
-    timesteps: int,
+    input_shape: Sequence[int] | None = None,
+    timesteps: int | None = None,
     *,
     time_mode: Literal["multi", "single"] | None = None,
     adapters: Iterable[str] | None = None,
@@ -281,12 +279,14 @@ def trace_model(
 
     Args:
         model: The trained module (its weights are copied; it is not changed).
-        input_shape: One sample without batch or time, e.g. ``(C, H, W)``.
-        timesteps: T, the steps per sample.
+        input_shape: One sample without batch or time, e.g. ``(C, H, W)``;
+            None: what the model declares (a ``build_model`` network's config).
+        timesteps: T, the steps per sample; None: what the model declares.
         time_mode: ``"multi"`` / ``"single"`` (module docstring); None reads it from the neurons.
         adapters: Framework adapter names; None: the project's own plus those
             whose framework the model uses.
-        name: The graph's name (reports); default: the model's class name.
+        name: The graph's name (reports); default: the declared name (the
+            zoo architecture), else the model's class name.
 
     Raises:
         ExportError: Not an SNN, ambiguous or contradictory time convention,
@@ -295,8 +295,20 @@ def trace_model(
             wrong input_shape/timesteps (the example run fails or repeats the
             input another number of times).
     """
-    shape = _check_arguments(model, input_shape, timesteps, time_mode)
+    if not isinstance(model, nn.Module):
+        raise ExportError(f"trace needs a torch nn.Module; got {type(model).__name__}")
     used = adapters_for(model, adapters)
+    declared = next((d for d in (a.declared_input(model) for a in used) if d is not None), None)
+    if input_shape is None or timesteps is None:
+        if declared is None:
+            raise ExportError(
+                f"{type(model).__name__} does not declare its input: pass input_shape=(C, H, W) and timesteps=T"
+            )
+        input_shape = declared[0] if input_shape is None else input_shape
+        timesteps = declared[1] if timesteps is None else timesteps
+    if name is None and declared is not None:
+        name = declared[2]
+    shape = _check_arguments(model, input_shape, timesteps, time_mode)
     mode = _resolve_time_mode(model, used, time_mode)
     timesteps_argument = next((a.timesteps_argument(model) for a in used if a.timesteps_argument(model)), None)
     gm = capture_graph(model, used)
@@ -345,8 +357,8 @@ def trace_model(
 
 def trace(
     model: nn.Module,
-    input_shape: Sequence[int],
-    timesteps: int,
+    input_shape: Sequence[int] | None = None,
+    timesteps: int | None = None,
     *,
     time_mode: Literal["multi", "single"] | None = None,
     adapters: Iterable[str] | None = None,

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Literal, Mapping, Optional, Sequence, Union
 
 import torch
+import torch.fx
 from torch import nn
 
 from inflor_deploy.nn.layers import TimeDistributed
@@ -270,9 +271,9 @@ def direct_encoding(
 
     ``X[t] = image`` for t = 0..T-1 (a ``[T, B, C, H, W]`` view of the
     ``[B, C, H, W]`` batch); a 5-D input is returned as is. A module-level
-    function of tensors, ints and strings, so that the fx front end can keep
-    it as one call (``torch.fx.Tracer(autowrap_functions=...)``) instead of
-    tracing its shape checks.
+    function of tensors, ints and strings, so that the fx front end keeps it
+    as one call instead of tracing its shape checks (``torch.fx.wrap`` below
+    applies in every trace, whichever ``forward`` calls it).
     """
     expected = f"[B, {in_channels}, {image_size}, {image_size}]"
     if image.dim() == 5:
@@ -295,6 +296,9 @@ def direct_encoding(
             f"[B, {', '.join(str(s) for s in x_seq.shape[2:])}]"
         )
     return x_seq
+
+
+torch.fx.wrap("direct_encoding")
 
 
 class SpikingNetwork(nn.Module):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from inflor_deploy.frontends.zoo import model_to_ir
+from inflor_deploy.frontends.fx import trace
 from inflor_deploy.ir import AvgPool2d, BatchNorm, Flatten, IRError, Neuron
 from inflor_deploy.nn.models import ModelConfig, build_model
 from inflor_deploy.nn.tdbn import TdBatchNorm
@@ -31,7 +31,7 @@ def digits():
                 module.running_var.uniform_(0.2, 2.0)
                 module.lambda_.uniform_(0.5, 2.0)
                 module.beta.uniform_(-0.3, 0.3)
-    return model_to_ir(model.eval())
+    return trace(model.eval())
 
 
 @pytest.fixture(scope="module")

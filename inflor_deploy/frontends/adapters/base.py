@@ -174,6 +174,10 @@ class Adapter:
         """The keyword argument of ``model.forward`` that sets T for models that encode their input inside."""
         return None
 
+    def declared_input(self, model: nn.Module) -> tuple[tuple[int, ...], int, str] | None:
+        """``(input_shape, timesteps, name)`` when the model declares them itself (e.g. a config), else None."""
+        return None
+
     def exact_float(self, module: nn.Module) -> bool:
         """Whether the IR neuron computes H in the framework's float operation order (bitwise equal).
 

@@ -76,15 +76,18 @@ class InflorAdapter(Adapter):
     def is_readout(self, module: nn.Module) -> bool:
         return isinstance(module, OutputAccumulator)
 
-    def autowrap_functions(self) -> tuple[Callable, ...]:
-        return (direct_encoding,)
-
     def encoding(self, function: Callable):
         return "direct" if function is direct_encoding else None
 
     def timesteps_argument(self, model: nn.Module) -> str | None:
         # SpikingNetwork.forward(image, T=None): T sets the number of steps of its direct encoding.
         return "T" if isinstance(model, SpikingNetwork) else None
+
+    def declared_input(self, model: nn.Module):
+        if not isinstance(model, SpikingNetwork):
+            return None
+        config = model.config  # ModelConfig: the zoo architectures know their input and T
+        return (config.in_channels, config.image_size, config.image_size), config.timesteps, config.arch
 
     def time_mode(self, module: nn.Module) -> TimeMode | None:
         return "multi" if isinstance(module, Neuron) else None
