@@ -272,7 +272,7 @@ def trace_model(
     timesteps: int | None = None,
     *,
     time_mode: Literal["multi", "single"] | None = None,
-    adapters: Iterable[str] | None = None,
+    adapters: Iterable[str | Adapter] | None = None,
     name: str | None = None,
 ) -> TracedModel:
     """Trace a module into the float IR, keeping what level 1 needs to run the module itself.
@@ -361,7 +361,7 @@ def trace(
     timesteps: int | None = None,
     *,
     time_mode: Literal["multi", "single"] | None = None,
-    adapters: Iterable[str] | None = None,
+    adapters: Iterable[str | Adapter] | None = None,
     name: str | None = None,
 ) -> Graph:
     """The validated float IR of ``model`` (see :func:`trace_model` for the arguments)."""

@@ -247,8 +247,9 @@ class Converter:
     def error(self, node: fx.Node, why: str = "") -> UnsupportedOpError:
         path = self.module_path(node) or "<model>"
         reason = f": {why}" if why else ""
+        where = f" of the per-step module {self.prefix!r}" if self.prefix else ""
         return UnsupportedOpError(
-            f"{_describe(node, self.root)} at fx node {node.name!r} (module {path!r}) cannot be converted{reason}. "
+            f"{_describe(node, self.root)} at fx node {node.name!r}{where} (module {path!r}) cannot be converted{reason}. "
             f"Supported: {'; '.join(SUPPORTED_OPS)}"
         )
 

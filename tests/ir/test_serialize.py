@@ -43,3 +43,11 @@ def test_foreign_and_missing_files(tmp_path):
         load_graph(tmp_path / "other.npz")
     with pytest.raises(IRError, match="no such IR file"):
         load_graph(tmp_path / "missing.npz")
+
+
+def test_round_trip_of_the_joins(tmp_path):
+    from tests.passes.test_distribute_joins import _graph
+
+    graph = _graph()
+    assert graph.of_type(n.Add) and graph.of_type(n.Concat)
+    _same(graph, load_graph(save_graph(graph, tmp_path / "joins.npz")))

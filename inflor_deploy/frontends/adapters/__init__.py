@@ -49,16 +49,17 @@ def _framework_of(module: nn.Module) -> str:
     return type(module).__module__.split(".")[0]
 
 
-def adapters_for(model: nn.Module, names: Iterable[str] | None = None) -> tuple[Adapter, ...]:
+def adapters_for(model: nn.Module, names: Iterable[str | Adapter] | None = None) -> tuple[Adapter, ...]:
     """The adapters to trace ``model`` with.
 
     Args:
         model: The user's module.
-        names: Adapter names to use; None picks the project's own adapter
-            plus every framework one of whose modules appears in ``model``
-            (read from the modules' classes, without importing anything).
+        names: Adapter names (or :class:`Adapter` instances, e.g. one of your
+            own) to use; None picks the project's own adapter plus every
+            framework one of whose modules appears in ``model`` (read from the
+            modules' classes, without importing anything).
     """
     if names is None:
         frameworks = {_framework_of(m) for m in model.modules()}
         names = [name for name, (_, package, _) in ADAPTER_MODULES.items() if package is None or package in frameworks]
-    return tuple(load_adapter(name) for name in names)
+    return tuple(name if isinstance(name, Adapter) else load_adapter(name) for name in names)

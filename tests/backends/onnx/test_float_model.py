@@ -268,3 +268,13 @@ def test_unsupported_settings_of_a_known_operator():
     conv.attribute.append(helper.make_attribute("dilations", [2, 2]))
     with pytest.raises(UnsupportedOperatorError, match=r"'conv' \(op Conv\).*dilations"):
         onnx_to_graph(model, timesteps=2)
+
+
+def test_round_trip_of_the_joins():
+    from tests.passes.test_distribute_joins import _graph
+
+    graph = _graph()
+    model = graph_to_onnx(graph)
+    ops = {p.name: p.op_type for p in model.graph.node}
+    assert ops["add"] == "Sum" and ops["cat"] == "Concat" and ops["vec"] == "Concat"
+    assert_same_graph(graph, onnx_to_graph(model))

@@ -131,3 +131,10 @@ def test_a_changed_threshold_is_caught_and_named():
     assert result.unexplained > 0 and result.per_layer["unit1.neuron"].mismatches == 0
     assert result.first_unexplained.layer == "unit2.neuron"
     assert str(result.first_unexplained).endswith("expected 0, got 1")
+
+
+def test_joins_run_in_onnxruntime_like_the_float_ir():
+    from tests.passes.test_distribute_joins import _graph
+
+    graph = _graph()
+    check_ort_parity(graph, np.random.default_rng(0).random((16, 2, 4, 4), dtype=np.float32))

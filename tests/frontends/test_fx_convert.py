@@ -1,0 +1,434 @@
+"""Every op the fx front end maps, on small user-defined networks: the IR it gives, and level 1 bit for bit.
+
+Each network has seeded weights and real activity; ``check`` traces it, runs the module itself (the
+framework's own forward pass, through ``TracedModel.run``) and the float IR, and requires identical
+spikes in every layer and identical scores.
+"""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from inflor_deploy.backends.sim.float_ir import run_float
+from inflor_deploy.errors import ExportError
+from inflor_deploy.frontends.fx import UnsupportedOpError, trace, trace_model
+from inflor_deploy.ir import nodes as n
+from inflor_deploy.nn import SRIF, IFNeuron, OutputAccumulator, TdBatchNorm, TimeDistributed
+
+SHAPE = (2, 8, 8)
+T = 3
+
+
+def images(batch: int = 6, seed: int = 1, shape=SHAPE) -> np.ndarray:
+    return np.random.default_rng(seed).random((batch, *shape), dtype=np.float32)
+
+
+def seq(x: torch.Tensor) -> torch.Tensor:
+    return x.unsqueeze(0).repeat(T, *[1] * x.dim())
+
+
+def seeded(model: nn.Module, seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            m.reset_parameters()
+            with torch.no_grad():
+                m.weight.mul_(2.0)  # currents of order 1: layers fire, and stay silent, often
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            with torch.no_grad():
+                m.running_mean.uniform_(-0.2, 0.2), m.running_var.uniform_(0.5, 1.5)
+                if m.affine:
+                    m.weight.uniform_(0.5, 1.5), m.bias.uniform_(0.0, 0.4)
+    return model.eval()
+
+
+def check(model: nn.Module, shape=SHAPE, timesteps=T, batch=6, **kwargs):
+    """Trace; the module's own run and the float IR agree exactly; the network really spikes."""
+    traced = trace_model(seeded(model), shape, timesteps, **kwargs)
+    x = images(batch, shape=shape)
+    reference = traced.run(x)
+    ir = run_float(traced.graph, x, record=True)
+    # Every neuron module is read (functional max pools have no module: their OR layer runs free).
+    neurons = [node.name for node in traced.graph.of_type(n.Neuron)]
+    assert list(reference.spikes) == [name for name in neurons if name in {p.name for p in traced.probes}]
+    for name, spikes in reference.spikes.items():
+        assert np.array_equal(ir.spikes[name], spikes), name
+    assert np.array_equal(ir.scores, reference.scores)
+    rates = [s.mean() for s in reference.spikes.values()]
+    assert all(0 < r < 1 for r in rates), rates
+    return traced
+
+
+def kinds(graph) -> list[tuple[str, str, tuple[str, ...]]]:
+    return [(type(x).__name__, x.name, x.sources) for x in graph]
+
+
+class Seq(nn.Module):
+    """Multi-step chain ``[T, B, ...]`` -> layers -> mean over T; ``layers`` see time-first tensors."""
+
+    def __init__(self, *layers: nn.Module) -> None:
+        super().__init__()
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return self.layers(x).mean(0)
+
+
+# --------------------------------------------------------------------------- synapses
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_conv_stride_padding_groups_and_linear(bias):
+    model = Seq(
+        TimeDistributed(nn.Conv2d(2, 4, 3, stride=2, padding=1, groups=2, bias=bias)), SRIF(),
+        TimeDistributed(nn.Flatten()), TimeDistributed(nn.Linear(64, 5, bias=bias)),
+    )  # fmt: skip
+    traced = check(model)
+    conv, linear = traced.graph.node("layers.0"), traced.graph.node("layers.3")
+    assert conv.weight.shape == (4, 1, 3, 3) and (conv.stride, conv.padding, conv.groups) == ((2, 2), (1, 1), 2)
+    assert (conv.bias is not None) == bias and (linear.bias is not None) == bias
+    assert kinds(traced.graph)[-1] == ("Accumulator", "mean", ("layers.3",))
+
+
+def test_dilated_conv_is_its_zero_filled_kernel():
+    model = Seq(TimeDistributed(nn.Conv2d(2, 4, 3, padding=2, dilation=2)), SRIF(), TimeDistributed(nn.Flatten()),
+                TimeDistributed(nn.Linear(256, 3)))  # fmt: skip
+    traced = check(model)
+    conv = traced.graph.node("layers.0")
+    torch_weight = model.layers[0].module.weight.detach().numpy()
+    assert conv.weight.shape == (4, 2, 5, 5) and conv.padding == (2, 2)
+    assert np.array_equal(conv.weight[:, :, ::2, ::2], torch_weight)
+    assert not conv.weight[:, :, 1::2, :].any() and not conv.weight[:, :, :, 1::2].any()
+
+
+def test_functional_conv_and_linear_with_parameters():
+    class Functional(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(2, 4, 3, padding=1)
+            self.fc = nn.Linear(4 * 8 * 8, 3, bias=False)
+            self.sn = IFNeuron()
+
+        def forward(self, x):
+            T_, B = x.shape[0], x.shape[1]
+            y = F.conv2d(x.flatten(0, 1), self.conv.weight, self.conv.bias, 1, 1).view(T_, B, 4, 8, 8)
+            s = self.sn(y)
+            return F.linear(s.flatten(2), self.fc.weight).mean(0)
+
+    traced = check(Functional())
+    assert kinds(traced.graph)[1:3] == [("Conv2d", "conv", ("image",)), ("Neuron", "sn", ("conv",))]
+    assert isinstance(traced.graph.node("fc"), n.Linear) and traced.graph.node("fc").bias is None
+
+
+# --------------------------------------------------------------------------- normalization
+
+
+def test_batchnorm_1d_2d_and_tdbn_fold_exactly():
+    model = Seq(
+        TimeDistributed(nn.Sequential(nn.Conv2d(2, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4))), SRIF(),
+        TimeDistributed(nn.Conv2d(4, 4, 3, padding=1)), TdBatchNorm(4), SRIF(),
+        TimeDistributed(nn.Sequential(nn.Flatten(), nn.Linear(256, 6), nn.BatchNorm1d(6))), IFNeuron(),
+        TimeDistributed(nn.Linear(6, 3)),
+    )  # fmt: skip
+    traced = check(model)
+    assert kinds(traced.graph)[1:4] == [
+        ("Conv2d", "layers.0.0", ("image",)), ("BatchNorm", "layers.0.1", ("layers.0.0",)),
+        ("Neuron", "layers.1", ("layers.0.1",)),
+    ]  # fmt: skip
+    assert isinstance(traced.graph.node("layers.3"), n.BatchNorm)  # tdBN
+    assert isinstance(traced.graph.node("layers.5.2"), n.BatchNorm)  # BatchNorm1d inside the per-step container
+
+
+def test_batchnorm_without_running_statistics_is_refused():
+    model = Seq(TimeDistributed(nn.Conv2d(2, 4, 3)), TimeDistributed(nn.BatchNorm2d(4, track_running_stats=False)), SRIF())
+    with pytest.raises(UnsupportedOpError, match="track_running_stats=False"):
+        trace(model, SHAPE, T)
+
+
+# --------------------------------------------------------------------------- pooling
+
+
+def test_avg_and_adaptive_pooling_of_spikes():
+    model = Seq(
+        TimeDistributed(nn.Conv2d(2, 4, 3, padding=1)), SRIF(), TimeDistributed(nn.AvgPool2d(2)),
+        TimeDistributed(nn.Conv2d(4, 4, 3, padding=1)), SRIF(), TimeDistributed(nn.AdaptiveAvgPool2d((2, 1))),
+        TimeDistributed(nn.Flatten()), TimeDistributed(nn.Linear(8, 3)),
+    )  # fmt: skip
+    traced = check(model)
+    assert traced.graph.node("layers.2").kernel == (2, 2)
+    assert traced.graph.node("layers.5").kernel == (2, 4) == traced.graph.node("layers.5").stride
+
+
+def test_pooling_a_current_is_refused():
+    model = Seq(TimeDistributed(nn.Sequential(nn.Conv2d(2, 4, 3), nn.AvgPool2d(2))), SRIF())
+    with pytest.raises(UnsupportedOpError, match="it pools a current"):
+        trace(model, SHAPE, T)
+
+
+def test_max_pool_of_spikes_is_an_or_neuron_layer():
+    class Pools(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = TimeDistributed(nn.Conv2d(2, 4, 3, padding=1))
+            self.sn = SRIF()
+            self.pool = TimeDistributed(nn.MaxPool2d(3, stride=2, padding=1))
+            self.fc = TimeDistributed(nn.Linear(4 * 2 * 2, 3))
+
+        def forward(self, x):
+            s = self.pool(self.sn(self.conv(x)))  # 8x8 -> 4x4
+            s = F.max_pool2d(s.flatten(0, 1), 2).unflatten(0, (x.shape[0], x.shape[1]))  # functional, 4x4 -> 2x2
+            return self.fc(s.flatten(2)).mean(0)
+
+    traced = check(Pools())
+    graph = traced.graph
+    window, neuron = graph.node("pool.window"), graph.node("pool")
+    assert isinstance(window, n.Conv2d) and window.groups == 4 and window.weight.shape == (4, 1, 3, 3)
+    assert (window.stride, window.padding) == ((2, 2), (1, 1)) and (window.weight == 1).all()
+    assert (neuron.vth, neuron.reset, neuron.tau, neuron.mpr) == (0.5, "zero", 1.0, False)
+    functional = [x for x in graph.of_type(n.Neuron) if x.name.startswith("max_pool2d")]
+    assert len(functional) == 1
+    # Level 1 compares the MaxPool2d module's own output with the OR layer's spikes.
+    assert {"pool", "sn"} <= {p.name for p in traced.probes}
+
+
+@pytest.mark.parametrize(
+    "before, what",
+    [(lambda: nn.Identity(), "the analog input"), (lambda: nn.Conv2d(2, 2, 1), "a current")],
+    ids=["input", "current"],
+)
+def test_max_pool_of_anything_but_spikes_is_refused_with_the_reason(before, what):
+    model = Seq(TimeDistributed(nn.Sequential(before(), nn.MaxPool2d(2))), TimeDistributed(nn.Conv2d(2, 2, 1)), SRIF())
+    with pytest.raises(UnsupportedOpError, match=f"max-pools {what}, not a binary spike train: only the max of 0/1"):
+        trace(model, SHAPE, T)
+
+
+def test_max_pool_of_a_sum_of_spike_trains_is_refused():
+    class SumPool(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c1, self.c2 = TimeDistributed(nn.Conv2d(2, 2, 1)), TimeDistributed(nn.Conv2d(2, 2, 1))
+            self.s1, self.s2 = SRIF(), SRIF()
+            self.pool = TimeDistributed(nn.MaxPool2d(2))
+
+        def forward(self, x):
+            return self.pool(self.s1(self.c1(x)) + self.s2(self.c2(x))).mean(0)
+
+    with pytest.raises(UnsupportedOpError, match="max-pools a sum of spike trains"):
+        trace(SumPool(), SHAPE, T)
+
+
+# --------------------------------------------------------------------------- shapes, removals
+
+
+def test_flatten_view_reshape_and_removed_layers():
+    class Shapes(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = TimeDistributed(nn.Sequential(nn.Dropout2d(0.2), nn.Conv2d(2, 4, 3, padding=1), nn.Identity()))
+            self.sn = SRIF()
+            self.fc1 = nn.Linear(256, 16)
+            self.sn1 = SRIF()
+            self.fc2 = nn.Linear(16, 3)
+
+        def forward(self, x):
+            s = self.sn(self.conv(x))
+            v = F.dropout(s.view(s.shape[0], s.shape[1], -1), 0.5, training=self.training)
+            h = self.sn1(self.fc1(v))  # nn.Linear on [T, B, F] acts per step
+            h = torch.flatten(h.reshape(x.shape[0] * x.shape[1], 16), 1).contiguous()
+            return self.fc2(h).view(x.shape[0], x.shape[1], 3).mean(0)
+
+    graph = check(Shapes()).graph
+    assert kinds(graph) == [
+        ("Input", "image", ()), ("Conv2d", "conv.1", ("image",)), ("Neuron", "sn", ("conv.1",)),
+        ("Flatten", "view", ("sn",)), ("Linear", "fc1", ("view",)), ("Neuron", "sn1", ("fc1",)),
+        ("Linear", "fc2", ("sn1",)), ("Accumulator", "mean", ("fc2",)),
+    ]  # fmt: skip
+
+
+def test_a_reshape_that_is_not_a_flatten_is_refused():
+    class Transpose(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.sn = TimeDistributed(nn.Conv2d(2, 4, 3, padding=1)), SRIF()
+
+        def forward(self, x):
+            return self.sn(self.conv(x)).reshape(x.shape[0], x.shape[1], 8, 32).mean(0)
+
+    with pytest.raises(UnsupportedOpError, match=r"Tensor.reshape at fx node 'reshape'.*neither a per-sample flatten"):
+        trace(Transpose(), SHAPE, T)
+
+
+# --------------------------------------------------------------------------- joins
+
+
+class Joins(nn.Module):
+    """Residual currents into a neuron; the sum of two spike trains into one synapse; torch.cat of spike trains."""
+
+    def __init__(self):
+        super().__init__()
+        self.c0, self.s0 = TimeDistributed(nn.Conv2d(2, 4, 3, padding=1)), SRIF()
+        self.c1, self.s1 = TimeDistributed(nn.Conv2d(4, 4, 3, padding=1)), SRIF()
+        self.c2, self.short = TimeDistributed(nn.Conv2d(4, 4, 3, padding=1)), TimeDistributed(nn.Conv2d(4, 4, 1))
+        self.s2 = IFNeuron()
+        self.c3, self.s3 = TimeDistributed(nn.Conv2d(4, 4, 3, padding=1)), SRIF()
+        self.c4, self.s4 = TimeDistributed(nn.Conv2d(8, 4, 3, padding=1)), SRIF()
+        self.fc = TimeDistributed(nn.Linear(256, 3))
+
+    def forward(self, x):
+        s0 = self.s0(self.c0(x))
+        s1 = self.s1(self.c1(s0))
+        s2 = self.s2(self.c2(s1) + self.short(s0))  # currents added before the neuron
+        s3 = self.s3(self.c3(s1 + s2))  # two spike trains into one synapse
+        s4 = self.s4(self.c4(torch.cat([s0, s3], dim=2)))  # channel concatenation of spike trains
+        return self.fc(s4.flatten(2)).mean(0)
+
+
+def test_residual_sum_and_concat_of_spike_trains():
+    traced = check(Joins())
+    graph = traced.graph
+    assert graph.node("s2").sources == ("c2", "short")
+    add = graph.node("c3").sources[0]
+    assert isinstance(graph.node(add), n.Add) and graph.node(add).sources == ("s1", "s2")
+    assert isinstance(graph.node("cat"), n.Concat) and graph.node("cat").sources == ("s0", "s3")
+
+
+def test_joins_compile_bit_exact_to_fixed_point():
+    from inflor_deploy.backends.sim.fixed_point import simulate
+    from inflor_deploy.backends.sim.int_reference import run_aligned
+    from inflor_deploy.compiler import compile_model
+
+    x = images(8)
+    result = compile_model(seeded(Joins()), input_shape=SHAPE, timesteps=T, probe_images=x)
+    fixed = result.fixed_graph
+    assert not result.graph_after("DistributeJoins").of_type(n.Add, n.Concat)
+    assert fixed.node("s3").sources == ("c3[0]", "c3[1]") and fixed.node("s4").sources == ("c4[0]", "c4[1]")
+    assert fixed.node("c4[0]").weight.shape == (4, 4, 3, 3)
+    reference, simulated = run_aligned(fixed, x, record=True), simulate(fixed, x, view="aligned", record=True)
+    for name in reference.spikes:
+        assert np.array_equal(reference.spikes[name], simulated.spikes[name]), name
+    assert np.array_equal(reference.accumulator, simulated.accumulator)
+
+
+def test_concat_of_currents_and_on_another_axis_are_refused():
+    class CatCurrents(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c1, self.c2, self.sn = TimeDistributed(nn.Conv2d(2, 2, 1)), TimeDistributed(nn.Conv2d(2, 2, 1)), SRIF()
+
+        def forward(self, x):
+            return self.sn(torch.cat([self.c1(x), self.c2(x)], dim=2)).mean(0)
+
+    with pytest.raises(UnsupportedOpError, match="it concatenates currents"):
+        trace(CatCurrents(), SHAPE, T)
+
+    class CatWidth(CatCurrents):
+        def forward(self, x):
+            s = self.sn(self.c1(x))
+            return torch.cat([s, s], dim=4).mean(0)
+
+    with pytest.raises(UnsupportedOpError, match="dim=4; only the channel axis"):
+        trace(CatWidth(), SHAPE, T)
+
+
+def test_a_synapse_reading_a_current_is_refused():
+    model = Seq(TimeDistributed(nn.Sequential(nn.Conv2d(2, 4, 3), nn.Conv2d(4, 4, 3))), SRIF())
+    with pytest.raises(UnsupportedOpError, match="reads a current .* a neuron must come between two synapses"):
+        trace(model, SHAPE, T)
+
+
+# --------------------------------------------------------------------------- unsupported ops name themselves
+
+
+class Unsupported(nn.Module):
+    def __init__(self, op):
+        super().__init__()
+        self.conv, self.sn, self.op = TimeDistributed(nn.Conv2d(2, 4, 3, padding=1)), SRIF(), op
+
+    def forward(self, x):
+        return self.op(self, self.sn(self.conv(x))).flatten(2).mean(0)
+
+
+@pytest.mark.parametrize(
+    "op, match",
+    [
+        (lambda m, s: torch.relu(s), r"torch.relu at fx node 'relu' \(module '<model>'\)"),
+        (lambda m, s: torch.sigmoid(s), r"torch.sigmoid at fx node 'sigmoid'"),
+        (lambda m, s: s * 2.0, r"operator.mul at fx node 'mul'"),
+        (lambda m, s: s.transpose(3, 4), r"Tensor.transpose at fx node 'transpose'"),
+        (lambda m, s: s.sum(0, keepdim=True), r"Tensor.sum at fx node 'sum_1'.*spike-count readout"),
+        (lambda m, s: s + 1.0, r"operator.add at fx node 'add'.*adding the constant 1.0"),
+    ],
+    ids=["relu", "sigmoid", "scale", "transpose", "sum-over-time", "add-constant"],
+)
+def test_each_unsupported_op_names_op_node_module_and_the_supported_list(op, match):
+    with pytest.raises(UnsupportedOpError, match=match + r".*Supported: nn.Conv2d"):
+        trace(Unsupported(op), SHAPE, T)
+
+
+@pytest.mark.parametrize("layer", [nn.LayerNorm([4, 8, 8]), nn.Upsample(scale_factor=2)], ids=["layernorm", "upsample"])
+def test_unsupported_modules_name_their_type_and_path(layer):
+    model = Seq(TimeDistributed(nn.Conv2d(2, 4, 3, padding=1)), SRIF(), TimeDistributed(nn.Sequential(layer)))
+    match = rf"{type(layer).__name__} at fx node '_0' of the per-step module 'layers.2' \(module 'layers.2.0'\)"
+    with pytest.raises(UnsupportedOpError, match=match):
+        trace(model, SHAPE, T)
+
+
+def test_untraceable_control_flow_is_refused_with_the_reason():
+    class Branchy(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.sn = TimeDistributed(nn.Conv2d(2, 4, 3)), SRIF()
+
+        def forward(self, x):
+            if x.sum() > 0:
+                x = x * 1
+            return self.sn(self.conv(x)).mean(0)
+
+    with pytest.raises(ExportError, match="torch.fx cannot trace Branchy.*control flow"):
+        trace(Branchy(), SHAPE, T)
+
+
+# --------------------------------------------------------------------------- time conventions
+
+
+class EncodesInside(nn.Module):
+    def __init__(self, steps: int = T):
+        super().__init__()
+        self.steps = steps
+        self.net = Seq(TimeDistributed(nn.Conv2d(2, 4, 3, padding=1)), SRIF(), TimeDistributed(nn.Flatten()),
+                       TimeDistributed(nn.Linear(256, 3)))  # fmt: skip
+
+    def forward(self, image):
+        return self.net(image.unsqueeze(0).repeat(self.steps, 1, 1, 1, 1))
+
+
+def test_a_model_that_repeats_its_input_is_called_on_frames():
+    traced = check(EncodesInside())
+    assert traced.encodes_inside and traced.conventions()["input"].startswith("[B, C, H, W]")
+    with pytest.raises(ExportError, match="repeats its input 3 times .* but timesteps=5; pass timesteps=3"):
+        trace(EncodesInside(), SHAPE, 5)
+
+
+def test_a_model_on_time_first_input_is_called_on_the_repeated_frame():
+    traced = check(Seq(TimeDistributed(nn.Conv2d(2, 4, 3, padding=1)), SRIF(), TimeDistributed(nn.Flatten()),
+                       TimeDistributed(nn.Linear(256, 3))))  # fmt: skip
+    assert not traced.encodes_inside and traced.time_mode == "multi" and traced.readout == "module"
+
+
+def test_wrong_input_shape_and_arguments_are_named():
+    model = Seq(TimeDistributed(nn.Conv2d(2, 4, 3)), SRIF())
+    with pytest.raises(ExportError, match=r"example input of shape \(3, 2, 3, 8, 8\) failed at fx node 'layers_0'"):
+        trace(model, (3, 8, 8), T)
+    for bad in [(2, 0, 8), (2, 8, 8, 8), "2,8,8"]:
+        with pytest.raises(ExportError, match="input_shape"):
+            trace(model, bad, T)
+    with pytest.raises(ExportError, match="timesteps must be an int >= 1"):
+        trace(model, SHAPE, 0)
+    with pytest.raises(ExportError, match="pass input_shape=\\(C, H, W\\) and timesteps=T"):
+        trace(model)
+    with pytest.raises(ExportError, match="time_mode must be one of multi, single"):
+        trace(model, SHAPE, T, time_mode="both")
+    with pytest.raises(ExportError, match="time_mode='single' contradicts neuron 'layers.1', which is multi-step"):
+        trace(model, SHAPE, T, time_mode="single")
