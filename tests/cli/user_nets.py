@@ -94,3 +94,22 @@ def calibrated(model: nn.Module, images: np.ndarray, seed: int = 0, timesteps: i
                 bn.beta.copy_(torch.randn(bn.num_features, generator=g) * 0.3 + 0.1)
             bn.momentum = 0.1
     return model.eval()
+
+
+# --------------------------------------------------------------------------- factories that go wrong (CLI error tests)
+
+
+def broken_factory(width: int = 8) -> nn.Module:
+    raise RuntimeError(f"cannot build width {width} without the dataset statistics")
+
+
+def not_a_model() -> dict:
+    return {"conv": "not a module"}
+
+
+NOT_CALLABLE = 3
+
+
+def relu_net() -> nn.Module:
+    """A network with an op the front end does not map (ReLU between a synapse and a neuron)."""
+    return nn.Sequential(TimeDistributed(nn.Conv2d(1, 4, 3, padding=1)), TimeDistributed(nn.ReLU()), SRIF())
