@@ -197,6 +197,7 @@ class Converter:
         self.probes: list[Probe] = []
         self.readout: str | None = None  # "module" once an accumulator exists
         self.neuron_calls: set[int] = set()
+        self.unprobed: set[int] = set()  # modules called more than once: their outputs are not read
         self.module_calls: dict[str, int] = {}
         # Per fx graph being converted:
         self.root: nn.Module | None = None
@@ -678,7 +679,12 @@ def _m_adaptive_pool(c: Converter, node, module: nn.AdaptiveAvgPool2d, name, x):
 def _m_max_pool(c: Converter, node, module: nn.MaxPool2d, name, x):
     value = c.max_pool(node, name, x, module.kernel_size, module.stride, module.padding, module.dilation,
                        module.ceil_mode, module.return_indices)  # fmt: skip
-    if c.module_calls.get(name, 1) == 1:
+    # Level 1 reads the module's output as the OR layer's spikes; a module called twice interleaves its
+    # outputs, so then neither call is read (the OR layers still run, teacher-forced from their inputs).
+    if any(p.module is module for p in c.probes) or id(module) in c.unprobed:
+        c.probes = [p for p in c.probes if p.module is not module]
+        c.unprobed.add(id(module))
+    else:
         c.probes.append(Probe(name=name, module=module, adapter=None, layout=x.layout))
     return value
 

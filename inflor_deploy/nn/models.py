@@ -15,11 +15,9 @@ Building blocks (all time-first, ``[T, B, ...]``):
 
       O = neuron2( bn2(conv2(neuron1(bn1(conv1(x))))) + shortcut(x) )
 
-Layout contract for exporters: a :class:`SpikingNetwork` runs its direct
-children in registration order (``forward`` is literally that loop), and
-every child is a plain module: ``TimeDistributed`` (Conv2d, Linear, pooling,
-Flatten), ``TdBatchNorm``, a :class:`~inflor_deploy.nn.neurons.Neuron`,
-``nn.Sequential`` of those, a :class:`BasicBlock`, or the readout.
+The fx front end (:mod:`inflor_deploy.frontends.fx`) reads the data flow
+from ``forward`` itself, so these models follow no layout contract beyond
+using layers it maps; :func:`direct_encoding` stays one call in its trace.
 """
 
 from __future__ import annotations
@@ -306,8 +304,7 @@ class SpikingNetwork(nn.Module):
 
     Subclasses only register their layers, in data-flow order; the last one
     is an :class:`OutputAccumulator`. ``forward`` is the loop over
-    ``self.children()``, so an exporter that walks the children in order
-    sees exactly what runs.
+    ``self.children()``.
 
     Args:
         config: The model's configuration, kept as ``self.config``.

@@ -432,3 +432,19 @@ def test_wrong_input_shape_and_arguments_are_named():
         trace(model, SHAPE, T, time_mode="both")
     with pytest.raises(ExportError, match="time_mode='single' contradicts neuron 'layers.1', which is multi-step"):
         trace(model, SHAPE, T, time_mode="single")
+
+
+def test_a_max_pool_module_used_twice_gives_two_or_layers():
+    class TwoPools(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.sn = TimeDistributed(nn.Conv2d(2, 4, 3, padding=1)), SRIF()
+            self.pool = TimeDistributed(nn.MaxPool2d(2))
+            self.fc = TimeDistributed(nn.Linear(4 * 2 * 2, 3))
+
+        def forward(self, x):
+            return self.fc(self.pool(self.pool(self.sn(self.conv(x)))).flatten(2)).mean(0)
+
+    traced = check(TwoPools())
+    assert [x.name for x in traced.graph.of_type(n.Neuron)] == ["sn", "pool", "pool@1"]
+    assert [p.name for p in traced.probes] == ["sn"]  # its outputs interleave: level 1 reads neither call
