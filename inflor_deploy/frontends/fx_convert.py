@@ -195,18 +195,17 @@ class Converter:
         self.nodes: list[n.Node] = []
         self.names: set[str] = set()
         self.probes: list[Probe] = []
-        self.readout: str | None = None  # "module" once an accumulator exists
         self.neuron_calls: set[int] = set()
         self.unprobed: set[int] = set()  # modules called more than once: their outputs are not read
         self.module_calls: dict[str, int] = {}
+        self.materialized: dict[tuple[str, ...], str] = {}  # sum of spike trains -> its Add node
+        self.sum_names: dict[tuple[str, ...], str] = {}  # sum of spike trains -> the name of the op that made it
+        self.expected_shapes: dict[str, tuple[int, ...]] = {}  # IR node -> per-sample shape torch computed
         # Per fx graph being converted:
         self.root: nn.Module | None = None
         self.recorded: dict[fx.Node, Recorded] = {}
         self.prefix = ""
         self.env: dict[fx.Node, Any] = {}
-        self.materialized: dict[tuple[str, ...], str] = {}
-        self.sum_names: dict[tuple[str, ...], str] = {}
-        self.expected_shapes: dict[str, tuple[int, ...]] = {}
         # While a per-step wrapper's layer is mapped directly, the wrapper's fx node reports the outer layout.
         self.wrapper_layout: Layout | None = None
 
@@ -469,10 +468,6 @@ class Converter:
 
     # ------------------------------------------------------------------ IR construction shared by modules and functions
 
-    def same(self, node: fx.Node, x: Value) -> Value:
-        """Identity (dropout at inference, nn.Identity, contiguous): the value passes through."""
-        return x
-
     def conv(self, node, name, x: Value, weight, bias, stride, padding, dilation, groups) -> Value:
         self.per_sample_layout(node, x)
         if isinstance(padding, str):
@@ -610,7 +605,6 @@ class Converter:
             raise self.error(node, "the readout must read currents or spikes, not the input")
         accumulator = make(x.sources)
         self.add(accumulator, x.shape)
-        self.readout = "module"
         return Value((accumulator.name,), "readout", False, "seq", x.shape)
 
     def direct_encoding(self, node: fx.Node) -> Value:
