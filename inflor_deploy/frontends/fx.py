@@ -74,7 +74,8 @@ class TracedModel:
         probes: The modules whose outputs level 1 records, by IR neuron name.
         adapters: The framework adapters used.
         inexact: IR neurons whose H the framework computes in another float
-            operation order (level 1 counts last-ulp near-ties there).
+            operation order (the neuron's own update, or a sum of currents
+            like ``(a + b) + (c + d)``); level 1 counts last-ulp near-ties there.
     """
 
     graph: Graph
@@ -347,7 +348,9 @@ def trace_model(
                 f"IR node {node_name!r} has shape {shapes[node_name]} but the module computed {expected}; "
                 "the mapping of this layer is wrong or unsupported"
             )
-    inexact = frozenset(p.name for p in converter.probes if p.adapter is not None and not p.adapter.exact_float(p.module))
+    inexact = frozenset(
+        p.name for p in converter.probes if p.adapter is not None and not p.adapter.exact_float(p.module)
+    ) | frozenset(converter.reordered)
     return TracedModel(
         graph=graph, model=model, time_mode=mode, encodes_inside=encodes_inside,  # type: ignore[arg-type]
         timesteps_argument=timesteps_argument, readout=readout, probes=tuple(converter.probes), adapters=used,  # type: ignore[arg-type]

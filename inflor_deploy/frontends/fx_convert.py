@@ -80,6 +80,8 @@ class Value:
         binary: Every value is 0 or 1 (what max pooling may OR).
         layout: See the module docstring.
         shape: Per-sample shape.
+        in_order: A sum whose sources, added left to right as the IR adds a
+            neuron's sources, give torch's float result bit for bit.
     """
 
     sources: tuple[str, ...]
@@ -87,6 +89,7 @@ class Value:
     binary: bool
     layout: Layout
     shape: tuple[int, ...]
+    in_order: bool = True
 
 
 @dataclass(frozen=True)
@@ -201,6 +204,7 @@ class Converter:
         self.materialized: dict[tuple[str, ...], str] = {}  # sum of spike trains -> its Add node
         self.sum_names: dict[tuple[str, ...], str] = {}  # sum of spike trains -> the name of the op that made it
         self.expected_shapes: dict[str, tuple[int, ...]] = {}  # IR node -> per-sample shape torch computed
+        self.reordered: set[str] = set()  # neurons whose input sum the IR adds in another float order
         # Per fx graph being converted:
         self.root: nn.Module | None = None
         self.recorded: dict[fx.Node, Recorded] = {}
@@ -413,6 +417,8 @@ class Converter:
             if x.kind == "input":
                 raise self.error(node, "a neuron's input must come from a synapse (Conv2d/Linear), not the raw input")
             neuron = adapter.neuron(name, module, x.sources)
+            if not x.in_order:
+                self.reordered.add(name)
             self.add(neuron, self.per_sample(node, mode_layout))
             self.probes.append(Probe(name=name, module=module, adapter=adapter, layout=mode_layout))
             return Value((name,), "spikes", True, mode_layout, self.per_sample(node, mode_layout))
@@ -803,7 +809,15 @@ def _f_add(c: Converter, node: fx.Node) -> Value:
         raise c.error(node, "adding the raw input to other tensors is not supported (a synapse reads the input; "
                             "input normalization belongs to the Input node)")  # fmt: skip
     kind = "current" if "current" in (a.kind, b.kind) else "spikes"
-    out = Value(a.sources + b.sources, kind, False, a.layout, a.shape)
+    # Float addition commutes exactly but does not associate: a + (b + c) is (b + c) + a bit for bit, so a
+    # single tensor goes last; (a + b) + (c + d) has no left-to-right order with torch's rounding.
+    if len(b.sources) == 1:
+        sources, in_order = a.sources + b.sources, a.in_order
+    elif len(a.sources) == 1:
+        sources, in_order = b.sources + a.sources, b.in_order
+    else:
+        sources, in_order = a.sources + b.sources, False
+    out = Value(sources, kind, False, a.layout, a.shape, in_order)
     c.sum_names[out.sources] = c.op_name(node)
     return out
 
