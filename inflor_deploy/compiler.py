@@ -1,17 +1,23 @@
 """The compile driver: model -> fx front end -> ONNX -> IR -> passes -> fixed-point IR.
 
-    trace_model ─> graph_to_onnx ─(float ONNX)─> onnx_to_graph
+    trace_model (+ apply_input_spec) ─> graph_to_onnx ─(float ONNX)─> onnx_to_graph
                 ─> COMPILE_PIPELINE (each pass validated and its contract checked)
 
 Three routes share that one path (:func:`compile_model`): an inflor-deploy
 checkpoint (:func:`compile_checkpoint`), a state_dict plus the code that
-builds the model (:func:`compile_factory`), and an in-memory module. The IR
-that the passes see is the one read back from the exported ONNX, so the
-ONNX file in an artifact is exactly what was compiled.
+builds the model (:func:`compile_factory`), and an in-memory module.
+
+The declared input (range, pixel levels, normalization, encoding:
+:mod:`inflor_deploy.frontends.input_spec`) is part of the exported graph, so
+the float ONNX, every IR step and the manifest record it.
+
+The IR that the passes see is the one read back from the exported ONNX, so
+the ONNX file in an artifact is exactly what was compiled.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +31,7 @@ from inflor_deploy.checkpoint import load_checkpoint
 from inflor_deploy.errors import InflorError
 from inflor_deploy.backends.onnx.float_model import graph_to_onnx, onnx_to_graph
 from inflor_deploy.frontends.fx import trace_model
+from inflor_deploy.frontends.input_spec import resolve_input_spec
 from inflor_deploy.frontends.source import ModelSource
 from inflor_deploy.frontends.user_model import FactorySpec, model_from_factory
 from inflor_deploy.ir import Graph
@@ -75,6 +82,11 @@ class CompileResult:
         probe: The probe inputs themselves ``[N, C, H, W]``.
         seconds: Wall time of the compile.
         conventions: The front end's time and I/O conventions (``TracedModel.conventions``).
+        options: Every option that shaped the result (target, T, probe size,
+            stop_after, quantization, the resolved input declaration): with the
+            model's source (``source``), enough to rebuild it bit for bit.
+        sources: Inputs besides the checkpoint and the target file, as ``(role, path)``
+            (a model factory's source file); the manifest records their sha256.
     """
 
     source: ModelSource
@@ -87,6 +99,8 @@ class CompileResult:
     probe: np.ndarray | None = None
     seconds: float = 0.0
     conventions: dict[str, Any] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)
+    sources: list[tuple[str, Path]] = field(default_factory=list)
 
     @property
     def graph(self) -> Graph:
@@ -113,17 +127,25 @@ class CompileResult:
 
 
 def _probe(source: ModelSource, graph: Graph, samples: int, images: np.ndarray | None) -> tuple[np.ndarray, str]:
-    """The caller's images, real test images when the source names a built-in dataset that fits, else seeded noise."""
+    """The caller's images, real test images when the source names a built-in dataset that fits, else seeded noise.
+
+    Digits are pixels in [0, 1]; they are converted to the declared units
+    (``x * 255 / pixel_levels``) and used only for a direct-encoded pixel input.
+    """
     if images is not None:
         probe = make_probe(graph, images=images)
         return probe, f"{len(probe)} given images"
-    if source.metadata.get("dataset") == "digits":
+    declared = graph.input
+    if source.metadata.get("dataset") == "digits" and declared.encoding == "direct" and declared.pixel_levels is not None:
         from inflor_deploy.data import load_digits
 
         digits = load_digits("test").images[:samples]
-        if digits.shape[1:] == tuple(graph.input.shape):
-            return digits, f"digits/test[:{samples}]"
-    return make_probe(graph, count=samples, seed=0), f"uniform[0,1) noise, seed 0, {samples} samples"
+        if digits.shape[1:] == tuple(declared.shape):
+            units = np.float32(255 / declared.pixel_levels)
+            return digits * units if units != 1 else digits, f"digits/test[:{samples}]"
+    low, high = declared.value_range
+    kind = "integer frames" if declared.encoding == "sequence" else "noise"
+    return make_probe(graph, count=samples, seed=0), f"uniform[{low:g},{high:g}] {kind}, seed 0, {samples} samples"
 
 
 def compile_model(
@@ -141,6 +163,10 @@ def compile_model(
     probe_samples: int | None = None,
     probe_images: np.ndarray | None = None,
     on_step: Callable[[str, Graph], None] | None = None,
+    input_range: str | Sequence[float] | None = None,
+    input_mean: str | Sequence[float] | None = None,
+    input_std: str | Sequence[float] | None = None,
+    input_encoding: str | None = None,
 ) -> CompileResult:
     """Compile an ``nn.Module`` for a target, checking every pass's contract.
 
@@ -158,6 +184,15 @@ def compile_model(
         probe_samples: How many probe inputs the contracts run on (None: :func:`auto_probe_samples`).
         probe_images: Real inputs ``[N, *input_shape]`` for the contracts instead.
         on_step: Called with ``(name, graph)`` after the import and each pass.
+        input_range: ``(low, high)`` (or ``"LO,HI"``) of the input data; default
+            pixels in [0, 1]; ``(0, 255)`` declares raw 8-bit pixels
+            (:mod:`inflor_deploy.frontends.input_spec`).
+        input_mean, input_std: Per-channel normalization the data pipeline
+            applied before the model (``(x - mean) / std``); folded into the
+            first synapses. (A model that normalizes inside its ``forward``
+            declares its own: do not repeat it here.)
+        input_encoding: ``"direct"`` (default) or ``"sequence"`` (event data,
+            ``[T, C, H, W]`` per sample; a multi-step model gets ``[T, B, C, H, W]``).
 
     Raises:
         InflorError: an unsupported model or op, a bad option, a broken
@@ -168,7 +203,10 @@ def compile_model(
         target = load_target(target)
     if probe_samples is not None and probe_samples < 1:
         raise InflorError(f"probe_samples must be >= 1, got {probe_samples}")
-    traced = trace_model(model, input_shape, timesteps, time_mode=time_mode, adapters=adapters, name=name)
+    spec = resolve_input_spec(input_range, input_mean, input_std, input_encoding or "direct")
+    traced = trace_model(
+        model, input_shape, timesteps, time_mode=time_mode, adapters=adapters, name=name, input_spec=spec
+    )
     source = source or ModelSource.from_module(model)
     onnx_model = graph_to_onnx(traced.graph)
     imported = onnx_to_graph(onnx_model)
@@ -199,6 +237,21 @@ def compile_model(
         probe=probe,
         seconds=time.perf_counter() - start,
         conventions=traced.conventions(),
+        options={
+            "target": target.name,
+            "timesteps": traced.timesteps,
+            "probe_samples": probe_samples,
+            "stop_after": stop_after,
+            "quantization": dataclasses.asdict(quantization),
+            # The resolved input declaration: with it, level 0 rebuilds a normalized, raw-pixel,
+            # signed-range or sequence artifact exactly.
+            "input": {
+                "range": [float(v) for v in spec.value_range],
+                "mean": None if spec.mean is None else [float(v) for v in spec.mean],
+                "std": None if spec.std is None else [float(v) for v in spec.std],
+                "encoding": spec.encoding,
+            },
+        },
     )
 
 
@@ -212,6 +265,10 @@ def compile_checkpoint(
     probe_samples: int | None = None,
     timesteps: int | None = None,
     on_step: Callable[[str, Graph], None] | None = None,
+    input_range: str | Sequence[float] | None = None,
+    input_mean: str | Sequence[float] | None = None,
+    input_std: str | Sequence[float] | None = None,
+    input_encoding: str | None = None,
 ) -> CompileResult:
     """Compile an inflor-deploy checkpoint (a zoo architecture) for a target.
 
@@ -224,6 +281,9 @@ def compile_checkpoint(
         probe_samples: How many probe inputs the contracts run on (None: :func:`auto_probe_samples`).
         timesteps: Override the checkpoint's T (must be >= 1).
         on_step: Called with ``(name, graph)`` after the import and each pass.
+        input_range, input_mean, input_std: As :func:`compile_model`.
+        input_encoding: As :func:`compile_model`; default the checkpoint's
+            ``input_encoding`` metadata, else direct.
 
     Raises:
         InflorError: bad checkpoint, unsupported layer, bad option, a broken
@@ -239,7 +299,8 @@ def compile_checkpoint(
         checkpoint.model, input_shape=(config.in_channels, config.image_size, config.image_size),
         timesteps=timesteps or config.timesteps, target=target, name=config.arch,
         source=ModelSource.from_checkpoint(checkpoint), quantization=quantization, stop_after=stop_after,
-        probe_samples=probe_samples, on_step=on_step,
+        probe_samples=probe_samples, on_step=on_step, input_range=input_range, input_mean=input_mean,
+        input_std=input_std, input_encoding=input_encoding or checkpoint.metadata.get("input_encoding", "direct"),
     )  # fmt: skip
 
 

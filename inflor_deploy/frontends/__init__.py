@@ -7,4 +7,6 @@
   ``MODULE:FACTORY`` plus a plain ``state_dict``.
 * :mod:`inflor_deploy.frontends.source` — where a compiled model came from,
   and how ``verify`` rebuilds it.
+* :mod:`inflor_deploy.frontends.input_spec` — the declared input (range,
+  pixel levels, normalization, encoding) written into any front end's graph.
 """

@@ -31,7 +31,19 @@ neurons' adapters (an error when they disagree or say nothing):
   keeps its state inside (reset by the adapter before each sample batch);
   the readout is the mean over the T calls of what it returns.
 
-Input: direct encoding, the analog frame at every step (the IR's Input).
+Input (the declared :class:`~inflor_deploy.frontends.input_spec.InputSpec`,
+written into the IR's Input by :func:`~inflor_deploy.frontends.input_spec.apply_input_spec`):
+
+* ``encoding="direct"``: one analog frame per sample, repeated at every step
+  (by the module itself, or by the caller for a ``[T, B, ...]`` module);
+* ``encoding="sequence"``: event data, a new frame at every step. A
+  multi-step module is called once on ``[T, B, C, H, W]``; a single-step
+  module once per step on frame t. (The dataset layout is ``[B, T, C, H, W]``.)
+
+A declared normalization (``--input-mean/--input-std``: the trained model
+expects normalized data and the data pipeline, not the module, normalized
+it) is applied to the data before the module sees it.
+
 The :class:`TracedModel` that :func:`trace_model` returns also knows how to
 run the user's module the way the user runs it, recording every neuron's
 spikes (and membrane) with forward hooks: level 1 of the parity ladder.
@@ -53,6 +65,7 @@ from inflor_deploy.errors import ExportError
 from inflor_deploy.frontends.adapters import TIME_MODES, Adapter, adapters_for
 from inflor_deploy.frontends.fx_capture import capture_graph, inference_mode, record
 from inflor_deploy.frontends.fx_convert import SUPPORTED_OPS, Converter, Probe, UnsupportedOpError, Value
+from inflor_deploy.frontends.input_spec import InputSpec, apply_input_spec
 from inflor_deploy.ir import nodes as n
 from inflor_deploy.ir.graph import Graph, infer_shapes, validate
 
@@ -76,6 +89,8 @@ class TracedModel:
         inexact: IR neurons whose H the framework computes in another float
             operation order (the neuron's own update, or a sum of currents
             like ``(a + b) + (c + d)``); level 1 counts last-ulp near-ties there.
+        input_spec: The declared input (encoding; a normalization the data
+            pipeline applies before the module).
     """
 
     graph: Graph
@@ -87,6 +102,11 @@ class TracedModel:
     probes: tuple[Probe, ...]
     adapters: tuple[Adapter, ...]
     inexact: frozenset[str] = frozenset()
+    input_spec: InputSpec = InputSpec()
+
+    @property
+    def encoding(self) -> str:
+        return self.input_spec.encoding
 
     @property
     def timesteps(self) -> int:
@@ -103,19 +123,47 @@ class TracedModel:
             "input_shape": list(self.input_shape),
             "timesteps": self.timesteps,
             "time_mode": self.time_mode,
-            "input": "[B, C, H, W], encoded inside" if self.encodes_inside or self.time_mode == "single"
-            else "[T, B, C, H, W] (the frame repeated T times)",
-            "encoding": "direct",
+            "input": self._input_layout(),
+            "encoding": self.encoding,
             "readout": self.readout,
             "adapters": [a.name for a in self.adapters],
         }
 
+    def _input_layout(self) -> str:
+        if self.encoding == "sequence":
+            return "[B, C, H, W], frame t at step t" if self.time_mode == "single" else "[T, B, C, H, W] (events)"
+        if self.encodes_inside or self.time_mode == "single":
+            return "[B, C, H, W], encoded inside"
+        return "[T, B, C, H, W] (the frame repeated T times)"
+
+    def module_input(self, images: np.ndarray) -> torch.Tensor:
+        """The data as the module's caller hands them over: float32, normalized if the data pipeline normalizes.
+
+        ``images`` are in the units of the IR's Input (``[B, C, H, W]``, or
+        ``[B, T, C, H, W]`` for a sequence). A declared normalization is
+        applied as the data pipeline applied it, ``(x - mean) / std`` per
+        channel in float32 (the float IR's own arithmetic).
+        """
+        x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
+        spec = self.input_spec
+        if spec.mean is not None:
+            rank = len(self.input_shape)
+            view = (1,) * (x.dim() - rank) + (-1,) + (1,) * (rank - 1)
+            mean = torch.tensor(spec.mean, dtype=torch.float32).view(view)
+            std = torch.tensor(spec.std, dtype=torch.float32).view(view)
+            x = (x - mean) / std
+        return x
+
     def _call(self, x: torch.Tensor) -> torch.Tensor:
         T = self.timesteps
+        sequence = self.encoding == "sequence"
         if self.time_mode == "single":
-            outputs = [self.model(x) for _ in range(T)]
+            outputs = [self.model(x[:, t] if sequence else x) for t in range(T)]
             return torch.stack(outputs).mean(0)
-        if self.encodes_inside:
+        if sequence:
+            kwargs = {self.timesteps_argument: T} if self.timesteps_argument else {}
+            out = self.model(x.transpose(0, 1).contiguous(), **kwargs)
+        elif self.encodes_inside:
             kwargs = {self.timesteps_argument: T} if self.timesteps_argument else {}
             out = self.model(x, **kwargs)
         else:
@@ -123,7 +171,10 @@ class TracedModel:
         return out.mean(0) if self.readout == "mean_over_time" else out
 
     def run(self, images: np.ndarray):
-        """Run the user's module on ``images`` ``[B, C, H, W]`` as the user runs it, recording every probe.
+        """Run the user's module on ``images`` as the user runs it, recording every probe.
+
+        ``images``: ``[B, C, H, W]`` (``[B, T, C, H, W]`` for a sequence), in
+        the units of the IR's Input (see :meth:`module_input`).
 
         Returns:
             A :class:`~inflor_deploy.backends.sim.float_ir.FloatRun`: the class
@@ -148,7 +199,7 @@ class TracedModel:
             return read
 
         handles = [p.module.register_forward_hook(hook(p)) for p in self.probes]
-        x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
+        x = self.module_input(images)
         try:
             with contextlib.ExitStack() as stack:
                 for p in self.probes:
@@ -275,6 +326,7 @@ def trace_model(
     time_mode: Literal["multi", "single"] | None = None,
     adapters: Iterable[str | Adapter] | None = None,
     name: str | None = None,
+    input_spec: InputSpec | None = None,
 ) -> TracedModel:
     """Trace a module into the float IR, keeping what level 1 needs to run the module itself.
 
@@ -288,6 +340,9 @@ def trace_model(
             whose framework the model uses.
         name: The graph's name (reports); default: the declared name (the
             zoo architecture), else the model's class name.
+        input_spec: The declared input (range, pixel levels, normalization,
+            encoding: :func:`~inflor_deploy.frontends.input_spec.resolve_input_spec`);
+            default pixels in [0, 1], direct encoding.
 
     Raises:
         ExportError: Not an SNN, ambiguous or contradictory time convention,
@@ -312,21 +367,24 @@ def trace_model(
     shape = _check_arguments(model, input_shape, timesteps, time_mode)
     mode = _resolve_time_mode(model, used, time_mode)
     timesteps_argument = next((a.timesteps_argument(model) for a in used if a.timesteps_argument(model)), None)
+    spec = input_spec or InputSpec()
+    sequence = spec.encoding == "sequence"
     gm = capture_graph(model, used)
-    encodes_inside = mode == "multi" and _encodes_inside(gm, used)
+    # A sequence is handed over time-first; a direct encoding inside the model (SpikingNetwork's) passes it through.
+    encodes_inside = mode == "multi" and not sequence and _encodes_inside(gm, used)
     batch = 2 if timesteps != 2 else 3  # B != T keeps the [T, B] axes apart in every shape check
     layout = "step" if mode == "single" else ("frame" if encodes_inside else "seq")
     lead = (batch,) if layout != "seq" else (timesteps, batch)
     example = torch.rand(lead + shape, generator=torch.Generator().manual_seed(0))
     traced = TracedModel(
         graph=Graph((), timesteps), model=model, time_mode=mode, encodes_inside=encodes_inside,  # type: ignore[arg-type]
-        timesteps_argument=timesteps_argument, readout="module", probes=(), adapters=used,
+        timesteps_argument=timesteps_argument, readout="module", probes=(), adapters=used, input_spec=spec,
     )  # fmt: skip
     try:
         recorded = record(gm, *_call_arguments(model, gm, example, timesteps_argument, timesteps))
     finally:
         traced._reset()
-    converter = Converter(used, mode, timesteps, batch)
+    converter = Converter(used, mode, timesteps, batch, spec.encoding)
     converter.add(n.Input(name=n.INPUT_NAME, sources=(), shape=shape), shape)
     out = converter.convert(gm, recorded, [Value((n.INPUT_NAME,), "input", False, layout, shape)])
     readout = "module"
@@ -352,9 +410,9 @@ def trace_model(
         p.name for p in converter.probes if p.adapter is not None and not p.adapter.exact_float(p.module)
     ) | frozenset(converter.reordered)
     return TracedModel(
-        graph=graph, model=model, time_mode=mode, encodes_inside=encodes_inside,  # type: ignore[arg-type]
+        graph=apply_input_spec(graph, spec), model=model, time_mode=mode, encodes_inside=encodes_inside,  # type: ignore[arg-type]
         timesteps_argument=timesteps_argument, readout=readout, probes=tuple(converter.probes), adapters=used,  # type: ignore[arg-type]
-        inexact=inexact,
+        inexact=inexact, input_spec=spec,
     )  # fmt: skip
 
 
@@ -366,6 +424,9 @@ def trace(
     time_mode: Literal["multi", "single"] | None = None,
     adapters: Iterable[str | Adapter] | None = None,
     name: str | None = None,
+    input_spec: InputSpec | None = None,
 ) -> Graph:
     """The validated float IR of ``model`` (see :func:`trace_model` for the arguments)."""
-    return trace_model(model, input_shape, timesteps, time_mode=time_mode, adapters=adapters, name=name).graph
+    return trace_model(
+        model, input_shape, timesteps, time_mode=time_mode, adapters=adapters, name=name, input_spec=input_spec
+    ).graph

@@ -188,11 +188,15 @@ class Converter:
         time_mode: ``"multi"`` or ``"single"``.
         timesteps: T.
         batch: B of the example input.
+        encoding: The declared input encoding (``"direct"`` or ``"sequence"``).
     """
 
-    def __init__(self, adapters: Sequence[Adapter], time_mode: str, timesteps: int, batch: int) -> None:
+    def __init__(
+        self, adapters: Sequence[Adapter], time_mode: str, timesteps: int, batch: int, encoding: str = "direct"
+    ) -> None:
         self.adapters = tuple(adapters)
         self.time_mode = time_mode
+        self.encoding = encoding
         self.T = timesteps
         self.B = batch
         self.nodes: list[n.Node] = []
@@ -615,9 +619,18 @@ class Converter:
 
     def direct_encoding(self, node: fx.Node) -> Value:
         x = self.value(node, node.args[0])
+        if self.encoding == "sequence" and x.kind == "input" and x.layout == "seq":
+            # An adapter's encoding function hands a time-first sequence over as it is (SpikingNetwork's does).
+            if self.out_shape(node) != self.lead("seq") + x.shape:
+                raise self.error(node, "it changes the time-first event sequence it is given")
+            return x
         return self.encoded(node, x)
 
     def encoded(self, node: fx.Node, x: Value) -> Value:
+        if self.encoding == "sequence":
+            raise self.error(node, "the model repeats its input over time (direct encoding), but the input was "
+                                   "declared a sequence (--input-encoding sequence): declare direct encoding, or "
+                                   "give the model the [T, B, ...] events")  # fmt: skip
         if self.time_mode != "multi" or x.layout != "frame":
             raise self.error(node, "only a multi-step model's input frame can be repeated over time (direct encoding)")
         out = self.out_shape(node)

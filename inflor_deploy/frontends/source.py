@@ -24,9 +24,9 @@ from typing import Any, Literal
 
 from torch import nn
 
-from inflor_deploy.artifact import sha256
 from inflor_deploy.errors import InflorError
 from inflor_deploy.frontends.user_model import FactorySpec, model_from_factory, source_file
+from inflor_deploy.integrity import sha256
 
 Route = Literal["checkpoint", "factory", "python"]
 
@@ -124,12 +124,12 @@ def _changed(source: dict[str, Any]) -> list[str]:
 
 
 def rebuild_traced(
-    source: dict[str, Any], timesteps: int, name: str, *, trust_pickle: bool = False, model: nn.Module | None = None
+    manifest: dict[str, Any], timesteps: int, name: str, *, trust_pickle: bool = False, model: nn.Module | None = None
 ):
     """The module an artifact was compiled from, traced as it was: ``(TracedModel | None, notes)``.
 
     Args:
-        source: The manifest's ``source`` section.
+        manifest: The artifact's manifest (``source``, and ``compile_options.input``: the declared input).
         timesteps: The artifact's T (used when the manifest predates recorded conventions).
         name: The graph name.
         trust_pickle: Passed to ``load_checkpoint`` (checkpoint route).
@@ -142,6 +142,7 @@ def rebuild_traced(
     """
     from inflor_deploy.frontends.fx import trace_model
 
+    source = manifest["source"]
     info = source.get("model") or {"route": "checkpoint"}
     notes = _changed(source)
     if model is None:
@@ -165,6 +166,17 @@ def rebuild_traced(
     else:
         raise InflorError("the artifact's manifest records no input shape; recompile it with this inflor-deploy")
     traced = trace_model(
-        model, shape, timesteps, time_mode=info.get("time_mode"), adapters=info.get("adapters"), name=name
-    )
+        model, shape, timesteps, time_mode=info.get("time_mode"), adapters=info.get("adapters"), name=name,
+        input_spec=recorded_input_spec(manifest),
+    )  # fmt: skip
     return traced, notes
+
+
+def recorded_input_spec(manifest: dict[str, Any]):
+    """The :class:`~inflor_deploy.frontends.input_spec.InputSpec` an artifact was compiled with (``compile_options.input``)."""
+    from inflor_deploy.frontends.input_spec import resolve_input_spec
+
+    declared = (manifest.get("compile_options") or {}).get("input") or {}
+    return resolve_input_spec(
+        declared.get("range"), declared.get("mean"), declared.get("std"), declared.get("encoding", "direct")
+    )
