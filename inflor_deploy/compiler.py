@@ -237,6 +237,7 @@ def compile_model(
         probe=probe,
         seconds=time.perf_counter() - start,
         conventions=traced.conventions(),
+        sources=source.hashed_sources(),
         options={
             "target": target.name,
             "timesteps": traced.timesteps,

@@ -4,8 +4,9 @@ Before any level, the sources the artifact was built from (checkpoint,
 target file, ...) are checked against the sha256 the manifest recorded: a
 checkpoint replaced after compiling is named as such.
 
-0. **artifact vs a fresh compile** (bit-exact): the checkpoint compiled
-   again with the recorded options gives the artifact's files byte for byte
+0. **artifact vs a fresh compile** (bit-exact): the model compiled again
+   through its recorded route (checkpoint, or weights + ``MODULE:FACTORY``)
+   with the recorded options gives the artifact's files byte for byte
    (:mod:`inflor_deploy.rebuild`); a difference names the first tensor.
 1. **torch vs float IR** (spike-exact): the PyTorch model with MPR against
    the imported IR with phi folded into the threshold, every IR layer fed
@@ -112,27 +113,38 @@ def _batches(count: int, size: int):
 # --------------------------------------------------------------------------- level 0
 
 
-def level0_artifact_vs_rebuild(artifact, trust_pickle: bool = False) -> LevelResult:
-    """Bit-exact: every file of the artifact equals what compiling its checkpoint again writes."""
-    from inflor_deploy.rebuild import compare_with_rebuild
+def level0_artifact_vs_rebuild(artifact, trust_pickle: bool = False, model: torch.nn.Module | None = None) -> LevelResult:
+    """Bit-exact: every file of the artifact equals what compiling its model again writes.
 
-    comparison = compare_with_rebuild(artifact, trust_pickle=trust_pickle)
+    The model is rebuilt through the route it was compiled by (checkpoint,
+    or weights + ``MODULE:FACTORY``); a module compiled in memory needs
+    ``model`` (without it the level is skipped and says so).
+    """
+    from inflor_deploy.rebuild import NotRebuildable, compare_with_rebuild
+
+    name = "artifact vs a fresh compile of its model"
+    try:
+        comparison = compare_with_rebuild(artifact, trust_pickle=trust_pickle, model=model)
+    except NotRebuildable as err:
+        return LevelResult(level=0, name=name, kind="bit-exact", ok=None, summary=f"skipped: {err}")
     d = comparison.first_difference
+    route = (artifact.manifest["source"].get("model") or {}).get("route", "checkpoint")
+    what = {"checkpoint": "the checkpoint", "factory": "the weights with MODULE:FACTORY"}.get(route, "the module")
     if comparison.ok:
-        summary = (f"{len(comparison.files_compared)} files byte-identical to a fresh compile of the checkpoint "
+        summary = (f"{len(comparison.files_compared)} files byte-identical to a fresh compile of {what} "
                    f"(fixed-point IR, ONNX, IR steps, quantization report)")
     else:
         where = ", ".join(f"{k}={d[k]}" for k in ("node", "field", "index", "initializer", "expected", "actual",
                                                    "reason") if k in d)  # fmt: skip
-        summary = (f"DIFFERS from a fresh compile of the checkpoint: {d['file']}: {where}. The artifact is not what "
-                   "this checkpoint compiles to: recompile it")
+        summary = (f"DIFFERS from a fresh compile of {what}: {d['file']}: {where}. The artifact is not what "
+                   f"{what} compiles to: recompile it")
     return LevelResult(
         level=0,
-        name="artifact vs a fresh compile of the checkpoint",
+        name=name,
         kind="bit-exact",
         ok=comparison.ok,
         summary=summary,
-        metrics={"files_compared": comparison.files_compared},
+        metrics={"files_compared": comparison.files_compared, "route": route},
         first_divergence=d,
         seconds=comparison.seconds,
     )
@@ -508,7 +520,7 @@ def run_ladder(artifact, data: Dataset, *, reference_samples: int = 8, lava_samp
     levels = []
     if rebuild:
         say("level 0: artifact vs a fresh compile")
-        levels.append(level0_artifact_vs_rebuild(artifact, trust_pickle=trust_pickle))
+        levels.append(level0_artifact_vs_rebuild(artifact, trust_pickle=trust_pickle, model=model))
     say("level 1: torch vs float IR")
     if traced is None:
         levels.append(LevelResult(1, "float torch (MPR) vs float IR (folded threshold)", "spike-exact", None,

@@ -9,10 +9,15 @@ Three routes into the compiler share one path (:func:`inflor_deploy.compiler.com
 
 The manifest's ``source`` section keeps its keys (``checkpoint``,
 ``sha256``, ``config``, ``metadata``) and adds ``model``: the route, the
-model's class and source file (with its sha256), the factory and its
-arguments, and the time/I/O conventions the front end used, so that level 1
-of ``verify`` rebuilds and runs the same module the same way. If the source
-file changed since the compile, the rebuild says so.
+model's class and source file, the factory and its arguments, and the
+time/I/O conventions the front end used, so that levels 0 and 1 of
+``verify`` rebuild and run the same module the same way.
+
+The files a rebuild reads are hashed sources of the artifact
+(``integrity.sources``, :mod:`inflor_deploy.integrity`): the checkpoint or
+weights file, and for the factory route the factory's source file (role
+:data:`MODEL_SOURCE_ROLE`). ``verify`` checks them before anything runs and
+names a file that changed since the compile.
 """
 
 from __future__ import annotations
@@ -29,6 +34,8 @@ from inflor_deploy.frontends.user_model import FactorySpec, model_from_factory, 
 from inflor_deploy.integrity import sha256
 
 Route = Literal["checkpoint", "factory", "python"]
+#: Role of the factory's source file in the manifest's ``integrity.sources``.
+MODEL_SOURCE_ROLE = "model_source"
 
 
 def _class_file(model: nn.Module) -> Path | None:
@@ -75,8 +82,10 @@ class ModelSource:
 
     @classmethod
     def from_factory(cls, spec: FactorySpec, weights: str | Path, model: nn.Module) -> "ModelSource":
-        """Weights built into the model that ``spec`` makes."""
+        """Weights built into the model that ``spec`` makes (a ``.py`` path is recorded absolute, to rebuild anywhere)."""
         weights = Path(weights)
+        if spec.is_file:
+            spec = FactorySpec(module=str(Path(spec.module).resolve()), factory=spec.factory, args=dict(spec.args))
         return cls(
             route="factory", label=weights.name, checkpoint=weights, factory=spec,
             model_class=f"{type(model).__module__}.{type(model).__qualname__}", model_file=source_file(spec),
@@ -90,14 +99,19 @@ class ModelSource:
             model_class=f"{type(model).__module__}.{type(model).__qualname__}", model_file=_class_file(model),
         )  # fmt: skip
 
+    def hashed_sources(self) -> list[tuple[str, Path]]:
+        """Files besides the checkpoint that a rebuild reads, as ``(role, path)``: the factory's source file."""
+        if self.route == "factory" and self.model_file is not None and self.model_file.is_file():
+            return [(MODEL_SOURCE_ROLE, self.model_file)]
+        return []
+
     def manifest(self, conventions: dict[str, Any]) -> dict[str, Any]:
         """The manifest's ``source`` section (``conventions``: :meth:`TracedModel.conventions`)."""
         model: dict[str, Any] = {"route": self.route, "class": self.model_class, **conventions}
         if self.factory is not None:
             model.update(self.factory.to_dict())
         if self.model_file is not None and self.model_file.is_file():
-            model["file"] = str(self.model_file)
-            model["file_sha256"] = sha256(self.model_file)
+            model["file"] = str(self.model_file)  # its sha256: integrity.sources (factory route)
         return {
             "checkpoint": None if self.checkpoint is None else str(self.checkpoint.resolve()),
             "sha256": None if self.checkpoint is None else sha256(self.checkpoint),
@@ -105,22 +119,6 @@ class ModelSource:
             "metadata": self.metadata,
             "model": model,
         }
-
-
-def _changed(source: dict[str, Any]) -> list[str]:
-    """What changed since the compile: the weights file, the model's source file."""
-    notes = []
-    ckpt, recorded = source.get("checkpoint"), source.get("sha256")
-    if ckpt and recorded and Path(ckpt).is_file() and sha256(Path(ckpt)) != recorded:
-        notes.append(f"the weights file {ckpt} changed since the compile (sha256 differs)")
-    model = source.get("model") or {}
-    file, digest = model.get("file"), model.get("file_sha256")
-    if file and digest:
-        if not Path(file).is_file():
-            notes.append(f"the model source file {file} is gone since the compile")
-        elif sha256(Path(file)) != digest:
-            notes.append(f"the model source file {file} changed since the compile (sha256 differs)")
-    return notes
 
 
 def rebuild_traced(
@@ -137,14 +135,14 @@ def rebuild_traced(
             others it replaces the rebuilt one).
 
     Returns:
-        The traced model, or None when it cannot be rebuilt (the notes say
-        why), and notes about files that changed since the compile.
+        The traced model, or None when it cannot be rebuilt, and notes saying why.
+    (The files it reads were hash-checked first: ``Artifact.check_sources``.)
     """
     from inflor_deploy.frontends.fx import trace_model
 
     source = manifest["source"]
     info = source.get("model") or {"route": "checkpoint"}
-    notes = _changed(source)
+    notes: list[str] = []
     if model is None:
         if info.get("route", "checkpoint") == "checkpoint":
             from inflor_deploy.checkpoint import load_checkpoint
@@ -154,10 +152,7 @@ def rebuild_traced(
             spec = FactorySpec(module=info["module"], factory=info["factory"], args=dict(info.get("args") or {}))
             model = model_from_factory(spec, source["checkpoint"])
         else:
-            return None, notes + [
-                f"the artifact was compiled from an in-memory {info.get('class', 'module')}; pass the model "
-                "(inflor_deploy.verify.run_ladder(artifact, data, model=model)) to run level 1"
-            ]
+            return None, [in_memory_note(info)]
     config = source.get("config") or {}
     if "input_shape" in info:
         shape, timesteps = tuple(info["input_shape"]), int(info["timesteps"])
@@ -170,6 +165,14 @@ def rebuild_traced(
         input_spec=recorded_input_spec(manifest),
     )  # fmt: skip
     return traced, notes
+
+
+def in_memory_note(info: dict[str, Any]) -> str:
+    """Why a module compiled in memory cannot be rebuilt from the manifest, and what to do."""
+    return (
+        f"the artifact was compiled from an in-memory {info.get('class', 'module')}; pass the model "
+        "(inflor_deploy.verify.run_ladder(artifact, data, model=model)) to rebuild and run it"
+    )
 
 
 def recorded_input_spec(manifest: dict[str, Any]):
