@@ -5,13 +5,21 @@ Read from ``inflor_deploy/nn/neurons.py`` (``Neuron._integrate``, ``_fire``,
 
     H[t]  = U[t-1] + X[t]                  tau == 1 (the multiply is skipped)
     H[t]  = tau * U[t-1] + X[t]            tau < 1
-    O[t]  = 1 if phi(H[t]) >= vth else 0   (phi = MPR when mpr, else identity)
+    O[t]  = 1 if phi(H[t]) - vth >= 0 else 0   (phi = MPR when mpr, else identity; spike_fn)
     U[t]  = H[t] - reset_amount * O[t]     reset == "subtract"  (SRIF: reset_amount = 1, the spike value)
     U[t]  = H[t] * (1 - O[t])              reset == "zero"
 
-which is :class:`inflor_deploy.ir.Neuron` field for field, in the same
-float32 operation order (``run_float`` skips the multiply for tau == 1 as
-well), so level 1 is bitwise except for MPR near-ties.
+which is :class:`inflor_deploy.ir.Neuron` with every field of the general
+neuron set explicitly: charge ``"affine"`` (``tau * U + gain * X``, gain 1,
+in the same float32 operation order: ``run_float`` skips the multiply for
+tau == 1 as well), compare ``">="`` (``h - vth >= 0`` and ``h >= vth``
+agree in IEEE float32, which has gradual underflow), reset at the same
+step, ``v_reset = 0``; a soft reset subtracts ``reset_amount = None``, the
+spike value 1 (the paper's soft reset, not Vth; an amount other than 1 is
+given explicitly), a hard reset (IF, LIF) is ``"zero"``. So level 1 is
+bitwise except for MPR near-ties, and the framework-neuron passes
+(``DelayedResetToSameStep``, ``ShiftResetToZero``, ``FoldInputGain``) have
+nothing to rewrite.
 
 Time convention: every neuron is multi-step (one call on ``[T, B, ...]``).
 Stateless layers reach the time-first tensors through
@@ -95,16 +103,26 @@ class InflorAdapter(Adapter):
     def neuron(self, path: str, module: nn.Module, sources: tuple[str, ...]) -> n.Neuron:
         _own_forward(path, module, Neuron)
         spike_value = 1.0  # the torch neurons emit {0, 1}
+        if module.reset not in ("subtract", "zero"):
+            raise AdapterError(f"neuron {path!r} has reset {module.reset!r}; inflor_deploy.nn neurons reset by "
+                               "'subtract' or 'zero'")  # fmt: skip
+        subtract = module.reset == "subtract"
         return n.Neuron(
             name=path,
             sources=sources,
             vth=float(module.vth),
             tau=float(module.tau),
             reset=module.reset,
-            # None = "subtract the spike value", the paper's soft reset; explicit otherwise.
-            reset_amount=None if float(module.reset_amount) == spike_value else float(module.reset_amount),
+            # None = "subtract the spike value", the paper's soft reset; explicit otherwise (ignored by "zero").
+            reset_amount=None if not subtract or float(module.reset_amount) == spike_value else float(module.reset_amount),
             mpr=bool(module.mpr),
             spike_value=spike_value,
+            gain=1.0,
+            compare=">=",
+            reset_timing="same_step",
+            v_reset=0.0,  # a hard reset goes to 0, where U starts
+            charge="affine",
+            decay=None,
         )
 
     def normalization(self, path: str, module: nn.Module, source: str) -> n.BatchNorm:
