@@ -25,11 +25,18 @@ neurons' adapters (an error when they disagree or say nothing):
   ``[T, B, C, H, W]``, or ``[B, C, H, W]`` when it repeats the frame itself
   (``x.unsqueeze(0).repeat(T, ...)``, or ``SpikingNetwork``'s
   :func:`~inflor_deploy.nn.models.direct_encoding`). The readout is the
-  model's ``x.mean(0)`` (or a readout module), or, when the model returns
-  ``[T, B, classes]``, the mean of that over T.
+  model's ``x.mean(0)`` / ``x.sum(0)`` (or a readout module), or, when the
+  model returns ``[T, B, classes]``, the mean of that over T.
 * ``"single"``: the module is called once per step on ``[B, C, H, W]`` and
   keeps its state inside (reset by the adapter before each sample batch);
   the readout is the mean over the T calls of what it returns.
+
+Readout modes (:class:`~inflor_deploy.ir.Accumulator`): the mean over T of
+a final synapse's current is ``mean_current`` (the score is the module's);
+the sum or mean over T of the last spiking layer's spikes is
+``spike_count``, whose score is the count. For a mean the module's score is
+the count / T, so level 1 and 4 compare T times it (:attr:`TracedModel.score_scale`).
+Any other reduction raises :class:`~inflor_deploy.frontends.fx_convert.UnsupportedReadoutError`.
 
 Input (the declared :class:`~inflor_deploy.frontends.input_spec.InputSpec`,
 written into the IR's Input by :func:`~inflor_deploy.frontends.input_spec.apply_input_spec`):
@@ -64,12 +71,14 @@ from torch import nn
 from inflor_deploy.errors import ExportError
 from inflor_deploy.frontends.adapters import TIME_MODES, Adapter, adapters_for
 from inflor_deploy.frontends.fx_capture import capture_graph, inference_mode, record
-from inflor_deploy.frontends.fx_convert import SUPPORTED_OPS, Converter, Probe, UnsupportedOpError, Value
+from inflor_deploy.frontends.fx_convert import (
+    SUPPORTED_OPS, Converter, Probe, UnsupportedOpError, UnsupportedReadoutError, Value,
+)
 from inflor_deploy.frontends.input_spec import InputSpec, apply_input_spec
 from inflor_deploy.ir import nodes as n
 from inflor_deploy.ir.graph import Graph, infer_shapes, validate
 
-__all__ = ["SUPPORTED_OPS", "TracedModel", "UnsupportedOpError", "trace", "trace_model"]
+__all__ = ["SUPPORTED_OPS", "TracedModel", "UnsupportedOpError", "UnsupportedReadoutError", "trace", "trace_model"]
 
 
 @dataclass(frozen=True)
@@ -91,6 +100,9 @@ class TracedModel:
             like ``(a + b) + (c + d)``); level 1 counts last-ulp near-ties there.
         input_spec: The declared input (encoding; a normalization the data
             pipeline applies before the module).
+        score_scale: The IR's class score per the module's: T when the module
+            averages spike trains over T (the IR's ``spike_count`` score is
+            their count), else 1.
     """
 
     graph: Graph
@@ -103,6 +115,7 @@ class TracedModel:
     adapters: tuple[Adapter, ...]
     inexact: frozenset[str] = frozenset()
     input_spec: InputSpec = InputSpec()
+    score_scale: int = 1
 
     @property
     def encoding(self) -> str:
@@ -126,6 +139,7 @@ class TracedModel:
             "input": self._input_layout(),
             "encoding": self.encoding,
             "readout": self.readout,
+            "score_scale": self.score_scale,
             "adapters": [a.name for a in self.adapters],
         }
 
@@ -178,9 +192,10 @@ class TracedModel:
 
         Returns:
             A :class:`~inflor_deploy.backends.sim.float_ir.FloatRun`: the class
-            scores, each IR neuron's ``[T, B, ...]`` spikes (uint8) from the
-            module's own forward pass, and its membranes H where the framework
-            exposes them (missing names: the adapter cannot read them).
+            scores in the IR's units (see :meth:`ir_scores`), each IR neuron's
+            ``[T, B, ...]`` spikes (uint8) from the module's own forward pass,
+            and its membranes H where the framework exposes them (missing
+            names: the adapter cannot read them).
         """
         from inflor_deploy.backends.sim.float_ir import FloatRun
 
@@ -225,10 +240,22 @@ class TracedModel:
         found = {p.name: over_time(p.name, membranes[p.name]) for p in self.probes if membranes[p.name]}
         order = [x.name for x in self.graph.of_type(n.Neuron)]
         return FloatRun(
-            scores=scores.numpy(),
+            scores=self.ir_scores(scores.numpy()),
             spikes={k: spikes[k] for k in order if k in spikes},
             membranes={k: found[k] for k in order if k in found},
         )
+
+    def ir_scores(self, scores: np.ndarray) -> np.ndarray:
+        """The module's class scores in the IR's units.
+
+        With :attr:`score_scale` T the module returns the mean over T of 0/1
+        spikes, ``fl(k / T)`` for a count k; the IR's score is k. In float64
+        ``T * fl(k / T)`` is within ``k * 2^-24 < 1/2`` of k (k <= T * neurons
+        is far below 2^23), so rounding it gives k exactly.
+        """
+        if self.score_scale == 1:
+            return scores
+        return np.rint(scores.astype(np.float64) * self.score_scale).astype(scores.dtype)
 
     def _reset(self) -> None:
         for adapter in self.adapters:
@@ -395,7 +422,8 @@ def trace_model(
                 f"{list(out.shape)}; it must return the class scores: x.mean(0) of a [T, B, classes] tensor, or "
                 "[T, B, classes] (multi-step), or [B, classes] each step (single-step)"
             )
-        accumulator = n.Accumulator(name=converter.unique("readout"), sources=out.sources)
+        made = n.Accumulator(name=converter.unique("readout"), sources=out.sources)
+        accumulator = converter.readout_of(None, out, made)  # spike trains: spike_count (score: the count)
         converter.add(accumulator, out.shape)
         readout = "mean_over_time"
     graph = Graph(tuple(converter.nodes), timesteps=timesteps, name=name or type(model).__name__)
@@ -412,7 +440,7 @@ def trace_model(
     return TracedModel(
         graph=apply_input_spec(graph, spec), model=model, time_mode=mode, encodes_inside=encodes_inside,  # type: ignore[arg-type]
         timesteps_argument=timesteps_argument, readout=readout, probes=tuple(converter.probes), adapters=used,  # type: ignore[arg-type]
-        inexact=inexact, input_spec=spec,
+        inexact=inexact, input_spec=spec, score_scale=converter.score_scale,
     )  # fmt: skip
 
 

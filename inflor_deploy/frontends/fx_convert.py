@@ -55,7 +55,8 @@ SUPPORTED_OPS: tuple[str, ...] = (
     "a + b (currents into a neuron; spike trains into a synapse)",
     "torch.cat along the channel axis (spike trains)",
     "x.unsqueeze(0).repeat(T, ...) / expand (direct encoding)",
-    "x.mean(0) over time (readout)",
+    "readouts over time: x.mean(0) of a final synapse's current (mean_current); x.sum(0) or x.mean(0) of "
+    "spike trains (spike_count)",
     "x.flatten(0, 1) / view(T, B, ...) (merging and splitting time and batch)",
     "spiking neurons and layers of the framework adapters (inflor: Neuron, TdBatchNorm, TimeDistributed, "
     "OutputAccumulator)",
@@ -64,6 +65,18 @@ SUPPORTED_OPS: tuple[str, ...] = (
 
 class UnsupportedOpError(ExportError):
     """An fx node the front end cannot map; the message names the op, the node, the module and the supported list."""
+
+
+class UnsupportedReadoutError(UnsupportedOpError):
+    """A reduction (over time or another axis) that is none of the IR's readouts (:data:`READOUT_FORMS`)."""
+
+
+#: The reductions over time the front end maps onto an :class:`~inflor_deploy.ir.Accumulator` readout.
+READOUT_FORMS = (
+    "x.mean(0) of a synapse's current [T, B, classes] -> mean_current (score: the mean over T)",
+    "x.sum(0) of spike trains -> spike_count (score: the count)",
+    "x.mean(0) of spike trains -> spike_count (score: the count; the module's score is the count / T)",
+)
 
 
 @dataclass(frozen=True)
@@ -209,6 +222,9 @@ class Converter:
         self.sum_names: dict[tuple[str, ...], str] = {}  # sum of spike trains -> the name of the op that made it
         self.expected_shapes: dict[str, tuple[int, ...]] = {}  # IR node -> per-sample shape torch computed
         self.reordered: set[str] = set()  # neurons whose input sum the IR adds in another float order
+        # The IR's class score per the module's score: T when the module averages spikes over T
+        # (the IR's spike_count score is their count).
+        self.score_scale = 1
         # Per fx graph being converted:
         self.root: nn.Module | None = None
         self.recorded: dict[fx.Node, Recorded] = {}
@@ -608,14 +624,44 @@ class Converter:
             "per-sample flatten nor a merge/split of the time and batch axes",
         )
 
-    def accumulate(self, node: fx.Node, x: Value, make: Callable[[tuple[str, ...]], n.Accumulator]) -> Value:
+    def accumulate(self, node: fx.Node, x: Value, make: Callable[[tuple[str, ...]], n.Accumulator],
+                   total: bool = False) -> Value:
+        """The readout of ``x`` over time: the mean (``total``: the sum) over T, made by ``make``."""
         if self.time_mode != "multi" or x.layout != "seq":
             raise self.error(node, "the readout averages a time-first [T, B, ...] tensor over T (multi-step models)")
-        if x.kind == "input":
-            raise self.error(node, "the readout must read currents or spikes, not the input")
-        accumulator = make(x.sources)
+        accumulator = self.readout_of(node, x, make(x.sources), total)
         self.add(accumulator, x.shape)
         return Value((accumulator.name,), "readout", False, "seq", x.shape)
+
+    def readout_of(self, node: fx.Node | None, x: Value, accumulator: n.Accumulator, total: bool = False) -> n.Accumulator:
+        """The readout mode of a reduction over time of ``x`` (``accumulator`` as made: the mean over T).
+
+        * the mean of a current (a final synapse's output): ``mean_current``,
+          the score ``A[T-1] / T`` is the module's;
+        * spike trains: ``spike_count``, the score is the count ``A[T-1]``:
+          the module's own for a sum, T times the module's for a mean
+          (:attr:`score_scale`);
+        * the sum of a current has no readout: refused.
+        """
+        if x.kind == "input":
+            raise self._readout_error(node, "the readout must read currents or spikes, not the input")
+        if x.kind == "spikes":
+            if accumulator.readout != "mean_current":
+                raise self._readout_error(node, f"a {accumulator.readout} readout of spike trains")
+            if not total:
+                self.score_scale = self.T
+            return replace(accumulator, readout="spike_count")
+        if total:
+            raise self._readout_error(node, "the sum over time of a current is not a readout the IR has; take its "
+                                             "mean, x.mean(0) (mean_current)")  # fmt: skip
+        return accumulator
+
+    def _readout_error(self, node: fx.Node | None, why: str) -> UnsupportedReadoutError:
+        forms = "; ".join(READOUT_FORMS)
+        if node is None:
+            return UnsupportedReadoutError(f"the model's output cannot be read out: {why}. Readouts: {forms}")
+        error = self.error(node, f"{why}. Readouts: {forms}")
+        return UnsupportedReadoutError(str(error))
 
     def direct_encoding(self, node: fx.Node) -> Value:
         x = self.value(node, node.args[0])
@@ -867,6 +913,63 @@ def _f_input_normalization(c: Converter, node: fx.Node) -> Value:
                         "((x - mean) / std) inside the model is not supported yet: normalize the data instead")  # fmt: skip
 
 
+def _t_unsqueeze(c: Converter, node: fx.Node) -> Any:
+    x = c.value(node, node.args[0])
+    dim = c.const(_arg(node, 1, "dim"))
+    if x.layout == "frame" and dim == 0:
+        return _OneFrame(x)
+    raise c.error(node, "only x.unsqueeze(0) of the input frame (before repeating it T times) is supported")
+
+
+def _t_repeat(c: Converter, node: fx.Node) -> Value:
+    pending = c.env.get(node.args[0])
+    if not isinstance(pending, _OneFrame):
+        raise c.error(node, "only x.unsqueeze(0).repeat(T, 1, ...) / expand(T, ...) of the input frame is supported")
+    return c.encoded(node, pending.value)
+
+
+def _over_time(c: Converter, node: fx.Node, what: str) -> Value:
+    """The tensor a reduction reads, when it is ``x.<what>(0)`` of a time-first tensor; else a named refusal."""
+    x = c.value(node, node.args[0])
+    dim = c.const(_arg(node, 1, "dim"))
+    keepdim = c.const(_arg(node, 2, "keepdim", False))
+    extra = [k for k in node.kwargs if k not in ("dim", "keepdim")] + (["dtype"] if len(node.args) > 3 else [])
+    if dim not in (0, (0,), [0]) or keepdim or extra or x.layout != "seq":
+        raise c._readout_error(
+            node, f"{what}(dim={dim!r}{', keepdim=True' if keepdim else ''}) of a {x.layout} tensor; only {what}(0) "
+                  "over the time axis of a [T, B, ...] tensor is a readout",
+        )  # fmt: skip
+    return x
+
+
+def _t_mean(c: Converter, node: fx.Node) -> Value:
+    x = _over_time(c, node, "mean")
+    return c.accumulate(node, x, lambda sources: n.Accumulator(name=c.op_name(node), sources=sources))
+
+
+def _t_sum(c: Converter, node: fx.Node) -> Value:
+    x = _over_time(c, node, "sum")
+    return c.accumulate(node, x, lambda sources: n.Accumulator(name=c.op_name(node), sources=sources), total=True)
+
+
+def _t_other_reduction(c: Converter, node: fx.Node) -> Value:
+    c.value(node, node.args[0])
+    raise c._readout_error(node, f"{_describe(node, c.root)} is a reduction the IR has no readout for")
+
+
+#: Reductions that are refused by name (UnsupportedReadoutError), as methods and as torch functions.
+_OTHER_REDUCTIONS = ("max", "amax", "min", "amin", "argmax", "argmin", "prod", "std", "var", "median", "norm",
+                     "logsumexp", "cumsum", "count_nonzero", "nansum", "nanmean")  # fmt: skip
+
+
+def _t_identity(c: Converter, node: fx.Node) -> Value:
+    return c.value(node, node.args[0])
+
+
+def _t_reshape(c: Converter, node: fx.Node) -> Value:
+    return c.reshape(node, c.value(node, node.args[0]))
+
+
 _FUNCTION_HANDLERS: dict[Any, Callable[[Converter, fx.Node], Any]] = {
     torch.conv2d: _f_conv2d,
     F.linear: _f_linear,
@@ -884,47 +987,13 @@ _FUNCTION_HANDLERS: dict[Any, Callable[[Converter, fx.Node], Any]] = {
     torch.add: _f_add,
     torch.cat: _f_cat,
     torch.concat: _f_cat,
+    torch.mean: _t_mean,
+    torch.sum: _t_sum,
+    **{getattr(torch, name): _t_other_reduction for name in _OTHER_REDUCTIONS},
     operator.sub: _f_input_normalization,
     operator.truediv: _f_input_normalization,
     operator.mul: _f_input_normalization,
 }
-
-
-def _t_unsqueeze(c: Converter, node: fx.Node) -> Any:
-    x = c.value(node, node.args[0])
-    dim = c.const(_arg(node, 1, "dim"))
-    if x.layout == "frame" and dim == 0:
-        return _OneFrame(x)
-    raise c.error(node, "only x.unsqueeze(0) of the input frame (before repeating it T times) is supported")
-
-
-def _t_repeat(c: Converter, node: fx.Node) -> Value:
-    pending = c.env.get(node.args[0])
-    if not isinstance(pending, _OneFrame):
-        raise c.error(node, "only x.unsqueeze(0).repeat(T, 1, ...) / expand(T, ...) of the input frame is supported")
-    return c.encoded(node, pending.value)
-
-
-def _t_mean(c: Converter, node: fx.Node) -> Value:
-    x = c.value(node, node.args[0])
-    dim = c.const(_arg(node, 1, "dim"))
-    keepdim = c.const(node.kwargs.get("keepdim", node.args[2] if len(node.args) > 2 else False))
-    if dim not in (0, (0,), [0]) or keepdim or x.layout != "seq":
-        raise c.error(node, "only x.mean(0) over the time axis of a [T, B, ...] tensor (the readout) is supported")
-    return c.accumulate(node, x, lambda sources: n.Accumulator(name=c.op_name(node), sources=sources))
-
-
-def _t_sum(c: Converter, node: fx.Node) -> Value:
-    # Hook for the accumulator readout modes (spike count): not mapped here.
-    raise c.error(node, "a sum over time (spike-count readout) is not supported yet; read out x.mean(0)")
-
-
-def _t_identity(c: Converter, node: fx.Node) -> Value:
-    return c.value(node, node.args[0])
-
-
-def _t_reshape(c: Converter, node: fx.Node) -> Value:
-    return c.reshape(node, c.value(node, node.args[0]))
 
 
 _METHOD_HANDLERS: dict[str, Callable[[Converter, fx.Node], Any]] = {
@@ -938,6 +1007,7 @@ _METHOD_HANDLERS: dict[str, Callable[[Converter, fx.Node], Any]] = {
     "expand": _t_repeat,
     "mean": _t_mean,
     "sum": _t_sum,
+    **{name: _t_other_reduction for name in _OTHER_REDUCTIONS},
     "add": _f_add,
     "sub": _f_input_normalization,
     "div": _f_input_normalization,

@@ -357,7 +357,7 @@ class Unsupported(nn.Module):
         (lambda m, s: torch.sigmoid(s), r"torch.sigmoid at fx node 'sigmoid'"),
         (lambda m, s: s * 2.0, r"operator.mul at fx node 'mul'"),
         (lambda m, s: s.transpose(3, 4), r"Tensor.transpose at fx node 'transpose'"),
-        (lambda m, s: s.sum(0, keepdim=True), r"Tensor.sum at fx node 'sum_1'.*spike-count readout"),
+        (lambda m, s: s.sum(0, keepdim=True), r"Tensor.sum at fx node 'sum_1'.*keepdim=True.*Readouts: "),
         (lambda m, s: s + 1.0, r"operator.add at fx node 'add'.*adding the constant 1.0"),
     ],
     ids=["relu", "sigmoid", "scale", "transpose", "sum-over-time", "add-constant"],
@@ -388,6 +388,119 @@ def test_untraceable_control_flow_is_refused_with_the_reason():
 
     with pytest.raises(ExportError, match="torch.fx cannot trace Branchy.*control flow"):
         trace(Branchy(), SHAPE, T)
+
+
+# --------------------------------------------------------------------------- readouts
+
+
+class SpikingOutput(nn.Module):
+    """conv -> SRIF -> flatten -> linear -> IF: the last layer spikes, one neuron per class; ``reduce`` reads it out."""
+
+    def __init__(self, reduce):
+        super().__init__()
+        self.conv, self.sn = TimeDistributed(nn.Conv2d(2, 4, 3, padding=1)), SRIF()
+        self.fc, self.out = TimeDistributed(nn.Linear(256, 3)), IFNeuron(vth=0.3)
+        self.reduce = reduce
+
+    def forward(self, x):
+        return self.reduce(self, self.out(self.fc(self.sn(self.conv(x)).flatten(2))))
+
+
+@pytest.mark.parametrize(
+    "reduce, scale",
+    [
+        (lambda m, s: s.sum(0), 1),
+        (lambda m, s: torch.sum(s, dim=0), 1),
+        (lambda m, s: s.mean(0), T),  # the module's score is count / T
+        (lambda m, s: s, T),  # [T, B, classes] of spikes: the IR averages it over T
+    ],
+    ids=["sum", "torch.sum", "mean", "unreduced"],
+)
+def test_a_sum_or_mean_of_spikes_over_time_is_a_spike_count_readout(reduce, scale):
+    traced = check(SpikingOutput(reduce))  # level 1: the IR's scores equal the module's in the IR's units
+    readout = traced.graph.output
+    assert (readout.readout, readout.sources, traced.score_scale) == ("spike_count", ("out",), scale)
+    assert traced.conventions()["score_scale"] == scale
+    # The IR's score is the count itself; the module's own output is the count (sum) or the count / T (mean).
+    x = images(6)
+    counts = traced.run(x).spikes["out"].sum(0).astype(np.float32)
+    with torch.no_grad():
+        module = traced.model(seq(torch.from_numpy(x)))
+    module = module.mean(0) if traced.readout == "mean_over_time" else module
+    assert np.array_equal(run_float(traced.graph, x).scores, counts)
+    np.testing.assert_allclose(module.numpy() * scale, counts, rtol=0, atol=1e-5)
+
+
+def test_a_readout_module_and_a_mean_of_a_current_are_mean_current():
+    traced = check(Seq(TimeDistributed(nn.Conv2d(2, 4, 3, padding=1)), SRIF(), TimeDistributed(nn.Flatten()),
+                       TimeDistributed(nn.Linear(256, 3))))  # fmt: skip
+    assert traced.graph.output.readout == "mean_current" and traced.score_scale == 1
+
+    class SpikeReadoutModule(SpikingOutput):  # OutputAccumulator (the mean over T) of spikes
+        def __init__(self):
+            super().__init__(lambda m, s: m.acc(s))
+            self.acc = OutputAccumulator()
+
+    traced = check(SpikeReadoutModule())
+    assert (traced.graph.output.name, traced.graph.output.readout, traced.score_scale) == ("acc", "spike_count", T)
+
+
+@pytest.mark.parametrize(
+    "reduce, match",
+    [
+        (lambda m, s: m.fc(s.flatten(2)).sum(0), r"Tensor.sum at fx node 'sum_1'.*the sum over time of a current"),
+        (lambda m, s: s.flatten(2).mean(1), r"Tensor.mean at fx node 'mean'.*mean\(dim=1\)"),
+        (lambda m, s: s.flatten(2).mean(), r"Tensor.mean at fx node 'mean'.*mean\(dim=None\)"),
+        (lambda m, s: s.flatten(2).max(0).values, r"Tensor.max at fx node 'max_1'.*a reduction the IR has no readout for"),
+        (lambda m, s: torch.amax(s.flatten(2), 0), r"torch.amax at fx node 'amax'.*no readout for"),
+        (lambda m, s: s.flatten(2).mean(0).mean(0), r"nothing may follow the readout"),
+    ],
+    ids=["sum-of-current", "mean-over-batch", "mean-of-all", "max-over-time", "amax", "mean-of-the-readout"],
+)
+def test_other_reductions_are_refused_by_name(reduce, match):
+    from inflor_deploy.frontends.fx import UnsupportedReadoutError
+
+    class Reduced(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.sn, self.fc = TimeDistributed(nn.Conv2d(2, 4, 3, padding=1)), SRIF(), nn.Linear(256, 3)
+
+        def forward(self, x):
+            return reduce(self, self.sn(self.conv(x)))
+
+    error = UnsupportedOpError if "nothing may follow" in match else UnsupportedReadoutError
+    with pytest.raises(error, match=match) as raised:
+        trace(Reduced(), SHAPE, T)
+    if error is UnsupportedReadoutError:
+        assert "Readouts: x.mean(0) of a synapse's current" in str(raised.value)
+
+
+def test_a_spike_count_readout_compiles_and_levels_1_and_4_compare_counts():
+    """x.mean(0) of spikes: the module scores count / T; levels 1 and 4 compare it with the IR's and the chip's counts."""
+    from inflor_deploy import verify
+    from inflor_deploy.compiler import compile_model
+    from inflor_deploy.data import Dataset
+
+    model = seeded(SpikingOutput(lambda m, s: s.mean(0)))
+    x = images(16)
+    result = compile_model(model, input_shape=SHAPE, timesteps=T, probe_images=x[:8])
+    fixed = result.fixed_graph
+    assert fixed.output.readout == "spike_count"
+    traced = trace_model(model, SHAPE, T)
+    counts = traced.run(x).scores
+    labels = counts.argmax(1)  # the module's own classes: float accuracy 1 by construction
+    data = Dataset("noise", x, labels.astype(np.int64), 3)
+    level1 = verify.level1_torch_vs_float_ir(traced, result.graph_after("import"), data)
+    assert level1.ok and level1.metrics["max_score_diff"] == 0.0, level1.summary
+    level4 = verify.level4_float_vs_fixed(traced, result.float_graph, fixed, data, min_spike_agreement=0.0,
+                                          max_accuracy_drop=1.0)  # fmt: skip
+    assert level4.metrics["readout"] == "spike_count" and level4.metrics["accuracy_float"] == 1.0
+    # The fixed-point score is the count too: where the spikes agree, so do the scores.
+    from inflor_deploy.backends.sim.fixed_point import simulate
+
+    sim = simulate(fixed, x, view="aligned", record=True)
+    agree = (sim.spikes["out"] == traced.run(x).spikes["out"]).all(axis=(0, 2))
+    assert agree.any() and np.array_equal(sim.scores(fixed)[agree], counts[agree])
 
 
 # --------------------------------------------------------------------------- time conventions
