@@ -18,6 +18,16 @@ on the last axis, also in ``seq``). What a tensor carries decides what may
 read it: a synapse reads the input or spike trains (never a current: on
 Loihi a synapse reads spikes); a neuron reads currents (and spike trains,
 identity shortcuts); max pooling reads binary spike trains only.
+
+A leading ``(x - mean) / std`` of the model input (also ``x - mean`` or
+``x / std`` alone), with per-channel constants (buffers, parameters, or
+numbers; shaped ``(C, 1, 1)``, ``(1, C, 1, 1)``, ... so that they broadcast
+along the channel axis only), is an IR :class:`~inflor_deploy.ir.Normalize`
+right after the Input, computed in float32 as torch computes it;
+``FoldInputNormalization`` folds it into the first synapses. Anything else
+(a statistic of the input, values that vary across positions, float64
+constants, a product) is refused with the reason. Operations on constants
+alone (``self.mean.view(1, -1, 1, 1)``) are evaluated once, at trace time.
 """
 
 from __future__ import annotations
@@ -53,6 +63,7 @@ SUPPORTED_OPS: tuple[str, ...] = (
     "nn.Flatten / torch.flatten / Tensor.flatten, view, reshape (a per-sample flatten)",
     "nn.Dropout* / F.dropout*, nn.Identity, Tensor.contiguous (removed at inference)",
     "a + b (currents into a neuron; spike trains into a synapse)",
+    "(x - mean) / std of the model input, per-channel constants (input normalization)",
     "torch.cat along the channel axis (spike trains)",
     "x.unsqueeze(0).repeat(T, ...) / expand (direct encoding)",
     "readouts over time: x.mean(0) of a final synapse's current (mean_current); x.sum(0) or x.mean(0) of "
@@ -315,6 +326,18 @@ class Converter:
             return type(arg)(self.const(a) for a in arg)
         return arg
 
+    def pending_normalization(self, node: fx.Node, x: Value) -> int | None:
+        """Index of the Normalize that ``x - mean`` made, when this division is its only use; else None."""
+        if len(x.sources) != 1 or x.kind != "input":
+            return None
+        index = next((i for i, m in enumerate(self.nodes) if m.name == x.sources[0]), None)
+        if index is None or not isinstance(self.nodes[index], n.Normalize) or not (self.nodes[index].std == 1).all():
+            return None
+        source = node.args[0]
+        if not isinstance(source, fx.Node) or len(source.users) != 1:
+            return None
+        return index
+
     def single(self, node: fx.Node, value: Value) -> str:
         """One IR tensor for ``value``: a sum of several spike trains becomes an Add node."""
         if len(value.sources) == 1:
@@ -388,6 +411,8 @@ class Converter:
         tensor_args = [a for a in node.all_input_nodes if isinstance(self.env.get(a), (Value, _OneFrame))]
         if rec is not None and rec.shape is None and not tensor_args:
             return Const(rec.value)  # shapes, sizes, ints
+        if not tensor_args and node.op in ("call_function", "call_method"):
+            return self.fold_constant(node)
         if node.op == "call_module":
             return self.call_module(node, self.root.get_submodule(node.target))
         if node.op == "call_function":
@@ -410,6 +435,19 @@ class Converter:
                 raise self.error(node)
             return handler(self, node)
         raise self.error(node)
+
+    def fold_constant(self, node: fx.Node) -> Const:
+        """An operation on constants alone (``self.mean.view(1, -1, 1, 1)``), evaluated once, now."""
+        if node.target in _RANDOM:
+            raise self.error(node, "it draws random numbers; the network must be deterministic at inference")
+        args, kwargs = self.const(tuple(node.args)), {k: self.const(v) for k, v in node.kwargs.items()}
+        try:
+            with torch.no_grad():
+                if node.op == "call_method":
+                    return Const(getattr(args[0], node.target)(*args[1:], **kwargs))
+                return Const(node.target(*args, **kwargs))
+        except Exception as err:  # noqa: BLE001 - the user's expression may fail in any way
+            raise self.error(node, f"evaluating it on the model's constants failed ({type(err).__name__}: {err})") from err
 
     # ------------------------------------------------------------------ modules
 
@@ -690,6 +728,12 @@ class Converter:
         return replace(x, layout="seq")
 
 
+#: Functions never folded into a constant: they draw random numbers.
+_RANDOM = frozenset({torch.rand, torch.randn, torch.randint, torch.rand_like, torch.randn_like, torch.randint_like,
+                     torch.bernoulli, torch.normal, torch.multinomial, torch.randperm, "bernoulli_", "normal_",
+                     "uniform_", "random_", "exponential_"})  # fmt: skip
+
+
 def _pair_or_none(value) -> tuple:
     if isinstance(value, int) or value is None:
         return (value, value)
@@ -907,10 +951,79 @@ def _f_cat(c: Converter, node: fx.Node) -> Value:
     return Value((name,), kind, all(v.binary for v in values), layout, shape)
 
 
-def _f_input_normalization(c: Converter, node: fx.Node) -> Value:
-    # Hook for the Input node's normalization ((x - mean) / std folded into the first synapse): not mapped here.
-    raise c.error(node, "arithmetic on tensors other than sums is not supported; an input normalization "
-                        "((x - mean) / std) inside the model is not supported yet: normalize the data instead")  # fmt: skip
+def _per_channel(c: Converter, node: fx.Node, arg: Any, x: Value, what: str) -> np.ndarray:
+    """A constant that broadcasts along the channel axis of ``x`` only, as float32 ``(C,)``; else a named refusal."""
+    channels = x.shape[0]
+    if isinstance(arg, (int, float)) and not isinstance(arg, bool):
+        return np.full(channels, arg, np.float32)  # torch rounds a Python number to the tensor's float32
+    value = c.env.get(arg) if isinstance(arg, fx.Node) else None
+    if not isinstance(value, Const) or not isinstance(value.value, torch.Tensor):
+        raise c.error(node, f"its {what} is computed from the input; an input normalization needs constant "
+                            "per-channel values (a buffer, a parameter or a number)")  # fmt: skip
+    tensor = value.value.detach()
+    if tensor.dtype != torch.float32 and tensor.dim() > 0:  # a 0-dim tensor is cast to float32, like a number
+        raise c.error(node, f"its {what} is a {tensor.dtype} tensor; torch would compute in {tensor.dtype}, which "
+                            "the float32 IR does not reproduce: store it as float32")  # fmt: skip
+    lead = len(c.lead(x.layout))
+    rank = lead + len(x.shape)
+    if tensor.dim() > rank:
+        raise c.error(node, f"its {what} has {tensor.dim()} dimensions, more than its input's {rank}")
+    aligned = (1,) * (rank - tensor.dim()) + tuple(tensor.shape)
+    varying = [i for i, size in enumerate(aligned) if size != 1 and i != lead]
+    if varying or aligned[lead] not in (1, channels):
+        raise c.error(node, f"its {what} of shape {tuple(tensor.shape)} is not one value per channel of the "
+                            f"{list(c.lead(x.layout))} + {list(x.shape)} input (shape ({channels}, 1, 1) or "
+                            f"(1, {channels}, 1, 1), or a number): a per-position or per-sample normalization "
+                            "does not fold into the synapses")  # fmt: skip
+    return np.broadcast_to(tensor.reshape(-1).cpu().numpy(), (channels,)).astype(np.float32).copy()
+
+
+def _normalized_input(c: Converter, node: fx.Node, x: Value) -> None:
+    """``x`` must be the model input itself, not yet normalized, not spikes or currents."""
+    if x.kind != "input" or x.sources != (n.INPUT_NAME,):
+        what = {"spikes": "spike trains", "current": "a current"}.get(x.kind, "an already normalized input")
+        raise c.error(node, f"it applies arithmetic to {what}; besides sums, only a leading (x - mean) / std of the "
+                            "model input maps (to the IR's input Normalize)")  # fmt: skip
+
+
+def _f_sub(c: Converter, node: fx.Node) -> Value:
+    """``x - mean``: the first half of an input normalization (``std`` 1 until a division follows)."""
+    if len(node.args) != 2 or set(node.kwargs) - {"alpha"} or node.kwargs.get("alpha", 1) != 1:
+        raise c.error(node, "only x - mean (no alpha)")
+    x = c.value(node, node.args[0])
+    _normalized_input(c, node, x)
+    mean = _per_channel(c, node, node.args[1], x, "mean")
+    name = c.op_name(node)
+    c.add(n.Normalize(name=name, sources=(n.INPUT_NAME,), mean=mean, std=np.ones_like(mean)), x.shape)
+    return Value((name,), "input", False, x.layout, x.shape)
+
+
+def _f_div(c: Converter, node: fx.Node) -> Value:
+    """``(x - mean) / std`` (or ``x / std``): the Normalize of the subtraction gets its std."""
+    if len(node.args) != 2 or node.kwargs.get("rounding_mode") is not None:
+        raise c.error(node, "only a true division by a constant")
+    x = c.value(node, node.args[0])
+    pending = c.pending_normalization(node, x)
+    if pending is None:
+        _normalized_input(c, node, x)
+    std = _per_channel(c, node, node.args[1], x, "std")
+    if not (np.isfinite(std).all() and (std > 0).all()):
+        raise c.error(node, f"its std {std.tolist()} has values <= 0 or not finite; a normalization divides by a "
+                            "positive std per channel")  # fmt: skip
+    if pending is not None:
+        c.nodes[pending] = replace(c.nodes[pending], std=std)
+        return x
+    name = c.op_name(node)
+    c.add(n.Normalize(name=name, sources=(n.INPUT_NAME,), mean=np.zeros_like(std), std=std), x.shape)
+    return Value((name,), "input", False, x.layout, x.shape)
+
+
+def _f_mul(c: Converter, node: fx.Node) -> Value:
+    for arg in node.args:
+        if isinstance(arg, fx.Node) and isinstance(c.env.get(arg), Value):
+            c.value(node, arg)
+    raise c.error(node, "products are not supported; an input normalization is written (x - mean) / std (the IR's "
+                        "Normalize divides: a product by 1 / std rounds differently)")  # fmt: skip
 
 
 def _t_unsqueeze(c: Converter, node: fx.Node) -> Any:
@@ -990,9 +1103,13 @@ _FUNCTION_HANDLERS: dict[Any, Callable[[Converter, fx.Node], Any]] = {
     torch.mean: _t_mean,
     torch.sum: _t_sum,
     **{getattr(torch, name): _t_other_reduction for name in _OTHER_REDUCTIONS},
-    operator.sub: _f_input_normalization,
-    operator.truediv: _f_input_normalization,
-    operator.mul: _f_input_normalization,
+    operator.sub: _f_sub,
+    torch.sub: _f_sub,
+    operator.truediv: _f_div,
+    torch.div: _f_div,
+    torch.true_divide: _f_div,
+    operator.mul: _f_mul,
+    torch.mul: _f_mul,
 }
 
 
@@ -1009,7 +1126,8 @@ _METHOD_HANDLERS: dict[str, Callable[[Converter, fx.Node], Any]] = {
     "sum": _t_sum,
     **{name: _t_other_reduction for name in _OTHER_REDUCTIONS},
     "add": _f_add,
-    "sub": _f_input_normalization,
-    "div": _f_input_normalization,
-    "mul": _f_input_normalization,
+    "sub": _f_sub,
+    "div": _f_div,
+    "true_divide": _f_div,
+    "mul": _f_mul,
 }

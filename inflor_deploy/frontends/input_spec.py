@@ -134,7 +134,9 @@ def apply_input_spec(graph: Graph, spec: InputSpec) -> Graph:
 
     Raises:
         InputSpecError: The normalization has not one value per input channel,
-            or the graph already holds a node named :data:`NORMALIZE_NAME`.
+            the graph normalizes its input already (a front end mapped the
+            model's own ``(x - mean) / std``), or it holds a node named
+            :data:`NORMALIZE_NAME`.
     """
     if graph.is_fixed_point:
         raise InputSpecError("declare the input on the float graph, before QuantizeFixedPoint")
@@ -142,6 +144,12 @@ def apply_input_spec(graph: Graph, spec: InputSpec) -> Graph:
         graph.input, value_range=tuple(spec.value_range), pixel_levels=spec.pixel_levels, encoding=spec.encoding
     )
     nodes: list[n.Node] = [source if node is graph.input else node for node in graph]
+    own = graph.of_type(n.Normalize)
+    if spec.mean is not None and own:
+        raise InputSpecError(
+            f"the model normalizes its input itself (Normalize {own[0].name!r}, from its forward); declaring "
+            "--input-mean/--input-std as well would normalize twice: drop them (give --input-range for the raw data)"
+        )
     if spec.mean is not None:
         channels = infer_shapes(graph)[source.name][0]
         if len(spec.mean) not in (1, channels):

@@ -390,6 +390,119 @@ def test_untraceable_control_flow_is_refused_with_the_reason():
         trace(Branchy(), SHAPE, T)
 
 
+# --------------------------------------------------------------------------- input normalization
+
+
+class Normalized(nn.Module):
+    """``form(self, x)`` normalizes the [T, B, 2, 8, 8] input; conv -> SRIF -> linear readout."""
+
+    def __init__(self, form, mean=(0.4, 0.6), std=(0.25, 0.5)):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean).view(-1, 1, 1))
+        self.register_buffer("std", torch.tensor(std).view(-1, 1, 1))
+        self.conv, self.sn = TimeDistributed(nn.Conv2d(2, 4, 3, padding=1)), SRIF()
+        self.fc = TimeDistributed(nn.Linear(256, 3))
+        self.form = form
+
+    def forward(self, x):
+        return self.fc(self.sn(self.conv(self.form(self, x))).flatten(2)).mean(0)
+
+
+@pytest.mark.parametrize(
+    "form, mean, std",
+    [
+        (lambda m, x: (x - m.mean) / m.std, (0.4, 0.6), (0.25, 0.5)),
+        (lambda m, x: torch.div(torch.sub(x, m.mean.view(1, -1, 1, 1)), m.std.flatten().view(2, 1, 1)),
+         (0.4, 0.6), (0.25, 0.5)),
+        (lambda m, x: x.sub(0.5).div(0.3), (0.5, 0.5), (0.3, 0.3)),
+        (lambda m, x: x / m.std, (0.0, 0.0), (0.25, 0.5)),
+        (lambda m, x: x - m.mean, (0.4, 0.6), (1.0, 1.0)),
+    ],
+    ids=["buffers", "functions-and-views", "numbers", "std-only", "mean-only"],
+)
+def test_a_leading_input_normalization_is_the_normalize_node(form, mean, std):
+    traced = check(Normalized(form))  # level 1: the module normalizes, the IR's Normalize reproduces it bit for bit
+    norm = traced.graph.nodes[1]
+    assert isinstance(norm, n.Normalize) and norm.sources == ("image",) and traced.graph.node("conv").sources == (norm.name,)
+    assert np.array_equal(norm.mean, np.float32(mean)) and np.array_equal(norm.std, np.float32(std))
+    assert traced.input_spec.mean is None  # the model's own: the data reach it raw
+
+
+def test_the_models_normalization_folds_and_verifies_and_is_not_declared_twice():
+    from inflor_deploy import verify
+    from inflor_deploy.compiler import compile_model
+    from inflor_deploy.data import Dataset
+    from inflor_deploy.errors import InflorError
+
+    model = seeded(Normalized(lambda m, x: (x - m.mean) / m.std))
+    x = images(12)
+    result = compile_model(model, input_shape=SHAPE, timesteps=T, probe_images=x[:6])
+    assert result.graph_after("import").of_type(n.Normalize) and not result.float_graph.of_type(n.Normalize)
+    assert result.options["input"]["mean"] is None  # nothing declared: the normalization is the model's
+    assert next(c for c in result.contracts if c.pass_name == "FoldInputNormalization").ok
+    # Folded: W' = W / std per input channel (the chip receives the raw input).
+    weight = model.conv.module.weight.detach().numpy()
+    folded = result.graph_after("FoldInputNormalization").node("conv").weight
+    np.testing.assert_allclose(folded, weight / np.float32([0.25, 0.5])[None, :, None, None], rtol=1e-6)
+    data = Dataset("noise", x, np.zeros(len(x), np.int64), 3)
+    level1 = verify.level1_torch_vs_float_ir(model, result.graph_after("import"), data)
+    assert level1.ok and level1.metrics["spikes"] > 0, level1.summary
+    with pytest.raises(InflorError, match="the model normalizes its input itself .* drop them"):
+        compile_model(model, input_shape=SHAPE, timesteps=T, probe_images=x[:6], input_mean="0.5", input_std="0.2")
+
+
+def test_parameters_reshaped_in_forward_are_constants_too():
+    model = Normalized(lambda m, x: (x - m.pmean.view(1, -1, 1, 1)) / m.pstd.reshape(2, 1, 1))
+    model.pmean, model.pstd = nn.Parameter(torch.tensor([0.1, 0.2])), nn.Parameter(torch.tensor([0.3, 0.4]))
+    norm = check(model).graph.nodes[1]  # fx reads parameters lazily: .view / .reshape are evaluated once, at trace time
+    assert np.array_equal(norm.mean, np.float32([0.1, 0.2])) and np.array_equal(norm.std, np.float32([0.3, 0.4]))
+
+
+def _with(module: nn.Module, **buffers) -> nn.Module:
+    for key, value in buffers.items():
+        setattr(module, key, torch.as_tensor(value, dtype=torch.float32))
+    return module
+
+
+def _with_parameter(module: nn.Module) -> nn.Module:
+    module.scale = nn.Parameter(torch.ones(2, 1, 1))  # fx reads a parameter lazily (a buffer is read while tracing)
+    return module
+
+
+@pytest.mark.parametrize(
+    "module, match",
+    [
+        (Normalized(lambda m, x: (x - x) / m.std), r"operator.sub at fx node 'sub'.*its mean is computed from the input"),
+        (_with(Normalized(lambda m, x: (x - m.mean) / m.std), std=np.full((2, 8, 8), 0.5)),
+         r"its std of shape \(2, 8, 8\) is not one value per channel"),
+        (_with(Normalized(lambda m, x: (x - m.mean) / m.std), mean=np.full((2, 1, 1, 1), 0.5)),  # one per sample
+         r"its mean of shape \(2, 1, 1, 1\) is not one value per channel"),
+        (Normalized(lambda m, x: (x - m.mean) / m.std, std=(0.5, 0.0)), r"operator.truediv .*has values <= 0"),
+        (Normalized(lambda m, x: (x - m.mean) * 4.0), r"operator.mul at fx node 'mul'.*products are not supported"),
+        (Normalized(lambda m, x: (x - m.mean) / m.std / m.std), r"arithmetic to an already normalized input"),
+        (_with_parameter(Normalized(lambda m, x: (x - m.mean) / torch.rand_like(m.scale))),
+         r"torch.rand_like at fx node 'rand_like'.*random"),
+    ],
+    ids=["statistic", "per-position", "per-sample", "zero-std", "product", "twice", "random"],
+)
+def test_other_input_arithmetic_is_refused_with_the_reason(module, match):
+    with pytest.raises(UnsupportedOpError, match=match):
+        trace(module, SHAPE, T)
+
+
+def test_arithmetic_on_spikes_is_refused():
+    class Shifted(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.sn, self.fc = TimeDistributed(nn.Conv2d(2, 4, 3, padding=1)), SRIF(), nn.Linear(256, 3)
+
+        def forward(self, x):
+            return self.fc((self.sn(self.conv(x)) - 0.5).flatten(2)).mean(0)
+
+    with pytest.raises(UnsupportedOpError, match="operator.sub at fx node 'sub'.*arithmetic to spike trains"):
+        trace(Shifted(), SHAPE, T)
+
+
 # --------------------------------------------------------------------------- readouts
 
 
