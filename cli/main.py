@@ -286,12 +286,13 @@ compile_options = [
                  help="Range of the input data [default 0,1: pixels at 1/255]; 0,255 declares raw 8-bit pixels; "
                       "e.g. -2.5,2.5 a signed range. Inputs outside it are refused."),
     click.option("--input-mean", default=None, metavar="M1,M2,...",
-                 help="Per-channel mean the model's inputs were normalized with ((x - mean) / std); "
-                      "folded into the first synapses, so the chip receives the raw pixels."),
+                 help="Per-channel mean the model's inputs were normalized with ((x - mean) / std) before the "
+                      "model; folded into the first synapses, so the chip receives the raw pixels. (A --model "
+                      "whose forward normalizes its input itself needs none.)"),
     click.option("--input-std", default=None, metavar="S1,S2,...", help="Per-channel std of that normalization."),
     click.option("--input-encoding", type=click.Choice(["direct", "sequence"]), default=None,
-                 help="direct: the frame at every step; sequence: [T, C, H, W] event frames, one per step "
-                      "[default: the checkpoint's, else direct]."),
+                 help="direct: the frame at every step; sequence: [T, C, H, W] event frames, one per step (a "
+                      "multi-step --model is called on [T, B, C, H, W]) [default: the checkpoint's, else direct]."),
     click.option("--headroom", type=click.Choice(["u", "uv"]), default="u", show_default=True,
                  help="Worst cases the scales must respect: u never wraps (u), and also v never saturates (uv)."),
     click.option("--overflow", type=click.Choice(["warn", "error"]), default="warn", show_default=True,

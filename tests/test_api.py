@@ -19,6 +19,24 @@ def test_trace_returns_the_validated_float_ir():
     assert graph.name == "ResidualCatNet" and graph.input.shape == (1, 8, 8)
 
 
+def test_trace_and_compile_take_the_declared_input_as_keywords(tmp_path):
+    from inflor_deploy.ir import nodes as n
+
+    model = residual_cat_net(T=2)
+    raw = inflor_deploy.trace(model, input_shape=(1, 8, 8), timesteps=2, input_range=(0, 255))
+    assert (raw.input.value_range, raw.input.pixel_levels) == ((0.0, 255.0), 1)
+    normalized = inflor_deploy.trace(model, input_shape=(1, 8, 8), timesteps=2, input_mean=[0.5], input_std=[0.25])
+    norm = normalized.node("input_normalization")
+    assert isinstance(norm, n.Normalize) and norm.mean.tolist() == [0.5] and norm.std.tolist() == [0.25]
+    with pytest.raises(InflorError, match="--input-std .*every std must be > 0"):
+        inflor_deploy.trace(model, input_shape=(1, 8, 8), timesteps=2, input_mean=[0.5], input_std=[0.0])
+    artifact = inflor_deploy.compile(model, input_shape=(1, 8, 8), timesteps=2, output=tmp_path / "out",
+                                     probe_samples=2, input_range="-1,1", input_mean="0.5", input_std="0.25")  # fmt: skip
+    declared = artifact.manifest["compile_options"]["input"]
+    assert declared == {"range": [-1.0, 1.0], "mean": [0.5], "std": [0.25], "encoding": "direct"}
+    assert artifact.fixed_graph.input.value_range == (-1.0, 1.0)
+
+
 def test_compile_writes_and_returns_the_artifact_and_verify_needs_the_model(tmp_path):
     data = load_digits("test").take(24)
     model = calibrated(residual_cat_net(T=4), load_digits("train").images[:128])

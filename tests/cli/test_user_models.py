@@ -169,3 +169,29 @@ def test_model_options_must_come_together(tmp_path, weights):
     # A state_dict without --model: the checkpoint loader points at the --model route.
     result = invoke("compile", weights / "three_conv.pt", "-o", tmp_path / "out")
     assert result.exit_code == 1 and "--model MODULE:FACTORY --input-shape C,H,W -T N" in result.output
+
+
+def test_the_model_route_takes_the_declared_input_options(tmp_path, weights):
+    """--input-range/--input-mean/--input-std apply to --model as to a checkpoint: recorded, folded, and verify
+    feeds the module the data as the pipeline hands them over (normalized), levels 0 and 1 exact."""
+    out = tmp_path / "out"
+    compiled = invoke("compile", weights / "three_conv.pt", "--model", f"{NETS}:three_conv_net", "--model-arg",
+                      "width=8", "--input-shape", "1,8,8", "-T", 4, "--input-range", "0,1", "--input-mean", "0.3",
+                      "--input-std", "0.4", "-o", out, "--no-lava-smoke", "--probe-samples", 4)  # fmt: skip
+    assert compiled.exit_code == 0, compiled.output
+    artifact = load_artifact(out)
+    assert artifact.manifest["compile_options"]["input"] == {"range": [0.0, 1.0], "mean": [0.3], "std": [0.4],
+                                                            "encoding": "direct"}  # fmt: skip
+    assert artifact.manifest["input"]["normalization"] == {"mean": [0.30000001192092896], "std": [0.4000000059604645]}
+    imported = artifact.graph_at("import")
+    assert [x.name for x in imported.nodes[:3]] == ["image", "input_normalization", "conv1"]
+    assert not artifact.float_graph.of_type(type(imported.nodes[1]))  # FoldInputNormalization folded it
+    checked = invoke("verify", out, "--data", "digits", "--samples", 16, "--reference-samples", 1, "--lava-samples", 0,
+                     "--max-accuracy-drop", 100, "--min-spike-agreement", 0)  # fmt: skip
+    assert checked.exit_code == 0, checked.output
+    levels = {level["level"]: level for level in json.loads((out / "verify.json").read_text())["levels"]}
+    assert levels[0]["ok"] and levels[1]["ok"] and levels[1]["metrics"]["spikes"] > 0
+    # A declaration that does not fit the model is one line, exit 1, nothing written.
+    bad = invoke("compile", weights / "three_conv.pt", "--model", f"{NETS}:three_conv_net", "--input-shape", "1,8,8",
+                 "-T", 4, "--input-mean", "0.3,0.2", "--input-std", "0.4,0.4", "-o", tmp_path / "bad")  # fmt: skip
+    assert bad.exit_code == 1 and "the model's input has 1 channels" in bad.output and not (tmp_path / "bad").exists()
