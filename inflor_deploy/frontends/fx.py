@@ -314,15 +314,21 @@ def _resolve_time_mode(model: nn.Module, adapters: Sequence[Adapter], time_mode:
     return next(iter(stated))
 
 
-def _encodes_inside(gm: fx.GraphModule, adapters: Sequence[Adapter]) -> bool:
+def _repeats_frame(gm: fx.GraphModule) -> bool:
+    """Whether the forward repeats a frame over time itself: ``x.unsqueeze(0).repeat(T, ...)`` / ``expand``."""
     for node in gm.graph.nodes:
-        if node.op == "call_function" and any(a.encoding(node.target) == "direct" for a in adapters):
-            return True
         if node.op == "call_method" and node.target == "unsqueeze":
             dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
             if dim == 0 and any(u.op == "call_method" and u.target in ("repeat", "expand") for u in node.users):
                 return True
     return False
+
+
+def _encodes_inside(gm: fx.GraphModule, adapters: Sequence[Adapter]) -> bool:
+    if any(node.op == "call_function" and any(a.encoding(node.target) == "direct" for a in adapters)
+           for node in gm.graph.nodes):  # fmt: skip
+        return True
+    return _repeats_frame(gm)
 
 
 def _call_arguments(model: nn.Module, gm: fx.GraphModule, example: torch.Tensor, timesteps_argument: str | None, T: int):
@@ -397,6 +403,12 @@ def trace_model(
     spec = input_spec or InputSpec()
     sequence = spec.encoding == "sequence"
     gm = capture_graph(model, used)
+    if sequence and mode == "multi" and _repeats_frame(gm):
+        raise ExportError(
+            f"{type(model).__name__} repeats its input over time itself (x.unsqueeze(0).repeat/expand: direct "
+            "encoding), but the input was declared a sequence (--input-encoding sequence): declare direct encoding, "
+            "or give the model the [T, B, C, H, W] events"
+        )
     # A sequence is handed over time-first; a direct encoding inside the model (SpikingNetwork's) passes it through.
     encodes_inside = mode == "multi" and not sequence and _encodes_inside(gm, used)
     batch = 2 if timesteps != 2 else 3  # B != T keeps the [T, B] axes apart in every shape check

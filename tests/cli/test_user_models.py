@@ -195,3 +195,32 @@ def test_the_model_route_takes_the_declared_input_options(tmp_path, weights):
     bad = invoke("compile", weights / "three_conv.pt", "--model", f"{NETS}:three_conv_net", "--input-shape", "1,8,8",
                  "-T", 4, "--input-mean", "0.3,0.2", "--input-std", "0.4,0.4", "-o", tmp_path / "bad")  # fmt: skip
     assert bad.exit_code == 1 and "the model's input has 1 channels" in bad.output and not (tmp_path / "bad").exists()
+
+
+def test_a_multi_step_model_on_event_sequences_compiles_and_verifies(tmp_path, weights):
+    """--input-encoding sequence: the module is called on [T, B, 1, 8, 8] events (not a repeated frame); the IR's
+    Input is a sequence; verify runs the module on the events of an .npz [N, T, C, H, W] dataset."""
+    import numpy as np
+
+    rng = np.random.default_rng(7)
+    events = (rng.random((12, 4, 1, 8, 8)) < 0.3).astype(np.float32)
+    np.savez(tmp_path / "events.npz", x=events, y=rng.integers(0, 10, size=12))
+    out = tmp_path / "out"
+    compiled = invoke("compile", weights / "three_conv.pt", "--model", f"{NETS}:three_conv_net", "--input-shape",
+                      "1,8,8", "-T", 4, "--input-encoding", "sequence", "-o", out, "--no-lava-smoke",
+                      "--probe-samples", 4)  # fmt: skip
+    assert compiled.exit_code == 0, compiled.output
+    artifact = load_artifact(out)
+    model = artifact.manifest["source"]["model"]
+    assert model["encoding"] == "sequence" and model["input"] == "[T, B, C, H, W] (events)"
+    assert artifact.fixed_graph.input.encoding == "sequence" and "integer frames" in artifact.manifest["probe"]
+    checked = invoke("verify", out, "--data", tmp_path / "events.npz", "--reference-samples", 1, "--lava-samples", 0,
+                     "--max-accuracy-drop", 100, "--min-spike-agreement", 0)  # fmt: skip
+    assert checked.exit_code == 0, checked.output
+    levels = {level["level"]: level for level in json.loads((out / "verify.json").read_text())["levels"]}
+    assert levels[0]["ok"] and levels[1]["ok"] and levels[2]["ok"]
+    assert levels[1]["metrics"]["spikes"] > 0 and levels[1]["metrics"]["mismatches"] == 0
+    # Single frames are not what it was compiled for.
+    np.savez(tmp_path / "frames.npz", x=events[:, 0], y=np.zeros(12, np.int64))
+    refused = invoke("verify", out, "--data", tmp_path / "frames.npz", "--lava-samples", 0)
+    assert refused.exit_code == 1 and "sequence" in refused.output

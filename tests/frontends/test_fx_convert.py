@@ -643,6 +643,33 @@ def test_a_model_on_time_first_input_is_called_on_the_repeated_frame():
     assert not traced.encodes_inside and traced.time_mode == "multi" and traced.readout == "module"
 
 
+def test_event_sequences_are_the_sequence_input_of_a_multi_step_model():
+    from inflor_deploy.frontends.input_spec import resolve_input_spec
+
+    model = seeded(Seq(TimeDistributed(nn.Conv2d(2, 4, 3, padding=1)), SRIF(), TimeDistributed(nn.Flatten()),
+                       TimeDistributed(nn.Linear(256, 3))))  # fmt: skip
+    traced = trace_model(model, SHAPE, T, input_spec=resolve_input_spec(input_encoding="sequence"))
+    assert traced.graph.input.encoding == "sequence" and traced.graph.input.value_range == (0.0, 1.0)
+    assert not traced.encodes_inside and traced.conventions()["encoding"] == "sequence"
+    assert traced.conventions()["input"] == "[T, B, C, H, W] (events)"
+    events = (np.random.default_rng(2).random((6, T, *SHAPE)) < 0.4).astype(np.float32)  # [B, T, C, H, W]
+    reference = traced.run(events)
+    ir = run_float(traced.graph, events, record=True)
+    assert 0 < reference.spikes["layers.1"].mean() < 1
+    assert np.array_equal(reference.spikes["layers.1"], ir.spikes["layers.1"]) and np.array_equal(reference.scores, ir.scores)
+    with torch.no_grad():  # the module is called once on the time-first events
+        own = model(torch.from_numpy(events).transpose(0, 1).contiguous()).numpy()
+    assert np.array_equal(reference.scores, own)
+    # Frame t drives step t: another last frame changes the last step only.
+    edited = events.copy()
+    edited[:, -1] = 1.0 - edited[:, -1]
+    again = traced.run(edited).spikes["layers.1"]
+    assert np.array_equal(again[:-1], reference.spikes["layers.1"][:-1]) and not np.array_equal(again[-1], reference.spikes["layers.1"][-1])
+    # A model that repeats one frame over time is not a sequence model.
+    with pytest.raises(ExportError, match="EncodesInside repeats its input over time itself .* declared a sequence"):
+        trace(EncodesInside(), SHAPE, T, input_spec=resolve_input_spec(input_encoding="sequence"))
+
+
 def test_wrong_input_shape_and_arguments_are_named():
     model = Seq(TimeDistributed(nn.Conv2d(2, 4, 3)), SRIF())
     with pytest.raises(ExportError, match=r"example input of shape \(3, 2, 3, 8, 8\) failed at fx node 'layers_0'"):

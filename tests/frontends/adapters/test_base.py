@@ -100,6 +100,25 @@ def test_single_step_modules_are_called_once_per_step_with_state_reset():
     assert model.sn1.u is None  # the runner leaves the module reset
 
 
+def test_a_single_step_model_gets_frame_t_of_an_event_sequence_at_step_t():
+    from inflor_deploy.frontends.input_spec import resolve_input_spec
+
+    model = _seeded(StepNet())
+    traced = trace_model(model, (2, 8, 8), 4, adapters=["inflor", StepAdapter()],
+                         input_spec=resolve_input_spec(input_encoding="sequence"))  # fmt: skip
+    assert traced.graph.input.encoding == "sequence" and traced.conventions()["input"].endswith("frame t at step t")
+    events = (np.random.default_rng(3).random((5, 4, 2, 8, 8)) < 0.4).astype(np.float32)  # [B, T, C, H, W]
+    reference = traced.run(events)
+    ir = run_float(traced.graph, events, record=True)
+    for name in ("sn1", "pool", "sn2"):
+        assert np.array_equal(reference.spikes[name], ir.spikes[name]), name
+    assert np.array_equal(reference.scores, ir.scores)
+    with torch.no_grad():  # the user's own loop: one call per step on that step's frame, state reset first
+        StepAdapter().reset_state(model)
+        own = torch.stack([model(torch.from_numpy(events[:, t])) for t in range(4)]).mean(0).numpy()
+    assert np.array_equal(reference.scores, own)
+
+
 def test_time_convention_errors():
     class Mixed(nn.Module):
         def __init__(self):
