@@ -910,7 +910,7 @@ def _f_add(c: Converter, node: fx.Node) -> Value:
                             "shape (no broadcasting)")  # fmt: skip
     if "input" in (a.kind, b.kind):
         raise c.error(node, "adding the raw input to other tensors is not supported (a synapse reads the input; "
-                            "input normalization belongs to the Input node)")  # fmt: skip
+                            "an input normalization is written (x - mean) / std)")  # fmt: skip
     kind = "current" if "current" in (a.kind, b.kind) else "spikes"
     # Float addition commutes exactly but does not associate: a + (b + c) is (b + c) + a bit for bit, so a
     # single tensor goes last; (a + b) + (c + d) has no left-to-right order with torch's rounding.

@@ -167,7 +167,12 @@ class Adapter:
         raise AdapterError(f"the {self.name} adapter cannot map {type(module).__name__} {path!r}")
 
     def encoding(self, function: Callable) -> Literal["direct"] | None:
-        """How an autowrapped function turns the input into time-first currents ("direct": repeat the frame)."""
+        """How an autowrapped function turns the input into time-first currents ("direct": repeat the frame).
+
+        A ``"direct"`` function must hand a time-first ``[T, B, ...]`` sequence
+        through unchanged: with event input (``--input-encoding sequence``) the
+        model is called on the events and the front end maps the call to nothing.
+        """
         return None
 
     def timesteps_argument(self, model: nn.Module) -> str | None:
