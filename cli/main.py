@@ -174,20 +174,47 @@ def targets(as_json):
         click.echo(f"  {'':<12} {row['description']}")
 
 
+def _input_shape(text: str | None):
+    if text is None:
+        return None
+    try:
+        shape = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        shape = ()
+    if not 1 <= len(shape) <= 3 or any(s < 1 for s in shape):
+        raise InflorError(f"--input-shape must be one sample's shape as positive integers C,H,W (e.g. 1,8,8); got {text!r}")
+    return shape
+
+
 def _compile(model, target, output, force, *, stop_after=None, trust_pickle=False, input_scale=None,
-             headroom="u", overflow="warn", timesteps=None, probe_samples=None, input_range=None,
-             input_mean=None, input_std=None, input_encoding=None):
+             headroom="u", overflow="warn", timesteps=None, probe_samples=None, factory=None, model_args=(),
+             input_shape=None, time_mode=None, input_range=None, input_mean=None, input_std=None,
+             input_encoding=None):  # fmt: skip
     from inflor_deploy.artifact import prepare_output, write_artifact
-    from inflor_deploy.compiler import compile_checkpoint
+    from inflor_deploy.compiler import compile_checkpoint, compile_factory
     from inflor_deploy.passes.base import QuantizationOptions
 
+    if factory is None and (model_args or input_shape or time_mode):
+        raise InflorError("--model-arg, --input-shape and --time-mode describe a model given with --model MODULE:FACTORY; "
+                          "a checkpoint records its own architecture")  # fmt: skip
+    if factory is not None and (input_shape is None or timesteps is None):
+        raise InflorError("--model needs --input-shape C,H,W and -T N (one sample's shape and the timesteps)")
+    shape = _input_shape(input_shape)
     prepare_output(output, force)  # refuse before spending time on the compile
     options = QuantizationOptions(input_grade_scale=input_scale, headroom=headroom, overflow=overflow)
-    result = compile_checkpoint(
-        model, target, trust_pickle=trust_pickle, quantization=options, stop_after=stop_after,
-        timesteps=timesteps, probe_samples=probe_samples, input_range=input_range, input_mean=input_mean,
-        input_std=input_std, input_encoding=input_encoding,
-    )  # fmt: skip
+    declared = dict(input_range=input_range, input_mean=input_mean, input_std=input_std, input_encoding=input_encoding)
+    if factory is not None:
+        from inflor_deploy.frontends.user_model import FactorySpec
+
+        result = compile_factory(
+            model, FactorySpec.parse(factory, model_args), input_shape=shape, timesteps=timesteps, target=target,
+            time_mode=time_mode, quantization=options, stop_after=stop_after, probe_samples=probe_samples, **declared,
+        )  # fmt: skip
+    else:
+        result = compile_checkpoint(
+            model, target, trust_pickle=trust_pickle, quantization=options, stop_after=stop_after,
+            timesteps=timesteps, probe_samples=probe_samples, **declared,
+        )  # fmt: skip
     write_artifact(result, output, force=force)
     return result
 
@@ -198,11 +225,13 @@ def _span(value) -> str:
 
 
 def _print_compile_summary(result, output) -> None:
-    config = result.checkpoint.config
-    click.echo(
-        f"compiled {result.checkpoint.path.name} ({config.arch}, T={result.graph.timesteps}, "
-        f"{config.neuron}{'+MPR' if config.mpr else ''}) for {result.target.name} in {result.seconds:.1f} s"
-    )
+    source, conventions = result.source, result.conventions
+    if source.config is not None:
+        config = source.config
+        what = f"{config['arch']}, T={result.graph.timesteps}, {config['neuron']}{'+MPR' if config['mpr'] else ''}"
+    else:
+        what = f"{source.model_class}, T={result.graph.timesteps}, {conventions.get('time_mode')}-step"
+    click.echo(f"compiled {source.label} ({what}) for {result.target.name} in {result.seconds:.1f} s")
     click.echo(f"contracts (probe: {result.probe_source}):")
     for contract in result.contracts:
         click.echo(f"  {'ok  ' if contract.ok else 'FAIL'} {contract.pass_name:<27} [{contract.kind}] {contract.summary}")
@@ -257,19 +286,21 @@ compile_options = [
                  help="Range of the input data [default 0,1: pixels at 1/255]; 0,255 declares raw 8-bit pixels; "
                       "e.g. -2.5,2.5 a signed range. Inputs outside it are refused."),
     click.option("--input-mean", default=None, metavar="M1,M2,...",
-                 help="Per-channel mean the model's inputs were normalized with ((x - mean) / std); "
-                      "folded into the first synapses, so the chip receives the raw pixels."),
+                 help="Per-channel mean the model's inputs were normalized with ((x - mean) / std) before the "
+                      "model; folded into the first synapses, so the chip receives the raw pixels. (A --model "
+                      "whose forward normalizes its input itself needs none.)"),
     click.option("--input-std", default=None, metavar="S1,S2,...", help="Per-channel std of that normalization."),
     click.option("--input-encoding", type=click.Choice(["direct", "sequence"]), default=None,
-                 help="direct: the frame at every step; sequence: [T, C, H, W] event frames, one per step "
-                      "[default: the checkpoint's, else direct]."),
+                 help="direct: the frame at every step; sequence: [T, C, H, W] event frames, one per step (a "
+                      "multi-step --model is called on [T, B, C, H, W]) [default: the checkpoint's, else direct]."),
     click.option("--headroom", type=click.Choice(["u", "uv"]), default="u", show_default=True,
                  help="Worst cases the scales must respect: u never wraps (u), and also v never saturates (uv)."),
     click.option("--overflow", type=click.Choice(["warn", "error"]), default="warn", show_default=True,
                  help="A layer whose v can saturate in the worst case, or whose threshold or reset amount rounds "
                       "with more than 1 % relative error (QuantizeFixedPoint's stated bound): warn, or refuse to "
                       "compile."),
-    click.option("-T", "--timesteps", type=int, default=None, help="Override the checkpoint's T."),
+    click.option("-T", "--timesteps", type=int, default=None,
+                 help="Timesteps T: overrides a checkpoint's; required with --model."),
     click.option("--probe-samples", type=int, default=None,
                  help="Inputs the pass contracts run on [default: 16, fewer (>= 2) for very large nets]."),
     click.option("--lava-smoke/--no-lava-smoke", default=True, show_default=True,
@@ -290,22 +321,39 @@ def _default_output(model: Path, target: str) -> Path:
     return Path("artifacts") / f"{model.stem}-{target}"
 
 
+model_options = [
+    click.option("--model", "factory", default=None, metavar="MODULE:FACTORY",
+                 help="Your own model: MODULE (importable name or path/to/file.py) and FACTORY (a callable in it "
+                      "returning the nn.Module). MODEL is then a plain state_dict. Naming it runs that code."),
+    click.option("--model-arg", "model_args", multiple=True, metavar="KEY=VALUE",
+                 help="Keyword argument for FACTORY (a Python literal, else a string); repeatable."),
+    click.option("--input-shape", default=None, metavar="C,H,W", help="One input sample's shape (with --model)."),
+    click.option("--time-mode", type=click.Choice(["multi", "single"]), default=None,
+                 help="multi: the model is called once on [T, B, ...]; single: once per step [default: from the neurons]."),
+]
+
+
 @cli.command(name="compile")
 @click.argument("model", type=click.Path(path_type=Path))
 @_with_options(compile_options)
+@_with_options(model_options)
 @trust_pickle_option
 @_user_errors
 def compile_command(model, target, output, force, stop_after, input_scale, input_range, input_mean, input_std,
-                    input_encoding, headroom, overflow, timesteps, probe_samples, lava_smoke, trust_pickle):  # fmt: skip
-    """Compile a checkpoint to Loihi 2 fixed point and write an artifact directory.
+                    input_encoding, headroom, overflow, timesteps, probe_samples, lava_smoke, factory, model_args,
+                    input_shape, time_mode, trust_pickle):  # fmt: skip
+    """Compile MODEL to Loihi 2 fixed point and write an artifact directory.
 
+    MODEL is an inflor-deploy checkpoint, or, with --model MODULE:FACTORY, a
+    plain state_dict of your own network (torch.save(model.state_dict(), path)).
     Exits with status 2 if the Lava smoke run is not bit-exact with the simulator.
     """
     output = output or _default_output(model, target)
     result = _compile(
         model, target, output, force, stop_after=stop_after, trust_pickle=trust_pickle, input_scale=input_scale,
-        headroom=headroom, overflow=overflow, timesteps=timesteps, probe_samples=probe_samples,
-        input_range=input_range, input_mean=input_mean, input_std=input_std, input_encoding=input_encoding,
+        headroom=headroom, overflow=overflow, timesteps=timesteps, probe_samples=probe_samples, factory=factory,
+        model_args=model_args, input_shape=input_shape, time_mode=time_mode, input_range=input_range,
+        input_mean=input_mean, input_std=input_std, input_encoding=input_encoding,
     )  # fmt: skip
     _print_compile_summary(result, output)
     if lava_smoke:

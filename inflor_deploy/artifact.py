@@ -2,10 +2,11 @@
 
 Layout of ``OUT/``::
 
-    manifest.json              versions, source checkpoint, target, declared input (range,
-                               encoding, normalization, grade scale), compile options, pass
-                               list, every contract's result, schedule, file index, and the
-                               sha256 of every file below and of every source (``integrity``)
+    manifest.json              versions, source (checkpoint or weights, the model's code and
+                               conventions), target, declared input (range, encoding,
+                               normalization, grade scale), compile options, pass list, every
+                               contract's result, schedule, file index, and the sha256 of every
+                               file below and of every source (``integrity``)
     model.float.onnx           per-timestep float ONNX export (neurons = inflor.Neuron nodes)
     model.fixed_point.onnx     per-timestep integer ONNX (inflor.LoihiNeuron nodes); onnxruntime
                                runs it bit-exactly like the integer reference
@@ -157,22 +158,19 @@ def manifest(result, files: dict[str, Any], hashes: dict[str, str]) -> dict[str,
     """The manifest of a compile; ``hashes`` maps every written file (relative path) to its sha256."""
     from inflor_deploy.frontends.input_spec import input_spec_of
 
-    ckpt = result.checkpoint
+    checkpoint = result.source.checkpoint  # None for a module compiled in memory
     schedule = result.graph.schedule
     fixed = result.fixed_graph
-    sources = [source_entry("checkpoint", ckpt.path), source_entry("target", Path(result.target.path))]
+    sources = [] if checkpoint is None else [source_entry("checkpoint", checkpoint)]
+    sources.append(source_entry("target", Path(result.target.path)))
     sources += [source_entry(role, path) for role, path in result.sources]
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "versions": _versions(),
-        "source": {
-            "checkpoint": str(ckpt.path.resolve()),
-            "sha256": sha256(ckpt.path),
-            "config": ckpt.config.to_dict(),
-            "metadata": ckpt.metadata,
-        },
+        # checkpoint, sha256, config, metadata, and model: how verify rebuilds and runs it (frontends/source.py).
+        "source": result.source.manifest(result.conventions),
         "target": {
             "name": result.target.name,
             "file": str(result.target.path),
