@@ -1,7 +1,8 @@
 """`inflor-deploy`: a thin click layer over the library, one command per library call.
 
 Errors a user can act on (:class:`inflor_deploy.errors.InflorError`) print
-as one message and exit with status 1; verification failures exit with 2.
+as one message and exit with status 1; verification failures exit with 2;
+Ctrl-C, SIGTERM and SIGHUP print one line and exit with 128 + the signal.
 """
 
 from __future__ import annotations
@@ -13,22 +14,39 @@ from pathlib import Path
 
 import click
 
+from inflor_deploy import interrupts
 from inflor_deploy.errors import InflorError
 
 EXIT_USER_ERROR = 1
 EXIT_VERIFICATION_FAILED = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT; a SIGTERM exits 143, a SIGHUP 129
 
 
 def _user_errors(command):
-    """Turn InflorError into a clean message and a non-zero exit (no traceback)."""
+    """Turn InflorError into a clean message and a non-zero exit (no traceback).
+
+    Ctrl-C, SIGTERM and SIGHUP unwind the command as an exception (every
+    ``finally`` runs: Lava workers stopped, shared memory freed, staging
+    directories removed), then print one line and exit ``128 + signum``.
+    """
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
-        try:
-            return command(*args, **kwargs)
-        except InflorError as err:
-            click.echo(f"error: {err}", err=True)
-            sys.exit(EXIT_USER_ERROR)
+        with interrupts.signals_raise():
+            try:
+                result = command(*args, **kwargs)
+                interrupts.check()  # a signal whose exception a library dropped
+                return result
+            except InflorError as err:
+                click.echo(f"error: {err}", err=True)
+                sys.exit(EXIT_USER_ERROR)
+            except KeyboardInterrupt as err:
+                with interrupts.deferred():  # a second Ctrl-C must not turn this into a traceback
+                    stray = interrupts.reap_children()
+                    if stray:
+                        err.add_note(f"stopped {stray} other child processes")
+                    click.echo(f"error: {interrupts.describe(err)}", err=True)
+                    sys.exit(getattr(err, "exit_status", EXIT_INTERRUPTED))
 
     return wrapper
 

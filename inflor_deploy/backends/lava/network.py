@@ -78,16 +78,19 @@ Running and stopping
 Lava's blocking ``run`` deadlocks when a ProcessModel raises (the failing
 worker exits; its neighbours wait forever for its spikes), so runs are
 started non-blocking and watched (:func:`_run_watched`). Every run stops
-the Lava runtime in ``finally`` (also on Ctrl-C): worker processes are
-killed and the shared memory released when a graceful stop is impossible
-(see :func:`_shutdown`).
+the Lava runtime when it ends, also on Ctrl-C, SIGTERM and SIGHUP (raised
+as :class:`~inflor_deploy.interrupts.Interrupted` while it runs): worker
+processes are killed and the shared memory released when a graceful stop
+is impossible (:mod:`.teardown`). The workers ignore those signals
+themselves and die with the process that started them
+(:func:`~inflor_deploy.interrupts.quiet_children`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-import threading
+import multiprocessing
 import time
 import types
 from dataclasses import dataclass, field
@@ -95,10 +98,12 @@ from typing import Any, Literal
 
 import numpy as np
 
+from inflor_deploy import interrupts
 from inflor_deploy.errors import InflorError
 from inflor_deploy.ir import nodes as n
 from inflor_deploy.ir.graph import Graph, infer_shapes
 from inflor_deploy.backends.sim.compare import Divergence, first_divergence
+from inflor_deploy.backends.lava.teardown import stop_runtime
 from inflor_deploy.backends.sim.int_reference import quantize_input, run_pipelined
 
 __all__ = [
@@ -129,8 +134,6 @@ SOFT_RESET_ROUTES = ("process", "recurrent")
 ACCUMULATOR_VTH = 2**17
 #: Largest synaptic delay Lava's bit-accurate DelayDense/DelaySparse accept (6 bits; they raise above).
 MAX_DELAY = 63
-#: Seconds a graceful ``runtime.stop()`` may take before the workers are killed.
-STOP_TIMEOUT_S = 20.0
 _V_UNITS = 64  # one weight unit in v (a_in << 6)
 
 
@@ -639,28 +642,32 @@ def run_lava(
     L = _lava()
     shapes = infer_shapes(graph)
     anchor = net.source
-    failed = True
-    try:
-        t0 = time.perf_counter()
-        anchor.create_runtime(run_cfg=L.Loihi2SimCfg(select_tag=tag))
-        t1 = time.perf_counter()
-        _run_watched(anchor, L.RunSteps(num_steps=net.steps, blocking=False))
-        t2 = time.perf_counter()
-        out = graph.output
-        data = np.asarray(net.readout.data.get())  # [*lava_shape, reads]
-        acc = np.moveaxis(data[..., net.readout_skip : net.readout_skip + net.samples], -1, 0)
-        acc = _from_lava(acc, len(shapes[out.name]))
-        spikes = {
-            name: _from_lava(np.moveaxis(np.asarray(sink.data.get()), -1, 0), len(shapes[name])).astype(np.uint8)
-            for name, sink in net.spike_sinks.items()
-        }
-        voltages = {
-            name: _from_lava(np.moveaxis(np.asarray(read.data.get()), -1, 0), len(shapes[name]))
-            for name, read in net.voltage_reads.items()
-        }
-        failed = False
-    finally:
-        _shutdown(anchor, graceful=not failed)
+    with interrupts.signals_raise(), interrupts.quiet_children():
+        started_before = set(multiprocessing.active_children())
+        try:
+            t0 = time.perf_counter()
+            anchor.create_runtime(run_cfg=L.Loihi2SimCfg(select_tag=tag))
+            interrupts.check()  # a signal that came while Lava forked its workers
+            t1 = time.perf_counter()
+            _run_watched(anchor, L.RunSteps(num_steps=net.steps, blocking=False))
+            t2 = time.perf_counter()
+            out = graph.output
+            data = np.asarray(net.readout.data.get())  # [*lava_shape, reads]
+            acc = np.moveaxis(data[..., net.readout_skip : net.readout_skip + net.samples], -1, 0)
+            acc = _from_lava(acc, len(shapes[out.name]))
+            spikes = {
+                name: _from_lava(np.moveaxis(np.asarray(sink.data.get()), -1, 0), len(shapes[name])).astype(np.uint8)
+                for name, sink in net.spike_sinks.items()
+            }
+            voltages = {
+                name: _from_lava(np.moveaxis(np.asarray(read.data.get()), -1, 0), len(shapes[name]))
+                for name, read in net.voltage_reads.items()
+            }
+        except BaseException as err:
+            # Failed or interrupted: kill the workers, free the shared memory, and say so.
+            err.add_note(stop_runtime(anchor, graceful=False, started_before=started_before).summary())
+            raise
+        stop_runtime(anchor, graceful=True, started_before=started_before)
     if tag == "fixed_pt":
         acc = np.rint(acc).astype(np.int64)
         voltages = {k: np.rint(v).astype(np.int64) for k, v in voltages.items()}
@@ -700,6 +707,7 @@ def _run_watched(anchor, condition) -> None:
     replies = list(runtime.service_to_runtime)
     actors = list(runtime._messaging_infrastructure.actors)
     while not all(port.probe() for port in replies):
+        interrupts.check()
         dead = [actor for actor in actors if actor.exitcode is not None]
         if dead:
             reports = [actor.exception for actor in dead]
@@ -712,57 +720,6 @@ def _run_watched(anchor, condition) -> None:
         if not enum_equal(reply, MGMT_RESPONSE.DONE):
             raise LavaRunError(f"Lava's runtime service answered {reply} instead of DONE")
     runtime.wait()  # consumes the DONE replies
-
-
-def _shutdown(anchor, graceful: bool = True, timeout: float = STOP_TIMEOUT_S) -> None:
-    """Stop the Lava runtime of ``anchor``'s network; never leave workers or shared memory behind.
-
-    A graceful ``runtime.stop()`` waits for every worker's reply. After a
-    failed or interrupted run some replies never come (a worker died, or
-    the runtime is mid-step), so then — or when the graceful stop exceeds
-    ``timeout`` — the workers are killed and Lava's shared-memory manager is
-    shut down directly. Lava has no public API for that; this touches
-    ``Runtime._messaging_infrastructure`` (lava-nc 0.10.0) on purpose.
-    """
-    runtime = getattr(anchor, "runtime", None)
-    if runtime is None:
-        return
-    if graceful:
-        done = threading.Event()
-
-        def stop():
-            try:
-                runtime.stop()
-                done.set()
-            except BaseException:  # noqa: BLE001 - any failure falls through to the forced stop
-                pass
-
-        worker = threading.Thread(target=stop, name="lava-stop", daemon=True)
-        worker.start()
-        worker.join(timeout)
-        if done.is_set():
-            return
-    _force_stop(runtime)
-
-
-def _force_stop(runtime) -> None:
-    infra = getattr(runtime, "_messaging_infrastructure", None)
-    for actor in list(getattr(infra, "actors", None) or []):
-        try:
-            if actor.is_alive():
-                actor.kill()
-            actor.join()
-        except (ValueError, AssertionError, OSError):
-            pass  # already joined and closed
-    smm = getattr(infra, "smm", None)
-    if smm is not None:
-        smm.shutdown()
-    watchdog = getattr(runtime, "_watchdog_manager", None)
-    if watchdog is not None:
-        watchdog.stop()
-    # Runtime.__del__ calls stop() while _is_started, which would block on dead workers.
-    runtime._is_started = False
-    runtime._is_running = False
 
 
 # --------------------------------------------------------------------------- parity
