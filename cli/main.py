@@ -182,17 +182,20 @@ def targets(as_json):
 
 def _compile(model, target, output, force, *, stop_after=None, trust_pickle=False, input_scale=None,
              headroom="u", overflow="warn", timesteps=None, probe_samples=None):
-    from inflor_deploy.artifact import prepare_output, write_artifact
+    from inflor_deploy.artifact import reserve_output, write_artifact
     from inflor_deploy.compiler import compile_checkpoint
+    from inflor_deploy.outputs import estimate_artifact_bytes
     from inflor_deploy.passes.base import QuantizationOptions
 
-    prepare_output(output, force)  # refuse before spending time on the compile
-    options = QuantizationOptions(input_grade_scale=input_scale, headroom=headroom, overflow=overflow)
-    result = compile_checkpoint(
-        model, target, trust_pickle=trust_pickle, quantization=options, stop_after=stop_after,
-        timesteps=timesteps, probe_samples=probe_samples,
-    )  # fmt: skip
-    write_artifact(result, output, force=force)
+    need = estimate_artifact_bytes(model) if model.is_file() else 0
+    # Refuse before spending time on the compile; hold the output so a second compile fails at once.
+    with reserve_output(output, force, need_bytes=need):
+        options = QuantizationOptions(input_grade_scale=input_scale, headroom=headroom, overflow=overflow)
+        result = compile_checkpoint(
+            model, target, trust_pickle=trust_pickle, quantization=options, stop_after=stop_after,
+            timesteps=timesteps, probe_samples=probe_samples,
+        )  # fmt: skip
+        write_artifact(result, output, force=force)
     return result
 
 
@@ -345,9 +348,12 @@ def verify(model, data_spec, samples, reference_samples, lava_samples, target, o
         artifact, data, reference_samples=reference_samples, lava_samples=lava_samples,
         trust_pickle=trust_pickle, progress=lambda message: click.echo(f"  ... {message}", err=True),
     )  # fmt: skip
-    path = artifact.write_json("verify.json", {"data": data.name, **ladder.to_dict()})
     _print_ladder(ladder)
-    click.echo(f"ladder written to {path}")
+    try:
+        path = artifact.write_json("verify.json", {"data": data.name, **ladder.to_dict()})
+        click.echo(f"ladder written to {path}")
+    except InflorError as err:  # a read-only artifact still gets its ladder printed, and the exit code
+        click.echo(f"warning: the ladder above was not saved: {err}", err=True)
     if not ladder.ok:
         click.echo("error: a bit-exact level failed (see the first divergence above)", err=True)
         sys.exit(EXIT_VERIFICATION_FAILED)
@@ -360,13 +366,23 @@ def verify(model, data_spec, samples, reference_samples, lava_samples, target, o
 @click.option("--samples", type=click.IntRange(min=1), default=None, help="Use only the first N test samples.")
 @click.option("--target", "-t", default=None, help="Limits and energy constants of this target instead of the artifact's.")
 @click.option("--progress/--no-progress", default=False, show_default=True, help="Show a progress bar while simulating.")
+@click.option("--output-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Write the report files here instead of ARTIFACT/report (e.g. for a read-only artifact).")
 @_user_errors
-def report(artifact, data_spec, samples, target, progress):
+def report(artifact, data_spec, samples, target, progress, output_dir):
     """Simulate ARTIFACT over a dataset; write ARTIFACT/report/report.{json,md,html} (spikes, synops, energy, cores)."""
-    from inflor_deploy.report import build_report, short_summary, write_report
+    from inflor_deploy.artifact import load_artifact
+    from inflor_deploy.outputs import OutputError, check_output_path
+    from inflor_deploy.report import REPORT_DIR, build_report, short_summary, write_report
 
-    result = build_report(artifact, data_spec, samples=samples, progress=progress, target=target)
-    paths = write_report(result, artifact)
+    art = load_artifact(artifact)
+    directory = output_dir or artifact / REPORT_DIR
+    try:
+        check_output_path(directory, what="report")  # before simulating: a read-only artifact fails now
+    except OutputError as err:
+        raise OutputError(f"{err}; or pass --output-dir DIR to write the report elsewhere") from err
+    result = build_report(art, data_spec, samples=samples, progress=progress, target=target)
+    paths = write_report(result, artifact, directory=directory)
     click.echo(short_summary(result))
     for kind, path in paths.items():
         click.echo(f"  {kind}: {path}")

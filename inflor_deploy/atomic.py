@@ -2,6 +2,8 @@
 
 Every writer in the project goes through these two helpers, so a crash or a
 failed step never leaves a half-written checkpoint, IR, ONNX or JSON file.
+An ``OSError`` while writing (a full disk, a read-only file system) becomes
+an :class:`~inflor_deploy.outputs.OutputError` naming the path and the fix.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ import os
 import tempfile
 from pathlib import Path
 from typing import Callable
+
+from inflor_deploy.outputs import output_error, sibling_name
 
 
 def apply_umask(root: Path) -> None:
@@ -33,14 +37,20 @@ def write_file_atomically(path: str | Path, write: Callable[[Path], None], suffi
         suffix: The temporary file's suffix (``np.savez`` appends ``.npz`` to any other).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=path.parent, prefix=sibling_name(path, ""), suffix=suffix)
+    except OSError as err:
+        raise output_error(err, path) from err
     os.close(fd)
     tmp = Path(name)
     try:
         write(tmp)
         apply_umask(tmp)
         os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise output_error(err, path) from err
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
