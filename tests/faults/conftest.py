@@ -251,6 +251,7 @@ def read_only_dir(tmp_path):
     mounted = []
 
     def make_read_only(path: Path) -> Path:
+        path.mkdir(parents=True, exist_ok=True)
         if os.geteuid() != 0:
             for p in [path, *path.rglob("*")]:
                 p.chmod(0o555 if p.is_dir() else 0o444)
