@@ -295,12 +295,24 @@ def _lava_smoke(result) -> None:
 
 
 def _artifact_for(model: Path, target, output, force, trust_pickle):
-    """An artifact directory as given, or a fresh compile of a checkpoint file."""
+    """An artifact directory as given; for a checkpoint, its artifact: reused when it matches, else compiled."""
     from inflor_deploy.artifact import load_artifact
+    from inflor_deploy.artifact_reuse import decide_reuse
+    from inflor_deploy.compiler import compile_options
+    from inflor_deploy.passes.base import QuantizationOptions
+    from inflor_deploy.targets import load_target
 
     if model.is_dir():
         return load_artifact(model)
     output = output or _default_output(model, target)
+    if not force and model.is_file():
+        decision = decide_reuse(output, model, load_target(target), compile_options(QuantizationOptions()))
+        if decision.action == "reuse":
+            click.echo(decision.reason)
+            return decision.artifact
+        if decision.action == "rebuild":
+            click.echo(decision.reason)
+            force = True
     result = _compile(model, target, output, force, trust_pickle=trust_pickle)
     _print_compile_summary(result, output)
     return load_artifact(output)

@@ -218,6 +218,7 @@ def manifest(result, files: dict[str, Any]) -> dict[str, Any]:
             "reset_offset": schedule.reset_offset,
         },
         "compile_seconds": round(result.seconds, 3),
+        "compile_options": result.options,
         "files": files,
     }
 

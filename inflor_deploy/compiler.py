@@ -9,6 +9,7 @@ the ONNX file in an artifact is exactly what was compiled.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,6 +69,7 @@ class CompileResult:
         probe_source: Where the contract probe came from.
         probe: The probe inputs themselves ``[N, C, H, W]``.
         seconds: Wall time of the compile.
+        options: The options it was compiled with (:func:`compile_options`), as the manifest records them.
     """
 
     checkpoint: Checkpoint
@@ -79,6 +81,7 @@ class CompileResult:
     probe_source: str = ""
     probe: np.ndarray | None = None
     seconds: float = 0.0
+    options: dict[str, Any] = field(default_factory=dict)
 
     @property
     def graph(self) -> Graph:
@@ -102,6 +105,17 @@ class CompileResult:
         """The scheduled fixed-point graph, or None when the compile stopped earlier."""
         graph = self.graph
         return graph if graph.is_fixed_point and graph.schedule is not None else None
+
+
+def compile_options(quantization: QuantizationOptions, *, stop_after: str | None = None,
+                    probe_samples: int | None = None, timesteps: int | None = None) -> dict[str, Any]:  # fmt: skip
+    """The options that decide what a compile produces, JSON-ready (two compiles agree when these do)."""
+    return {
+        "quantization": dataclasses.asdict(quantization),
+        "stop_after": stop_after,
+        "probe_samples": probe_samples,
+        "timesteps": timesteps,
+    }
 
 
 def _probe(checkpoint: Checkpoint, graph: Graph, samples: int) -> tuple[np.ndarray, str]:
@@ -182,4 +196,5 @@ def compile_checkpoint(
         probe_source=probe_source,
         probe=probe,
         seconds=time.perf_counter() - start,
+        options=compile_options(quantization, stop_after=stop_after, probe_samples=probe_samples, timesteps=timesteps),
     )
