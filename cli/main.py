@@ -81,7 +81,9 @@ def train(arch, data_spec, timesteps, neuron, mpr, epochs, lr, seed, output, for
     """Train a model with surrogate gradients and save a checkpoint."""
     from inflor_deploy.checkpoint import save_checkpoint
     from inflor_deploy.data import load_dataset
-    from inflor_deploy.nn.models import ModelConfig
+    from inflor_deploy.memory import training_estimate
+    from inflor_deploy.nn.models import ModelConfig, build_model
+    from inflor_deploy.outputs import check_output_path
     from inflor_deploy.train import TrainConfig
     from inflor_deploy.train import train as run_training
 
@@ -102,6 +104,9 @@ def train(arch, data_spec, timesteps, neuron, mpr, epochs, lr, seed, output, for
         train_config = TrainConfig(epochs=epochs, lr=lr, seed=seed)
     except ValueError as err:
         raise InflorError(str(err)) from err
+    # Before the work: a checkpoint that cannot be written, or a T the machine cannot hold.
+    check_output_path(output, what="checkpoint")
+    training_estimate(build_model(model_config), timesteps, train_config.batch_size).require()
     result = run_training(model_config, train_data, test_data, train_config)
     save_checkpoint(
         output,

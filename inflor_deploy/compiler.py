@@ -49,6 +49,18 @@ def macs_per_sample(graph: Graph) -> int:
     return per_step * graph.timesteps
 
 
+def _probe_count(graph: Graph, requested: int | None) -> int:
+    """The probe size: as requested, or automatic; refused up front when the contracts' runs would not fit in memory."""
+    from inflor_deploy.memory import batch_size_for, samples_estimate
+
+    what = f"compiling with T={graph.timesteps:,} (the contracts keep every layer's trace of each probe input)"
+    if requested is not None:
+        samples_estimate(graph, "recorded", what, requested, "--probe-samples or -T").require()
+        return requested
+    samples_estimate(graph, "recorded", what, MIN_PROBE_SAMPLES, "-T").require()
+    return max(MIN_PROBE_SAMPLES, batch_size_for(graph, "recorded", what, wanted=auto_probe_samples(graph), lower="-T"))
+
+
 def auto_probe_samples(graph: Graph) -> int:
     """16 probe inputs for small nets, fewer (at least 2) when one float run would exceed the budget."""
     fit = int(PROBE_MAC_BUDGET // max(1, macs_per_sample(graph)))
@@ -179,7 +191,7 @@ def compile_checkpoint(
         if on_step:
             on_step(name, graph)
 
-    probe, probe_source = _probe(checkpoint, imported, probe_samples or auto_probe_samples(imported))
+    probe, probe_source = _probe(checkpoint, imported, _probe_count(imported, probe_samples))
     ctx = PassContext(target=target, probe=probe, quantization=quantization)
     result = run_pipeline(imported, COMPILE_PIPELINE, ctx, stop_after=stop_after, on_step=record)
     report: list[dict[str, Any]] = []

@@ -56,8 +56,13 @@ class TrainResult:
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, data: Dataset, batch_size: int = 256) -> tuple[float, np.ndarray]:
-    """Accuracy of `model` on `data` and its predicted labels."""
+def evaluate(model: torch.nn.Module, data: Dataset, batch_size: int | None = None) -> tuple[float, np.ndarray]:
+    """Accuracy of `model` on `data` and its predicted labels (batches of 256, fewer when memory is short)."""
+    if batch_size is None:
+        from inflor_deploy.frontends.zoo import model_to_ir
+        from inflor_deploy.memory import batch_size_for
+
+        batch_size = batch_size_for(model_to_ir(model), "forward", "evaluating one sample", wanted=256, lower="-T")
     model.eval()
     predictions = []
     for start in range(0, len(data), batch_size):

@@ -354,14 +354,24 @@ def run_ladder(artifact, data: Dataset, *, reference_samples: int = 8, lava_samp
             f"dataset {data.name} has images of shape {tuple(data.images.shape[1:])} but the model "
             f"expects {tuple(imported.input.shape)}; pick the dataset the model was trained on"
         )
+    from inflor_deploy.memory import batch_size_for, samples_estimate
+
+    # Before any level runs: what cannot fit in memory is refused, the batched levels are sized to fit.
+    batch = batch_size_for(imported, "recorded", "verifying one sample (levels 1 and 4)", wanted=256,
+                           lower="T (compile with a smaller -T)")  # fmt: skip
+    samples_estimate(fixed, "recorded", "level 2 (integer reference)", min(reference_samples, len(data)),
+                     "--reference-samples").require()  # fmt: skip
+    if lava_samples:
+        samples_estimate(fixed, "recorded", "level 3 (Lava, traces of every layer)", min(lava_samples, len(data)),
+                         "--lava-samples", steps_per_sample=fixed.schedule.reset_interval).require()  # fmt: skip
     say = progress or (lambda _: None)
     levels = []
     say("level 1: torch vs float IR")
-    levels.append(level1_torch_vs_float_ir(checkpoint.model, imported, data, progress=progress))
+    levels.append(level1_torch_vs_float_ir(checkpoint.model, imported, data, batch_size=batch, progress=progress))
     say("level 2: integer reference vs simulator")
     levels.append(level2_reference_vs_simulator(fixed, data.images[:reference_samples]))
     say("level 3: simulator vs Lava")
     levels.append(level3_simulator_vs_lava(fixed, data.images[:lava_samples], float_graph))
     say("level 4: float vs fixed point")
-    levels.append(level4_float_vs_fixed(checkpoint.model, float_graph, fixed, data, progress=progress))
+    levels.append(level4_float_vs_fixed(checkpoint.model, float_graph, fixed, data, batch_size=batch, progress=progress))
     return Ladder(levels)
