@@ -88,8 +88,11 @@ def _batches(count: int, size: int):
 # --------------------------------------------------------------------------- level 1
 
 
-def torch_run(model: torch.nn.Module, images: np.ndarray) -> FloatRun:
-    """The PyTorch model's scores, spikes and membranes H, keyed like the IR (module paths)."""
+def torch_run(model: torch.nn.Module, images: np.ndarray, timesteps: int | None = None) -> FloatRun:
+    """The PyTorch model's scores, spikes and membranes H, keyed like the IR (module paths).
+
+    ``timesteps`` runs the model for that T (an artifact compiled with ``-T``), not its config's.
+    """
     from inflor_deploy.nn.neurons import Neuron
 
     spikes: dict[str, np.ndarray] = {}
@@ -103,7 +106,8 @@ def torch_run(model: torch.nn.Module, images: np.ndarray) -> FloatRun:
         for _, m in neurons:
             m.record_membrane = True
         with torch.no_grad():
-            scores = model.eval()(torch.from_numpy(np.ascontiguousarray(images))).numpy()
+            x = torch.from_numpy(np.ascontiguousarray(images))
+            scores = (model.eval()(x) if timesteps is None else model.eval()(x, timesteps)).numpy()
         membranes = {name: m.last_membrane.numpy() for name, m in neurons}
     finally:
         for h in hooks:
@@ -129,7 +133,7 @@ def level1_torch_vs_float_ir(model, imported: Graph, data: Dataset, batch_size: 
     totals = {"spikes": 0, "mismatches": 0, "near_ties": 0, "unexplained": 0, "after_first": 0}
     max_score_diff, divergence = 0.0, None
     for s in _batches(len(data), batch_size):
-        ref = torch_run(model, data.images[s])
+        ref = torch_run(model, data.images[s], imported.timesteps)
         out = run_float(folded, data.images[s], record=True, forced_spikes=ref.spikes)
         comparison = compare_runs(imported, ref, out, tie_band=bands)
         totals["spikes"] += int(sum(int(v.sum()) for v in ref.spikes.values()))
@@ -289,7 +293,7 @@ def level4_float_vs_fixed(model, float_graph: Graph, fixed_graph: Graph, data: D
     for s in _batches(len(data), batch_size):
         images, labels = data.images[s], data.labels[s]
         with torch.no_grad():
-            torch_scores = model.eval()(torch.from_numpy(np.ascontiguousarray(images))).numpy()
+            torch_scores = model.eval()(torch.from_numpy(np.ascontiguousarray(images)), fixed_graph.timesteps).numpy()
         reference = run_float(float_graph, images, record=True)
         fixed = simulate(fixed_graph, images, view="aligned", record=True)
         fixed_scores = fixed.scores(fixed_graph)
