@@ -318,6 +318,8 @@ def _artifact_for(model: Path, target, output, force, trust_pickle):
         if decision.action == "rebuild":
             click.echo(decision.reason)
             force = True
+        if decision.action == "refuse":
+            raise InflorError(decision.reason)
     result = _compile(model, target, output, force, trust_pickle=trust_pickle)
     _print_compile_summary(result, output)
     return load_artifact(output)
