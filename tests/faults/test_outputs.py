@@ -265,3 +265,32 @@ def test_report_on_a_read_only_artifact_is_refused_up_front_or_written_elsewhere
     code, output = _invoke(["report", str(art), "--samples", "8", "--output-dir", str(elsewhere)])
     assert code == 0, output
     assert sorted(p.name for p in elsewhere.iterdir()) == ["report.html", "report.json", "report.md"]
+
+
+def test_concurrent_report_writers_leave_one_whole_report(digits_artifact, tmp_path):
+    import shutil
+    import threading
+
+    from inflor_deploy.report import build_report, write_report
+
+    art = tmp_path / "art"
+    shutil.copytree(digits_artifact, art)
+    report = build_report(art, "digits", samples=4)
+    errors = []
+
+    def writer():
+        try:
+            for _ in range(5):
+                write_report(report, art)
+        except BaseException as err:  # noqa: BLE001 - collected and asserted below
+            errors.append(err)
+
+    threads = [threading.Thread(target=writer) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert sorted(p.name for p in (art / "report").iterdir()) == ["report.html", "report.json", "report.md"]
+    json.loads((art / "report" / "report.json").read_text())
+    assert partial_entries(art) == []
