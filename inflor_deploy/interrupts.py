@@ -2,7 +2,8 @@
 
 Why this exists: a process that dies of SIGTERM or SIGHUP runs no
 ``finally`` block. Lava's worker processes and its ``/dev/shm`` segments
-then outlive it (13 workers and their segments per digits run), and an
+then outlive it (a digits run: 12 Lava processes, Python's resource
+tracker and 32 segments; a recorded verify run more), and an
 artifact's staging directory stays on disk. Raised as an exception instead,
 the signal unwinds the stack the way Ctrl-C does: every ``finally`` runs,
 the Lava runtime is torn down, staging directories are removed, and the
@@ -17,6 +18,13 @@ CLI prints one line and exits with ``128 + signum``.
   is left alone.
 * :func:`deferred` holds a signal back while a teardown runs, so a second
   Ctrl-C cannot cut the teardown short; it is raised when the block ends.
+  Lava's start-up (compiling, forking its workers) runs deferred too: a
+  signal handled inside another library's after-fork hook would be
+  dropped, or leave that library's lock held.
+* :func:`check` raises a signal whose exception Python had to drop (one
+  raised in a ``__del__`` or an at-fork hook is only printed as
+  "Exception ignored"; inside :func:`signals_raise` it is not even printed).
+  Long waits call it.
 * :func:`quiet_children` makes every process forked inside it (Lava forks
   its workers and its shared-memory manager) ignore those three signals and
   die with its parent (Linux ``PR_SET_PDEATHSIG``). Ctrl-C reaches the
@@ -29,6 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import multiprocessing
 import os
 import signal
@@ -114,13 +123,27 @@ def signals_raise(signums: tuple[int, ...] = HANDLED_SIGNALS) -> Iterator[None]:
         if current in (signal.SIG_DFL, signal.default_int_handler):
             previous[signum] = current
             signal.signal(signum, _raise_interrupted)
+    hook = sys.unraisablehook
+    if previous:
+        sys.unraisablehook = functools.partial(_unraisable, hook)
     try:
         yield
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
         if previous:
+            sys.unraisablehook = hook
             _received.clear()
+
+
+def _unraisable(default, unraisable) -> None:
+    """Drop an Interrupted raised where Python cannot propagate it (``__del__``, at-fork hooks).
+
+    Python prints those as "Exception ignored in ..." with a traceback; the
+    signal stays recorded and :func:`check` raises it where it can propagate.
+    """
+    if not isinstance(unraisable.exc_value, Interrupted):
+        default(unraisable)
 
 
 def check() -> None:
@@ -203,10 +226,10 @@ def _after_fork_in_parent() -> None:
 
 def _after_fork_in_child_outer() -> None:
     global _forking
+    _after_fork_in_child()  # first: until the signals are ignored, the inherited counters only record them
     _forking = 0
     _received.clear()
     _deferred_from.clear()
-    _after_fork_in_child()
 
 
 os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent,

@@ -646,8 +646,10 @@ def run_lava(
         started_before = set(multiprocessing.active_children())
         try:
             t0 = time.perf_counter()
-            anchor.create_runtime(run_cfg=L.Loihi2SimCfg(select_tag=tag))
-            interrupts.check()  # a signal that came while Lava forked its workers
+            # Held back while Lava compiles and forks its workers: raised inside a fork (in another
+            # library's after-fork hook) a signal would be dropped, or leave a lock held.
+            with interrupts.deferred():
+                anchor.create_runtime(run_cfg=L.Loihi2SimCfg(select_tag=tag))
             t1 = time.perf_counter()
             _run_watched(anchor, L.RunSteps(num_steps=net.steps, blocking=False))
             t2 = time.perf_counter()
