@@ -91,12 +91,29 @@ def mapped_segments(pids) -> set[str]:
     return names
 
 
-def lava_workers_up(minimum: int = 3) -> Callable[["Watch"], bool]:
-    """Condition: at least ``minimum`` processes of the command map Lava's shared-memory channels."""
+def _cpu_ticks(pid: int) -> int:
+    fields = _stat(pid)
+    return 0 if fields is None else int(fields[11]) + int(fields[12])  # utime + stime
+
+
+def lava_running(processes: int = 12, cpu_seconds: float = 0.5) -> Callable[["Watch"], bool]:
+    """Condition: Lava's network is up and stepping.
+
+    Up: at least ``processes`` processes of the command map Lava's channel
+    segments (the digits network: the CLI and its 11 Lava workers, which
+    inherit the mappings when forked). Stepping: after that, the workers
+    have used ``cpu_seconds`` more CPU time.
+    """
+    state: dict[str, int] = {}
+    hz = os.sysconf("SC_CLK_TCK")
 
     def ready(watch: "Watch") -> bool:
-        tree = [watch.pid, *descendants(watch.pid)]
-        return sum(1 for pid in tree if mapped_segments([pid])) >= minimum
+        workers = [pid for pid in descendants(watch.pid) if mapped_segments([pid])]
+        if "cpu" not in state:
+            if len(workers) + 1 >= processes:
+                state["cpu"] = sum(_cpu_ticks(pid) for pid in workers)
+            return False
+        return sum(_cpu_ticks(pid) for pid in workers) - state["cpu"] >= cpu_seconds * hz
 
     return ready
 
