@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -87,7 +88,7 @@ def train(arch, data_spec, timesteps, neuron, mpr, epochs, lr, seed, output, for
     from inflor_deploy.train import TrainConfig
     from inflor_deploy.train import train as run_training
 
-    if output.exists() and not force:
+    if os.path.exists(output) and not force:  # os.path: a too-long name is reported below, not raised here
         raise InflorError(f"{output} exists; pass --force to overwrite it")
     train_data, test_data = load_dataset(data_spec, "train"), load_dataset(data_spec, "test")
     channels, size = train_data.images.shape[1], train_data.images.shape[2]
@@ -105,8 +106,10 @@ def train(arch, data_spec, timesteps, neuron, mpr, epochs, lr, seed, output, for
     except ValueError as err:
         raise InflorError(str(err)) from err
     # Before the work: a checkpoint that cannot be written, or a T the machine cannot hold.
-    check_output_path(output, what="checkpoint")
-    training_estimate(build_model(model_config), timesteps, train_config.batch_size).require()
+    model = build_model(model_config)
+    size = sum(t.numel() * t.element_size() for t in model.state_dict().values()) + (1 << 20)
+    check_output_path(output, need_bytes=size, what="checkpoint")
+    training_estimate(model, timesteps, train_config.batch_size).require()
     result = run_training(model_config, train_data, test_data, train_config)
     save_checkpoint(
         output,

@@ -294,3 +294,9 @@ def test_concurrent_report_writers_leave_one_whole_report(digits_artifact, tmp_p
     assert sorted(p.name for p in (art / "report").iterdir()) == ["report.html", "report.json", "report.md"]
     json.loads((art / "report" / "report.json").read_text())
     assert partial_entries(art) == []
+
+
+def test_train_refuses_a_checkpoint_name_longer_than_name_max_before_training(tmp_path):
+    code, output = _invoke(["train", "--epochs", "1", "-o", str(tmp_path / ("m" * 300))])
+    assert code == 1 and "NAME_MAX" in output and "test accuracy" not in output and "Traceback" not in output
+    assert list(tmp_path.iterdir()) == []
