@@ -19,11 +19,14 @@ $(STAMP): constraints.txt pyproject.toml Makefile
 	$(BIN)/python -m pip install --quiet --upgrade "pip>=23"
 	# torch==2.13.0 resolves to the local CPU wheel (pip find-links); the
 	# constraints keep every other package on numpy 1.x.
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[test]"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[test,snntorch,nir,spikingjelly]"
 	# lava-nc/lava-dl metadata refuses Python 3.11 and pins torch<2.4; both
 	# are pure Python and run here with inflor_deploy.lava_compat's shims.
+	# spikingjelly's metadata pulls torchvision/torchaudio builds for other
+	# torch versions; its activation_based package needs only loguru (the
+	# [spikingjelly] extra above).
 	$(BIN)/python -m pip install --quiet --no-deps --ignore-requires-python \
-		lava-nc==0.10.0 lava-dl==0.6.0
+		lava-nc==0.10.0 lava-dl==0.6.0 spikingjelly==2.0.0
 	$(BIN)/python -m inflor_deploy.lava_compat --check
 	touch $(STAMP)
 

@@ -68,8 +68,10 @@ def cli():
 
 @cli.command()
 @click.option("--arch", default="digits_cnn", show_default=True, help="Architecture to train.")
-@click.option("--data", "data_spec", default="digits", show_default=True, help="digits | cifar10:FOLDER | FILE.npz")
-@click.option("--timesteps", "-T", default=4, show_default=True, type=int)
+@click.option("--data", "data_spec", default="digits", show_default=True,
+              help="digits | cifar10:FOLDER | FILE.npz (x_train, y_train, x_test, y_test; or x, y: a seeded 20 % "
+                   "is held out as the test split; x [N, T, C, H, W] trains on event sequences)")
+@click.option("--timesteps", "-T", default=4, show_default=True, type=int, help="T (event data: the data's T).")
 @click.option("--neuron", type=click.Choice(["srif", "if", "lif"]), default="srif", show_default=True)
 @click.option("--mpr/--no-mpr", default=True, show_default=True, help="Membrane Potential Rectifier (SRIF only).")
 @click.option("--epochs", default=30, show_default=True, type=int)
@@ -81,7 +83,8 @@ def cli():
 def train(arch, data_spec, timesteps, neuron, mpr, epochs, lr, seed, output, force):
     """Train a model with surrogate gradients and save a checkpoint."""
     from inflor_deploy.checkpoint import save_checkpoint
-    from inflor_deploy.data import load_dataset
+    from inflor_deploy.data import load_train_test
+    from inflor_deploy.data.conform import as_unit_pixels
     from inflor_deploy.memory import training_estimate
     from inflor_deploy.nn.models import ModelConfig, build_model
     from inflor_deploy.outputs import check_output_path
@@ -90,8 +93,13 @@ def train(arch, data_spec, timesteps, neuron, mpr, epochs, lr, seed, output, for
 
     if os.path.exists(output) and not force:  # os.path: a too-long name is reported below, not raised here
         raise InflorError(f"{output} exists; pass --force to overwrite it")
-    train_data, test_data = load_dataset(data_spec, "train"), load_dataset(data_spec, "test")
-    channels, size = train_data.images.shape[1], train_data.images.shape[2]
+    # The test split is never trained on (an .npz with only x, y holds out a seeded 20 %).
+    train_data, test_data, test_split = load_train_test(data_spec)
+    train_data, test_data = as_unit_pixels(train_data), as_unit_pixels(test_data)
+    sequence = train_data.is_sequence
+    if sequence:  # event data [N, T, C, H, W]: the model runs T = the data's steps
+        timesteps = train_data.images.shape[1]
+    channels, size = train_data.images.shape[-3], train_data.images.shape[-2]
     try:
         model_config = ModelConfig(
             arch=arch,
@@ -107,8 +115,8 @@ def train(arch, data_spec, timesteps, neuron, mpr, epochs, lr, seed, output, for
         raise InflorError(str(err)) from err
     # Before the work: a checkpoint that cannot be written, or a T the machine cannot hold.
     model = build_model(model_config)
-    size = sum(t.numel() * t.element_size() for t in model.state_dict().values()) + (1 << 20)
-    check_output_path(output, need_bytes=size, what="checkpoint")
+    checkpoint_bytes = sum(t.numel() * t.element_size() for t in model.state_dict().values()) + (1 << 20)
+    check_output_path(output, need_bytes=checkpoint_bytes, what="checkpoint")
     training_estimate(model, timesteps, train_config.batch_size).require()
     result = run_training(model_config, train_data, test_data, train_config)
     save_checkpoint(
@@ -116,7 +124,10 @@ def train(arch, data_spec, timesteps, neuron, mpr, epochs, lr, seed, output, for
         result.model,
         {
             "dataset": data_spec,
+            "input_encoding": "sequence" if sequence else "direct",
             "test_accuracy": result.test_accuracy,
+            "test_split": test_split,
+            "test_samples": len(test_data),
             "train_accuracy": result.train_accuracy,
             "train_seconds": round(result.seconds, 1),
             "epochs": epochs,
@@ -126,8 +137,8 @@ def train(arch, data_spec, timesteps, neuron, mpr, epochs, lr, seed, output, for
     )
     click.echo(
         f"{arch} T={timesteps} {neuron}{'+MPR' if model_config.mpr else ''}: "
-        f"test accuracy {result.test_accuracy:.4f} ({len(test_data)} samples), "
-        f"trained in {result.seconds:.1f} s -> {output}"
+        f"test accuracy {result.test_accuracy:.4f} ({len(test_data)} samples: {test_split}), "
+        f"train accuracy {result.train_accuracy:.4f}, trained in {result.seconds:.1f} s -> {output}"
     )
 
 
@@ -141,10 +152,11 @@ def evaluate(checkpoint, data_spec, samples, trust_pickle):
     """Accuracy of a checkpoint's float PyTorch model on a dataset's test split."""
     from inflor_deploy.checkpoint import load_checkpoint
     from inflor_deploy.data import load_dataset
+    from inflor_deploy.data.conform import as_unit_pixels
     from inflor_deploy.train import evaluate as run_evaluation
 
     loaded = load_checkpoint(checkpoint, trust_pickle=trust_pickle)
-    data = load_dataset(data_spec, "test").take(samples)
+    data = as_unit_pixels(load_dataset(data_spec, "test").take(samples))  # uint8 pixels as trained: p / 255
     accuracy, _ = run_evaluation(loaded.model, data)
     click.echo(f"{loaded.config.arch} on {data.name}: accuracy {accuracy:.4f} ({len(data)} samples)")
 
@@ -189,7 +201,8 @@ def targets(as_json):
 
 
 def _compile(model, target, output, force, *, stop_after=None, trust_pickle=False, input_scale=None,
-             headroom="u", overflow="warn", timesteps=None, probe_samples=None):
+             headroom="u", overflow="warn", timesteps=None, probe_samples=None, input_range=None,
+             input_mean=None, input_std=None, input_encoding=None):
     from inflor_deploy.artifact import reserve_output, write_artifact
     from inflor_deploy.compiler import compile_checkpoint
     from inflor_deploy.outputs import estimate_artifact_bytes
@@ -201,10 +214,16 @@ def _compile(model, target, output, force, *, stop_after=None, trust_pickle=Fals
         options = QuantizationOptions(input_grade_scale=input_scale, headroom=headroom, overflow=overflow)
         result = compile_checkpoint(
             model, target, trust_pickle=trust_pickle, quantization=options, stop_after=stop_after,
-            timesteps=timesteps, probe_samples=probe_samples,
+            timesteps=timesteps, probe_samples=probe_samples, input_range=input_range, input_mean=input_mean,
+            input_std=input_std, input_encoding=input_encoding,
         )  # fmt: skip
         write_artifact(result, output, force=force)
     return result
+
+
+def _span(value) -> str:
+    """A quantization-report integer, or ``lo..hi`` for a per-channel list."""
+    return f"{min(value)}..{max(value)}" if isinstance(value, list) else str(value)
 
 
 def _print_compile_summary(result, output) -> None:
@@ -219,12 +238,29 @@ def _print_compile_summary(result, output) -> None:
     if result.quantization_report:
         click.echo("quantization (weight units per float unit; headroom = limit / worst case):")
         for row in result.quantization_report:
-            threshold = f"theta {row['threshold']:>6} reset {row['reset_mant']:>6}" if "threshold" in row else f"{'(accumulator)':<25}"
+            threshold = (
+                f"theta {_span(row['threshold']):>6} reset {_span(row['reset_mant']):>6}" if "threshold" in row
+                else f"{'(readout: ' + row.get('readout', 'mean_current') + ')':<25}"
+            )  # fmt: skip
             warn = "  WARNING: v can saturate in the worst case" if row["can_saturate_v"] else ""
             click.echo(
                 f"  {row['layer']:<22} scale {row['scale']:>10.2f} ({row['scale_limited_by']:<15}) {threshold} "
                 f"u headroom {row['u_headroom']:>6.2f}x  v headroom {row['v_headroom']:>6.2f}x{warn}"
             )
+            for warning in row.get("rounding_warnings", []):
+                click.echo(f"    WARNING: {warning}")
+    if result.fixed_graph is not None:
+        from inflor_deploy.frontends.input_spec import input_spec_of
+
+        spec = input_spec_of(result.steps[0][1], result.fixed_graph.input.grade_scale)
+        low, high = spec["value_range"]
+        norm = ", normalized per channel (folded into the first synapses)" if spec["normalization"] else ""
+        wraps = [row["layer"] for row in result.quantization_report if row.get("wrap_possible")]
+        click.echo(
+            f"input: {spec['kind']} in [{low:g}, {high:g}], {spec['encoding']} encoding{norm}; the chip receives "
+            f"{spec['chip_receives']}; Lava wraps possible within this range: {', '.join(wraps) or 'none'} "
+            "(inputs outside it are refused)"
+        )
     schedule = result.graph.schedule
     if schedule is not None:
         click.echo(f"schedule: latency {schedule.latency} steps, reset interval {schedule.reset_interval}")
@@ -243,11 +279,25 @@ compile_options = [
                  help="Artifact directory [default: artifacts/<model>-<target>]."),
     click.option("--force", is_flag=True, help="Replace an existing artifact directory."),
     click.option("--stop-after", default=None, help="Stop after this pass and save what exists so far."),
-    click.option("--input-scale", type=float, default=None, help="Integer grades per unit of input [default 255]."),
+    click.option("--input-scale", type=float, default=None,
+                 help="Integer grades per unit of input [default: 255 for pixels in [0, 1], 1 for raw pixels, "
+                      "255 / max(|LO|, |HI|) for a range]."),
+    click.option("--input-range", default=None, metavar="LO,HI",
+                 help="Range of the input data [default 0,1: pixels at 1/255]; 0,255 declares raw 8-bit pixels; "
+                      "e.g. -2.5,2.5 a signed range. Inputs outside it are refused."),
+    click.option("--input-mean", default=None, metavar="M1,M2,...",
+                 help="Per-channel mean the model's inputs were normalized with ((x - mean) / std); "
+                      "folded into the first synapses, so the chip receives the raw pixels."),
+    click.option("--input-std", default=None, metavar="S1,S2,...", help="Per-channel std of that normalization."),
+    click.option("--input-encoding", type=click.Choice(["direct", "sequence"]), default=None,
+                 help="direct: the frame at every step; sequence: [T, C, H, W] event frames, one per step "
+                      "[default: the checkpoint's, else direct]."),
     click.option("--headroom", type=click.Choice(["u", "uv"]), default="u", show_default=True,
                  help="Worst cases the scales must respect: u never wraps (u), and also v never saturates (uv)."),
     click.option("--overflow", type=click.Choice(["warn", "error"]), default="warn", show_default=True,
-                 help="A layer whose v can saturate in the worst case: warn, or refuse to compile."),
+                 help="A layer whose v can saturate in the worst case, or whose threshold or reset amount rounds "
+                      "with more than 1 % relative error (QuantizeFixedPoint's stated bound): warn, or refuse to "
+                      "compile."),
     click.option("-T", "--timesteps", type=int, default=None, help="Override the checkpoint's T."),
     click.option("--probe-samples", type=int, default=None,
                  help="Inputs the pass contracts run on [default: 16, fewer (>= 2) for very large nets]."),
@@ -274,7 +324,8 @@ def _default_output(model: Path, target: str) -> Path:
 @_with_options(compile_options)
 @trust_pickle_option
 @_user_errors
-def compile_command(model, target, output, force, stop_after, input_scale, headroom, overflow, timesteps, probe_samples, lava_smoke, trust_pickle):
+def compile_command(model, target, output, force, stop_after, input_scale, input_range, input_mean, input_std,
+                    input_encoding, headroom, overflow, timesteps, probe_samples, lava_smoke, trust_pickle):  # fmt: skip
     """Compile a checkpoint to Loihi 2 fixed point and write an artifact directory.
 
     Exits with status 2 if the Lava smoke run is not bit-exact with the simulator.
@@ -283,6 +334,7 @@ def compile_command(model, target, output, force, stop_after, input_scale, headr
     result = _compile(
         model, target, output, force, stop_after=stop_after, trust_pickle=trust_pickle, input_scale=input_scale,
         headroom=headroom, overflow=overflow, timesteps=timesteps, probe_samples=probe_samples,
+        input_range=input_range, input_mean=input_mean, input_std=input_std, input_encoding=input_encoding,
     )  # fmt: skip
     _print_compile_summary(result, output)
     if lava_smoke:
@@ -306,15 +358,18 @@ def _artifact_for(model: Path, target, output, force, trust_pickle):
     """An artifact directory as given; for a checkpoint, its artifact: reused when it matches, else compiled."""
     from inflor_deploy.artifact import load_artifact
     from inflor_deploy.artifact_reuse import decide_reuse
-    from inflor_deploy.compiler import compile_options
-    from inflor_deploy.passes.base import QuantizationOptions
+    from inflor_deploy.checkpoint import load_checkpoint
+    from inflor_deploy.compiler import requested_options
     from inflor_deploy.targets import load_target
 
     if model.is_dir():
         return load_artifact(model)
     output = output or _default_output(model, target)
-    if not force and model.is_file():
-        decision = decide_reuse(output, model, load_target(target), compile_options(QuantizationOptions()))
+    if not force and model.is_file() and os.path.lexists(output):
+        # What `_compile` below would record (the input encoding defaults to the checkpoint's).
+        loaded_target = load_target(target)
+        request = requested_options(load_checkpoint(model, trust_pickle=trust_pickle), loaded_target)
+        decision = decide_reuse(output, model, loaded_target, request)
         if decision.action == "reuse":
             click.echo(decision.reason)
             return decision.artifact
@@ -332,8 +387,6 @@ def _print_ladder(ladder) -> None:
     click.echo("parity ladder:")
     for level in ladder.levels:
         status = {True: "PASS", False: "FAIL", None: "skip"}[level.ok]
-        if level.kind == "statistical" and level.ok:
-            status = "info"
         click.echo(f"  {level.level}  {status}  {level.name:<52} [{level.kind}] {level.summary}")
         if level.first_divergence and (level.ok is False or level.kind == "statistical"):
             where = ", ".join(f"{k}={v}" for k, v in level.first_divergence.items())
@@ -352,23 +405,35 @@ def _print_ladder(ladder) -> None:
 @click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Artifact directory when MODEL is a checkpoint [default: artifacts/<model>-<target>].")
 @click.option("--force", is_flag=True, help="Replace an existing artifact directory.")
+@click.option("--max-accuracy-drop", type=click.FloatRange(0, 100), default=1.0, show_default=True,
+              help="Level 4 fails when fixed-point accuracy is more than this many percentage points below float.")
+@click.option("--min-spike-agreement", type=click.FloatRange(0, 1), default=None,
+              help="Level 4 fails when a layer's float/fixed spike agreement is below this fraction "
+                   "[default: 0.90, from the bundled SRIF, an IF and a LIF model; see the README].")
 @trust_pickle_option
 @_user_errors
-def verify(model, data_spec, samples, reference_samples, lava_samples, target, output, force, trust_pickle):
+def verify(model, data_spec, samples, reference_samples, lava_samples, target, output, force, max_accuracy_drop,
+           min_spike_agreement, trust_pickle):
     """Run the parity ladder; MODEL is a checkpoint (compiled first) or an artifact directory.
 
-    Exits with status 2 when a bit-exact or spike-exact level fails.
+    First checks the sha256 of the artifact's files and of the checkpoint it was
+    compiled from. Level 0 recompiles the checkpoint and compares bit for bit.
+    Exits with status 2 when a level fails (level 4: accuracy drop or spike
+    agreement beyond the limits).
     """
     from inflor_deploy.data import load_dataset
-    from inflor_deploy.verify import run_ladder
+    from inflor_deploy.verify import MIN_SPIKE_AGREEMENT, run_ladder
 
     if reference_samples < 1 or lava_samples < 0:
         raise InflorError("--reference-samples must be >= 1 and --lava-samples >= 0")
     artifact = _artifact_for(model, target, output, force, trust_pickle)
+    artifact.check_sources()  # a checkpoint replaced after compiling is named before anything runs
     data = load_dataset(data_spec, "test").take(samples)
     ladder = run_ladder(
         artifact, data, reference_samples=reference_samples, lava_samples=lava_samples,
         trust_pickle=trust_pickle, progress=lambda message: click.echo(f"  ... {message}", err=True),
+        max_accuracy_drop=max_accuracy_drop / 100,
+        min_spike_agreement=MIN_SPIKE_AGREEMENT if min_spike_agreement is None else min_spike_agreement,
     )  # fmt: skip
     _print_ladder(ladder)
     try:
@@ -377,7 +442,8 @@ def verify(model, data_spec, samples, reference_samples, lava_samples, target, o
     except InflorError as err:  # a read-only artifact still gets its ladder printed, and the exit code
         click.echo(f"warning: the ladder above was not saved: {err}", err=True)
     if not ladder.ok:
-        click.echo("error: a bit-exact level failed (see the first divergence above)", err=True)
+        failed = ", ".join(str(level.level) for level in ladder.failed)
+        click.echo(f"error: parity level(s) {failed} failed (see the summary and first divergence above)", err=True)
         sys.exit(EXIT_VERIFICATION_FAILED)
 
 
@@ -452,17 +518,103 @@ def run_command(artifact, backend, data_spec, samples, chunk, soft_reset, show):
     from inflor_deploy.artifact import load_artifact
     from inflor_deploy.data import load_dataset
 
+    from inflor_deploy.data.conform import conform_dataset
+
     art = load_artifact(artifact)
     graph = art.fixed_graph
     data = load_dataset(data_spec, "test").take(samples)
-    if tuple(data.images.shape[1:]) != tuple(graph.input.shape):
-        raise InflorError(f"{data.name} images are {tuple(data.images.shape[1:])}; the model expects {tuple(graph.input.shape)}")
+    data = conform_dataset(data, graph.input, classes=graph.output.shape[0], timesteps=graph.timesteps)
     readout = _predict(graph, data.images, backend, chunk, soft_reset)
     predicted = readout.argmax(1)
     for i in range(min(show, len(data))):
         click.echo(f"  sample {i:>4}: predicted {int(predicted[i])}  label {int(data.labels[i])}")
     accuracy = float((predicted == data.labels).mean())
     click.echo(f"{backend}: accuracy {accuracy:.4f} on {len(data)} samples of {data.name}")
+
+
+def _export_netx(art, output, *, force, check, data_spec, allow_inexact) -> None:
+    """``export --format netx``: lava-dl NetX HDF5 (stock CUBA blocks), checked in Lava before it is kept."""
+    from inflor_deploy.backends.netx.export import NetxCheckFailed, export_netx
+
+    graph = art.fixed_graph
+    images = None
+    if check:
+        from inflor_deploy.data import load_dataset
+
+        data = load_dataset(data_spec, "test").take(check)
+        if tuple(data.images.shape[1:]) != tuple(graph.input.shape):
+            raise InflorError(
+                f"{data.name} images are {tuple(data.images.shape[1:])}; the model expects {tuple(graph.input.shape)}"
+            )
+        images = data.images
+    elif allow_inexact:
+        raise InflorError(
+            "--allow-inexact needs --check N >= 1: an inexact file is only written with its measured agreement"
+        )
+    source = {
+        "artifact": str(art.path.resolve()),
+        "fixed_point_ir_sha256": art.manifest["integrity"]["files"].get(art.manifest["files"]["fixed_point_ir"]),
+        "target": art.manifest["target"]["name"],
+    }
+    try:
+        result = export_netx(
+            graph, output, check_images=images, allow_inexact=allow_inexact, force=force, source=source
+        )
+    except NetxCheckFailed as failed:
+        click.echo(failed.check.summary())
+        click.echo(f"error: the NetX file does not run bit-exactly in Lava; {output} was not written", err=True)
+        sys.exit(EXIT_VERIFICATION_FAILED)
+    plan = result.plan
+    click.echo(f"NetX HDF5 ({len(plan.blocks)} CUBA blocks, {'exact' if plan.exact else 'INEXACT'}):")
+    for index, block in enumerate(plan.blocks):
+        role = "readout" if block.is_readout else f"vThMant {block.vth}"
+        click.echo(
+            f"  {index}: {block.synapse.kind:<5} {block.synapse.name} -> {block.layer.name} {tuple(block.shape)} {role}"
+            + (f"  INEXACT: {block.inexact}" if block.inexact else "")
+        )
+    args = ", ".join(f"{k}={v}" for k, v in plan.load_arguments.items())
+    click.echo(f"load: lava.lib.dl.netx.hdf5.Network(net_config={str(output)!r}, {args})")
+    meta = plan.metadata()
+    inp, readout = meta["input"], meta["readout"]
+    click.echo(f"input: {plan.input_encoding}, {inp['frames']}; Network.inp is {inp['network_inp']}")
+    click.echo(f"readout: {readout['read']}; score = v / (64 * {readout['scale']:.6g} * {readout['divisor']})")
+    for warning in plan.warnings:
+        click.echo(f"  WARNING: {warning}")
+    if result.check is not None:
+        click.echo(result.check.summary())
+    click.echo(f"written: {result.path} (sha256 {result.sha256[:16]}...)")
+
+
+#: ``export --format`` -> the writer; a new format adds its function here.
+_EXPORTERS = {"netx": _export_netx}
+
+
+@cli.command()
+@click.argument("artifact", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(sorted(_EXPORTERS)), required=True,
+              help="netx: lava-dl NetX HDF5, which lava.lib.dl.netx.hdf5.Network loads (Loihi 2; stock CUBA layers).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="The file to write.")
+@click.option("--force", is_flag=True, help="Replace an existing output file.")
+@click.option("--check", type=click.IntRange(min=0), default=2, show_default=True,
+              help="Run N test samples through the written file in its consumer before keeping it and compare with "
+                   "the simulator (netx: lava-dl on Loihi2SimCfg fixed_pt, bit for bit; exit 2 if not). 0 skips.")
+@click.option("--data", "data_spec", default="digits", show_default=True,
+              help="Samples for --check: digits | cifar10:FOLDER | FILE.npz")
+@click.option("--allow-inexact", is_flag=True,
+              help="netx: write soft-reset layers as stock hard-reset layers instead of refusing; prints the "
+                   "measured spike and class agreement with the simulator (needs --check >= 1).")
+@_user_errors
+def export(artifact, fmt, output, force, check, data_spec, allow_inexact):
+    """Write a compiled ARTIFACT in an exchange format (the artifact's files are checked first).
+
+    Refusals (a layer the format cannot express exactly) exit with status 1 and
+    write nothing; a --check that is not bit-exact exits with status 2 and writes nothing.
+    """
+    from inflor_deploy.artifact import load_artifact
+
+    art = load_artifact(artifact)
+    _EXPORTERS[fmt](art, output, force=force, check=check, data_spec=data_spec, allow_inexact=allow_inexact)
 
 
 @cli.command()

@@ -2,8 +2,10 @@
 
 Layout of ``OUT/``::
 
-    manifest.json              versions, source checkpoint (sha256), target, pass list,
-                               every contract's result, schedule, file index
+    manifest.json              versions, source checkpoint, target, declared input (range,
+                               encoding, normalization, grade scale), compile options, pass
+                               list, every contract's result, schedule, file index, and the
+                               sha256 of every file below and of every source (``integrity``)
     model.float.onnx           per-timestep float ONNX export (neurons = inflor.Neuron nodes)
     model.fixed_point.onnx     per-timestep integer ONNX (inflor.LoihiNeuron nodes); onnxruntime
                                runs it bit-exactly like the integer reference
@@ -11,6 +13,7 @@ Layout of ``OUT/``::
     fixed_point.npz            the final scheduled fixed-point IR (integer parameters)
     quantization_report.json   per-layer scales, rounding errors, headroom, overflow flags
     verify.json                written by `inflor-deploy verify` (the parity ladder)
+    report/                    written by `inflor-deploy report`
 
 Everything is written into a temporary sibling directory that is renamed
 into place only when complete, so a failed or interrupted compile leaves no
@@ -19,12 +22,18 @@ partial artifact, and an existing ``OUT`` is replaced only with ``force``
 (:func:`inflor_deploy.outputs.check_output_path`) and locked while it is
 written, so of two compiles to the same ``OUT`` without ``--force`` one
 fails at once, naming the other (:mod:`inflor_deploy.outputs`).
+
+Reading one back (:func:`load_artifact`) checks, before anything else, the
+manifest's keys and types and the sha256 of every file compile wrote
+(:mod:`inflor_deploy.integrity`); ``verify.json`` and ``report/`` are outputs
+and are not hashed. :attr:`Artifact.fixed_graph` also checks every field of
+``fixed_point.npz`` against the target's bit widths
+(:mod:`inflor_deploy.target_fit`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import importlib.metadata
 import json
 import platform
@@ -37,6 +46,9 @@ from typing import Any, Callable, Iterator
 
 from inflor_deploy.atomic import apply_umask, write_file_atomically
 from inflor_deploy.errors import InflorError
+from inflor_deploy.integrity import (
+    ManifestError, check_artifact_files, check_sources, hash_artifact_files, sha256, source_entry, validate_manifest,
+)
 from inflor_deploy.outputs import (
     OutputError,
     check_output_path,
@@ -49,7 +61,10 @@ from inflor_deploy.ir import Graph
 from inflor_deploy.ir.serialize import load_graph, save_graph
 
 FORMAT = "inflor-deploy-artifact"
-FORMAT_VERSION = 1
+#: 2: the manifest records compile options and the sha256 of every file and source (``integrity``).
+#: 3: it records the declared input (``input``) and the options that declared it
+#: (``compile_options.input``); the IR's Input carries its range and encoding.
+FORMAT_VERSION = 3
 MANIFEST = "manifest.json"
 FIXED_POINT_IR = "fixed_point.npz"
 FLOAT_ONNX = "model.float.onnx"
@@ -71,14 +86,6 @@ def _versions() -> dict[str, str]:
         except importlib.metadata.PackageNotFoundError:
             found[dist] = "not installed"
     return found
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def json_default(value: Any):
@@ -182,14 +189,20 @@ def write_artifact(result, out: str | Path, force: bool = False) -> Path:
         if result.quantization_report:
             write_json(tmp / QUANT_REPORT, result.quantization_report)
             files["quantization_report"] = QUANT_REPORT
-        write_json(tmp / MANIFEST, manifest(result, files))
+        write_json(tmp / MANIFEST, manifest(result, files, hash_artifact_files(tmp, exclude=(MANIFEST,))))
 
     return write_atomically(out, force, fill)
 
 
-def manifest(result, files: dict[str, Any]) -> dict[str, Any]:
+def manifest(result, files: dict[str, Any], hashes: dict[str, str]) -> dict[str, Any]:
+    """The manifest of a compile; ``hashes`` maps every written file (relative path) to its sha256."""
+    from inflor_deploy.frontends.input_spec import input_spec_of
+
     ckpt = result.checkpoint
     schedule = result.graph.schedule
+    fixed = result.fixed_graph
+    sources = [source_entry("checkpoint", ckpt.path), source_entry("target", Path(result.target.path))]
+    sources += [source_entry(role, path) for role, path in result.sources]
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -207,6 +220,8 @@ def manifest(result, files: dict[str, Any]) -> dict[str, Any]:
             "sha256": sha256(Path(result.target.path)),
         },
         "timesteps": result.graph.timesteps,
+        # The declared input (range, pixel levels, normalization, encoding) and what the chip receives.
+        "input": input_spec_of(result.steps[0][1], None if fixed is None else fixed.input.grade_scale),
         "passes": [name for name, _ in result.steps[1:]],
         "complete": result.fixed_graph is not None,
         "contracts": [c.to_dict() for c in result.contracts],
@@ -220,6 +235,7 @@ def manifest(result, files: dict[str, Any]) -> dict[str, Any]:
         "compile_seconds": round(result.seconds, 3),
         "compile_options": result.options,
         "files": files,
+        "integrity": {"algorithm": "sha256", "files": hashes, "sources": sources},
     }
 
 
@@ -231,14 +247,33 @@ class Artifact:
     manifest: dict[str, Any]
 
     @property
+    def target(self):
+        """The target compiled for: the recorded target file, or the shipped target of that name."""
+        from inflor_deploy.targets import load_target
+
+        info = self.manifest["target"]
+        if Path(info["file"]).is_file():
+            return load_target(info["file"])
+        return load_target(info["name"])
+
+    @property
     def fixed_graph(self) -> Graph:
+        """The scheduled fixed-point IR, every field checked against the target's bit widths."""
+        from inflor_deploy.target_fit import check_fits_target
+
         rel = self.manifest["files"].get("fixed_point_ir")
         if rel is None:
             raise ArtifactError(
                 f"{self.path}: the compile stopped after {self.manifest['passes'][-1] if self.manifest['passes'] else 'import'}; "
                 "it has no fixed-point IR. Compile without --stop-after."
             )
-        return load_graph(self.path / rel)
+        graph = load_graph(self.path / rel)
+        check_fits_target(graph, self.target, where=str(self.path / rel))
+        return graph
+
+    def check_sources(self, roles: tuple[str, ...] | None = None) -> None:
+        """Raise TamperError if a source (checkpoint, target, ...) is gone or changed since compiling."""
+        check_sources(self.path, self.manifest, roles)
 
     @property
     def float_graph(self) -> Graph:
@@ -277,17 +312,39 @@ class Artifact:
             return write_file_atomically(self.path / name, lambda tmp: write_json(tmp, data))
 
 
-def load_artifact(path: str | Path) -> Artifact:
-    """Open an artifact directory written by ``inflor-deploy compile``."""
+def load_artifact(path: str | Path, *, check_files: bool = True) -> Artifact:
+    """Open an artifact directory written by ``inflor-deploy compile``.
+
+    Args:
+        path: The artifact directory.
+        check_files: Check the sha256 of every file compile wrote (the default;
+            :class:`~inflor_deploy.integrity.TamperError` names what changed).
+
+    Raises:
+        ArtifactError: not an artifact, or another format version.
+        ManifestError: the manifest lacks a key or has a value of the wrong JSON type.
+        TamperError: a file differs from what compile wrote.
+    """
     path = Path(path)
     if not path.is_dir():
         raise ArtifactError(f"{path}: not an artifact directory (run `inflor-deploy compile MODEL -o {path}`)")
+    where = str(path / MANIFEST)
     try:
-        data = json.loads((path / MANIFEST).read_text())
+        data = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
     except FileNotFoundError as err:
         raise ArtifactError(f"{path}: no {MANIFEST}; not an inflor-deploy artifact") from err
-    except json.JSONDecodeError as err:
-        raise ArtifactError(f"{path}/{MANIFEST} is not valid JSON: {err}") from err
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ArtifactError(f"{where} is not valid JSON ({err}); recompile the artifact") from err
+    except OSError as err:
+        raise ArtifactError(f"{where}: cannot read it ({err.strerror})") from err
+    if not isinstance(data, dict):
+        raise ManifestError(f"{where}: must hold a JSON object, got {type(data).__name__}; recompile the artifact")
     if data.get("format") != FORMAT or data.get("format_version") != FORMAT_VERSION:
-        raise ArtifactError(f"{path}: artifact format {data.get('format')!r} v{data.get('format_version')!r}; expected {FORMAT!r} v{FORMAT_VERSION}")
+        raise ArtifactError(
+            f"{path}: artifact format {data.get('format')!r} v{data.get('format_version')!r}; this inflor-deploy reads "
+            f"{FORMAT!r} v{FORMAT_VERSION}. Recompile it with `inflor-deploy compile CHECKPOINT -o {path} --force`"
+        )
+    validate_manifest(data, where)
+    if check_files:
+        check_artifact_files(path, data)
     return Artifact(path=path, manifest=data)

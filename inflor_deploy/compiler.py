@@ -1,7 +1,11 @@
 """The compile driver: checkpoint -> ONNX -> IR -> passes -> fixed-point IR.
 
-    load_checkpoint ─> model_to_ir ─> graph_to_onnx ─(float ONNX)─> onnx_to_graph
+    load_checkpoint ─> model_to_ir ─> apply_input_spec ─> graph_to_onnx ─(float ONNX)─> onnx_to_graph
                     ─> COMPILE_PIPELINE (each pass validated and its contract checked)
+
+The declared input (range, pixel levels, normalization, encoding:
+:mod:`inflor_deploy.frontends.input_spec`) is part of the exported graph, so
+the float ONNX, every IR step and the manifest record it.
 
 The IR that the passes see is the one read back from the exported ONNX, so
 the ONNX file in an artifact is exactly what was compiled.
@@ -13,7 +17,7 @@ import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import onnx
@@ -21,6 +25,7 @@ import onnx
 from inflor_deploy.checkpoint import Checkpoint, load_checkpoint
 from inflor_deploy.errors import InflorError
 from inflor_deploy.backends.onnx.float_model import graph_to_onnx, onnx_to_graph
+from inflor_deploy.frontends.input_spec import InputSpec, apply_input_spec, resolve_input_spec
 from inflor_deploy.frontends.zoo import model_to_ir
 from inflor_deploy.ir import Graph
 from inflor_deploy.passes.base import ContractResult, PassContext, QuantizationOptions
@@ -81,7 +86,11 @@ class CompileResult:
         probe_source: Where the contract probe came from.
         probe: The probe inputs themselves ``[N, C, H, W]``.
         seconds: Wall time of the compile.
-        options: The options it was compiled with (:func:`compile_options`), as the manifest records them.
+        options: Every option that shaped the result (:func:`compile_options`: target, T
+            override, probe size, stop_after, quantization, the resolved input declaration),
+            as the manifest records them: with the checkpoint, enough to rebuild it bit for bit.
+        sources: Inputs besides the checkpoint and the target file, as ``(role, path)``
+            (e.g. a model factory's source file); the manifest records their sha256.
     """
 
     checkpoint: Checkpoint
@@ -94,6 +103,7 @@ class CompileResult:
     probe: np.ndarray | None = None
     seconds: float = 0.0
     options: dict[str, Any] = field(default_factory=dict)
+    sources: list[tuple[str, Path]] = field(default_factory=list)
 
     @property
     def graph(self) -> Graph:
@@ -119,27 +129,80 @@ class CompileResult:
         return graph if graph.is_fixed_point and graph.schedule is not None else None
 
 
-def compile_options(quantization: QuantizationOptions, *, stop_after: str | None = None,
-                    probe_samples: int | None = None, timesteps: int | None = None) -> dict[str, Any]:  # fmt: skip
-    """The options that decide what a compile produces, JSON-ready (two compiles agree when these do)."""
+def compile_options(target: Target, quantization: QuantizationOptions, spec: InputSpec, *,
+                    stop_after: str | None = None, probe_samples: int | None = None,
+                    timesteps: int | None = None) -> dict[str, Any]:  # fmt: skip
+    """The manifest's ``compile_options``: every option that decides what a compile produces, JSON-ready.
+
+    The one record of them: level 0 rebuilds from it (:mod:`inflor_deploy.rebuild`)
+    and a re-run of ``verify CHECKPOINT`` compares a request with it
+    (:mod:`inflor_deploy.artifact_reuse`); two compiles of one checkpoint
+    (and target file) whose options are equal give byte-identical artifacts.
+
+    ``input`` is the resolved input declaration (range, normalization,
+    encoding): with it, level 0 rebuilds a normalized, raw-pixel,
+    signed-range or sequence artifact exactly (the encoding default reads the
+    checkpoint, so the resolved value is recorded, not the option as typed).
+    """
     return {
-        "quantization": dataclasses.asdict(quantization),
-        "stop_after": stop_after,
-        "probe_samples": probe_samples,
+        "target": target.name,
         "timesteps": timesteps,
+        "probe_samples": probe_samples,
+        "stop_after": stop_after,
+        "quantization": dataclasses.asdict(quantization),
+        "input": {
+            "range": [float(v) for v in spec.value_range],
+            "mean": None if spec.mean is None else [float(v) for v in spec.mean],
+            "std": None if spec.std is None else [float(v) for v in spec.std],
+            "encoding": spec.encoding,
+        },
     }
 
 
+def _input_spec(checkpoint: Checkpoint, input_range, input_mean, input_std, input_encoding) -> InputSpec:
+    """The declared input: the options given, the encoding defaulting to the checkpoint's (else direct)."""
+    encoding = input_encoding or checkpoint.metadata.get("input_encoding", "direct")
+    return resolve_input_spec(input_range, input_mean, input_std, encoding)
+
+
+def requested_options(
+    checkpoint: Checkpoint,
+    target: Target,
+    *,
+    quantization: QuantizationOptions = QuantizationOptions(),
+    stop_after: str | None = None,
+    probe_samples: int | None = None,
+    timesteps: int | None = None,
+    input_range: str | Sequence[float] | None = None,
+    input_mean: str | Sequence[float] | None = None,
+    input_std: str | Sequence[float] | None = None,
+    input_encoding: str | None = None,
+) -> dict[str, Any]:
+    """The :func:`compile_options` that :func:`compile_checkpoint` would record for these arguments, without compiling."""
+    spec = _input_spec(checkpoint, input_range, input_mean, input_std, input_encoding)
+    return compile_options(
+        target, quantization, spec, stop_after=stop_after, probe_samples=probe_samples, timesteps=timesteps
+    )
+
+
 def _probe(checkpoint: Checkpoint, graph: Graph, samples: int) -> tuple[np.ndarray, str]:
-    """Real test images when the checkpoint names a built-in dataset that fits, else seeded noise."""
+    """Real test images when the checkpoint names a built-in dataset that fits, else seeded noise.
+
+    Digits are pixels in [0, 1]; they are converted to the declared units
+    (``x * 255 / pixel_levels``) and used only for a direct-encoded pixel input.
+    """
     dataset = checkpoint.metadata.get("dataset")
-    if dataset == "digits":
+    source = graph.input
+    if dataset == "digits" and source.encoding == "direct" and source.pixel_levels is not None:
         from inflor_deploy.data import load_digits
 
         images = load_digits("test").images[:samples]
-        if images.shape[1:] == tuple(graph.input.shape):
-            return images, f"digits/test[:{samples}]"
-    return make_probe(graph, count=samples, seed=0), f"uniform[0,1) noise, seed 0, {samples} samples"
+        if images.shape[1:] == tuple(source.shape):
+            units = np.float32(255 / source.pixel_levels)
+            return images * units if units != 1 else images, f"digits/test[:{samples}]"
+    low, high = source.value_range
+    kind = "integer frames" if source.encoding == "sequence" else "noise"
+    return make_probe(graph, count=samples, seed=0), f"uniform[{low:g},{high:g}] {kind}, seed 0, {samples} samples"
 
 
 def compile_checkpoint(
@@ -152,6 +215,10 @@ def compile_checkpoint(
     probe_samples: int | None = None,
     timesteps: int | None = None,
     on_step: Callable[[str, Graph], None] | None = None,
+    input_range: str | Sequence[float] | None = None,
+    input_mean: str | Sequence[float] | None = None,
+    input_std: str | Sequence[float] | None = None,
+    input_encoding: str | None = None,
 ) -> CompileResult:
     """Compile a checkpoint for a target, checking every pass's contract.
 
@@ -164,6 +231,13 @@ def compile_checkpoint(
         probe_samples: How many probe inputs the contracts run on (None: :func:`auto_probe_samples`).
         timesteps: Override the checkpoint's T (must be >= 1).
         on_step: Called with ``(name, graph)`` after the import and each pass.
+        input_range: ``(low, high)`` (or ``"LO,HI"``) of the input data; default
+            pixels in [0, 1]; ``(0, 255)`` declares raw 8-bit pixels
+            (:mod:`inflor_deploy.frontends.input_spec`).
+        input_mean, input_std: Per-channel normalization the model was trained
+            with (``(x - mean) / std``); folded into the first synapses.
+        input_encoding: ``"direct"`` or ``"sequence"`` (event data, ``[T, C, H, W]``
+            per sample); default the checkpoint's ``input_encoding`` metadata, else direct.
 
     Raises:
         InflorError: bad checkpoint, unsupported layer, bad option, a broken
@@ -177,9 +251,11 @@ def compile_checkpoint(
         raise InflorError(f"timesteps must be >= 1, got {timesteps}")
     if probe_samples is not None and probe_samples < 1:
         raise InflorError(f"probe_samples must be >= 1, got {probe_samples}")
+    spec = _input_spec(checkpoint, input_range, input_mean, input_std, input_encoding)
     exported = model_to_ir(checkpoint.model)
     if timesteps is not None:
         exported = Graph(exported.nodes, timesteps, exported.name)
+    exported = apply_input_spec(exported, spec)
     onnx_model = graph_to_onnx(exported)
     imported = onnx_to_graph(onnx_model)
     steps: list[tuple[str, Graph]] = [("import", imported)]
@@ -208,5 +284,7 @@ def compile_checkpoint(
         probe_source=probe_source,
         probe=probe,
         seconds=time.perf_counter() - start,
-        options=compile_options(quantization, stop_after=stop_after, probe_samples=probe_samples, timesteps=timesteps),
+        options=compile_options(
+            target, quantization, spec, stop_after=stop_after, probe_samples=probe_samples, timesteps=timesteps
+        ),
     )

@@ -1,4 +1,4 @@
-"""The import-time shims that let lava-nc 0.10.0 / lava-dl 0.6.0 run on Python 3.11.
+"""The import-time shims that let lava-nc 0.10.0 / lava-dl 0.6.0 run on Python 3.11 (and in any session).
 
 Every Lava import in this project goes through :func:`import_lava` (or
 :func:`apply`), the one place where the shims are applied. Both upstream
@@ -25,7 +25,10 @@ loudly, naming the fix, when the installed Lava no longer matches.
    process failed. The shim runs that module with the start method unset
    again when it was already ``fork`` (Linux's default, so nothing
    changes); Lava needs fork (its workers inherit the compiled network),
-   so any other method already chosen is refused with the reason.
+   so any other method already chosen is refused with the reason. Like
+   shim 1 it is a loader wrapper found by the one finder: it takes effect
+   whenever that module is first executed, and patches nothing in
+   ``multiprocessing`` itself.
 """
 
 from __future__ import annotations

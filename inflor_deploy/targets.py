@@ -36,6 +36,15 @@ from inflor_deploy.errors import InflorError
 TAGS = ("[P]", "[T]", "[2]", "[D]")
 """Certainty tags of HARDWARE_FACTS.md: tool code/Intel artifact, quoted paper, press, derived."""
 
+TAG_MEANINGS = {
+    "exact": "counted from the simulated spike trains (bit-exact with Lava's fixed-point models); no constant involved",
+    "[P]": "read in a tool's own code or an Intel artifact (Lava, lava-dl, Intel's measured notebooks)",
+    "[T]": "a paper's value, quoted word for word by independent sources",
+    "[2]": "press or wiki: an unverified claim, shown for scale only",
+    "[D]": "derived: arithmetic on figures with the tags named beside it (e.g. '[D] from [T]')",
+}
+"""What each tag beside a number means; reports print this legend (HARDWARE_FACTS.md)."""
+
 
 class TargetError(InflorError):
     """A target file is missing, unreadable or invalid.

@@ -55,6 +55,11 @@ class TrainResult:
     seconds: float
 
 
+def time_first(batch: torch.Tensor) -> torch.Tensor:
+    """Event sequences ``[B, T, C, H, W]`` as the models take them, ``[T, B, C, H, W]``; images unchanged."""
+    return batch.transpose(0, 1).contiguous() if batch.dim() == 5 else batch
+
+
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, data: Dataset, batch_size: int | None = None) -> tuple[float, np.ndarray]:
     """Accuracy of `model` on `data` and its predicted labels (batches of 256, fewer when memory is short)."""
@@ -67,7 +72,7 @@ def evaluate(model: torch.nn.Module, data: Dataset, batch_size: int | None = Non
     predictions = []
     for start in range(0, len(data), batch_size):
         images = torch.from_numpy(data.images[start : start + batch_size])
-        predictions.append(model(images).argmax(dim=1).numpy())
+        predictions.append(model(time_first(images)).argmax(dim=1).numpy())
     predicted = np.concatenate(predictions) if predictions else np.zeros(0, dtype=np.int64)
     accuracy = float((predicted == data.labels).mean()) if len(data) else float("nan")
     return accuracy, predicted
@@ -80,7 +85,12 @@ def train(
     config: TrainConfig = TrainConfig(),
     progress: bool = True,
 ) -> TrainResult:
-    """Train a fresh model of `model_config` on `train_data`; report test accuracy."""
+    """Train a fresh model of `model_config` on `train_data`; report test accuracy.
+
+    ``test_data`` must be samples the model never trains on (``load_train_test``
+    gives such a split for every ``--data`` spec). Event sequences
+    ``[N, T, C, H, W]`` train the model on their T frames.
+    """
     torch.manual_seed(config.seed)
     torch.set_num_threads(config.threads)
     generator = torch.Generator().manual_seed(config.seed)
@@ -98,7 +108,7 @@ def train(
         total_loss, correct = 0.0, 0
         for first in range(0, len(order), config.batch_size):
             index = order[first : first + config.batch_size]
-            scores = model(images[index])
+            scores = model(time_first(images[index]))
             loss = torch.nn.functional.cross_entropy(scores, labels[index])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

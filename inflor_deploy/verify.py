@@ -1,5 +1,12 @@
-"""The parity ladder: four checks from the trained PyTorch model down to Lava.
+"""The parity ladder: five checks from the trained PyTorch model down to Lava.
 
+Before any level, the sources the artifact was built from (checkpoint,
+target file, ...) are checked against the sha256 the manifest recorded: a
+checkpoint replaced after compiling is named as such.
+
+0. **artifact vs a fresh compile** (bit-exact): the checkpoint compiled
+   again with the recorded options gives the artifact's files byte for byte
+   (:mod:`inflor_deploy.rebuild`); a difference names the first tensor.
 1. **torch vs float IR** (spike-exact): the PyTorch model with MPR against
    the imported IR with phi folded into the threshold, every IR layer fed
    the model's own spikes (teacher-forced) so each mismatch is that layer's
@@ -10,11 +17,14 @@
    u and v, every layer and timestep, in the aligned and the pipelined view.
 3. **simulator vs Lava** (bit-exact): the pipelined simulator against Lava's
    ``Loihi2SimCfg(select_tag="fixed_pt")`` on a few samples.
-4. **float vs fixed point** (statistical): accuracy of each on the data,
-   spike agreement per layer, and where the first disagreement appears.
+4. **float vs fixed point** (statistical, with limits): accuracy of each on
+   the data and spike agreement per layer. It fails when the accuracy drops
+   by more than ``max_accuracy_drop`` (default 1 percentage point) or a
+   layer's spike agreement falls below ``min_spike_agreement`` (default
+   :data:`MIN_SPIKE_AGREEMENT`), and then names the layer to look at.
 
-A failing bit-exact level names the first divergence: layer, timestep,
-sample, neuron, expected, actual.
+A failing level names the first divergence: layer, timestep, sample,
+neuron, expected, actual.
 """
 
 from __future__ import annotations
@@ -28,6 +38,7 @@ import numpy as np
 import torch
 
 from inflor_deploy.data import Dataset
+from inflor_deploy.data.conform import conform_dataset
 from inflor_deploy.ir import Graph
 from inflor_deploy.ir import nodes as n
 from inflor_deploy.backends.sim.compare import first_divergence
@@ -35,16 +46,29 @@ from inflor_deploy.backends.sim.float_ir import FloatRun, run_float
 
 Progress = Callable[[str], None]
 
+#: Level 4: largest accepted accuracy drop float -> fixed point (a fraction: 0.01 = 1 percentage point).
+MAX_ACCURACY_DROP = 0.01
+#: Level 4: smallest accepted per-layer spike agreement float vs fixed point (fraction of neuron-steps
+#: whose spike is the same; not teacher-forced, so a layer inherits its inputs' disagreement). Measured
+#: on the whole digits test split (360 images), worst layer: the bundled SRIF+MPR model 0.950, SRIF
+#: without MPR at T = 5 0.945, hard-reset IF 0.954, LIF 0.964 (all unit2.neuron). 0.90 allows about
+#: twice that disagreement. What it catches, measured on the bundled model: the first layer's
+#: threshold off by -20 % / +20 % drops it to 0.897 / 0.926 and the next layer to 0.879 / 0.893; the
+#: same error in unit2 or fc1 stays above the floor (0.92-0.98) and changes accuracy by <= 0.3 points.
+#: It is a statistical guard: levels 0-3 are the proof.
+MIN_SPIKE_AGREEMENT = 0.90
+
 
 @dataclass
 class LevelResult:
     """One rung of the ladder.
 
     Attributes:
-        level: 1..4.
+        level: 0..4.
         name: What is compared with what.
         kind: ``bit-exact``, ``spike-exact`` or ``statistical``.
-        ok: True/False, or None when the level was skipped.
+        ok: True/False, or None when the level was skipped. A statistical
+            level fails when its limits are not met (level 4).
         summary: One line with the measured numbers.
         metrics: The numbers (JSON-ready).
         first_divergence: Where a failing level first differs.
@@ -59,10 +83,6 @@ class LevelResult:
     first_divergence: dict[str, Any] | None = None
     seconds: float = 0.0
 
-    @property
-    def must_pass(self) -> bool:
-        return self.kind in ("bit-exact", "spike-exact")
-
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
@@ -73,8 +93,12 @@ class Ladder:
 
     @property
     def ok(self) -> bool:
-        """True when no bit-exact or spike-exact level failed."""
-        return all(level.ok is not False for level in self.levels if level.must_pass)
+        """True when no level failed: bit-exact, spike-exact, and level 4's accuracy and agreement limits."""
+        return all(level.ok is not False for level in self.levels)
+
+    @property
+    def failed(self) -> list[LevelResult]:
+        return [level for level in self.levels if level.ok is False]
 
     def to_dict(self) -> dict[str, Any]:
         return {"ok": self.ok, "levels": [level.to_dict() for level in self.levels]}
@@ -85,13 +109,79 @@ def _batches(count: int, size: int):
         yield slice(start, min(count, start + size))
 
 
+# --------------------------------------------------------------------------- level 0
+
+
+def level0_artifact_vs_rebuild(artifact, trust_pickle: bool = False) -> LevelResult:
+    """Bit-exact: every file of the artifact equals what compiling its checkpoint again writes."""
+    from inflor_deploy.rebuild import compare_with_rebuild
+
+    comparison = compare_with_rebuild(artifact, trust_pickle=trust_pickle)
+    d = comparison.first_difference
+    if comparison.ok:
+        summary = (f"{len(comparison.files_compared)} files byte-identical to a fresh compile of the checkpoint "
+                   f"(fixed-point IR, ONNX, IR steps, quantization report)")
+    else:
+        where = ", ".join(f"{k}={d[k]}" for k in ("node", "field", "index", "initializer", "expected", "actual",
+                                                   "reason") if k in d)  # fmt: skip
+        summary = (f"DIFFERS from a fresh compile of the checkpoint: {d['file']}: {where}. The artifact is not what "
+                   "this checkpoint compiles to: recompile it")
+    return LevelResult(
+        level=0,
+        name="artifact vs a fresh compile of the checkpoint",
+        kind="bit-exact",
+        ok=comparison.ok,
+        summary=summary,
+        metrics={"files_compared": comparison.files_compared},
+        first_divergence=d,
+        seconds=comparison.seconds,
+    )
+
+
 # --------------------------------------------------------------------------- level 1
 
 
-def torch_run(model: torch.nn.Module, images: np.ndarray, timesteps: int | None = None) -> FloatRun:
+def model_input(images: np.ndarray, graph: Graph | None = None) -> torch.Tensor:
+    """What the trained PyTorch model takes for these inputs of ``graph`` (its declared Input).
+
+    A Normalize after the Input is applied as the model's training pipeline
+    applied it, ``(x - mean) / std`` per channel in float32 (the float IR's
+    own arithmetic); a sequence ``[B, T, ...]`` becomes time-first
+    ``[T, B, ...]`` (contiguous, the layout the float IR uses).
+    """
+    x = torch.from_numpy(np.ascontiguousarray(images))
+    if graph is None:
+        return x
+    for norm in graph.of_type(n.Normalize):
+        view = (1,) * (x.dim() - len(graph.input.shape)) + (-1,) + (1,) * (len(graph.input.shape) - 1)
+        x = (x - torch.from_numpy(np.array(norm.mean)).view(view)) / torch.from_numpy(np.array(norm.std)).view(view)
+    if graph.input.encoding == "sequence":
+        x = x.transpose(0, 1).contiguous()
+    return x
+
+
+def _model_scores(model: torch.nn.Module, images: np.ndarray, graph: Graph | None,
+                  timesteps: int | None = None) -> np.ndarray:  # fmt: skip
+    """The model's scores for ``images`` as ``graph`` declares them, for ``timesteps`` (default ``graph``'s T).
+
+    The T matters: an artifact compiled with ``-T`` runs another T than the checkpoint's config.
+    """
+    x = model_input(images, graph)
+    if timesteps is None and graph is not None:
+        timesteps = graph.timesteps
+    return (model.eval()(x) if timesteps is None else model.eval()(x, timesteps)).numpy()
+
+
+def torch_run(model: torch.nn.Module, images: np.ndarray, graph: Graph | None = None) -> FloatRun:
     """The PyTorch model's scores, spikes and membranes H, keyed like the IR (module paths).
 
-    ``timesteps`` runs the model for that T (an artifact compiled with ``-T``), not its config's.
+    Args:
+        model: The trained model.
+        images: Inputs in the units of ``graph``'s Input (see :func:`model_input`).
+        graph: The imported float graph, whose Input declaration (normalization,
+            encoding) says what the model takes and whose T it runs for (an
+            artifact compiled with ``-T`` differs from the checkpoint's T);
+            None feeds ``images`` as they are, for the model's own T.
     """
     from inflor_deploy.nn.neurons import Neuron
 
@@ -106,8 +196,7 @@ def torch_run(model: torch.nn.Module, images: np.ndarray, timesteps: int | None 
         for _, m in neurons:
             m.record_membrane = True
         with torch.no_grad():
-            x = torch.from_numpy(np.ascontiguousarray(images))
-            scores = (model.eval()(x) if timesteps is None else model.eval()(x, timesteps)).numpy()
+            scores = _model_scores(model, images, graph)
         membranes = {name: m.last_membrane.numpy() for name, m in neurons}
     finally:
         for h in hooks:
@@ -133,7 +222,7 @@ def level1_torch_vs_float_ir(model, imported: Graph, data: Dataset, batch_size: 
     totals = {"spikes": 0, "mismatches": 0, "near_ties": 0, "unexplained": 0, "after_first": 0}
     max_score_diff, divergence = 0.0, None
     for s in _batches(len(data), batch_size):
-        ref = torch_run(model, data.images[s], imported.timesteps)
+        ref = torch_run(model, data.images[s], imported)
         out = run_float(folded, data.images[s], record=True, forced_spikes=ref.spikes)
         comparison = compare_runs(imported, ref, out, tie_band=bands)
         totals["spikes"] += int(sum(int(v.sum()) for v in ref.spikes.values()))
@@ -155,7 +244,7 @@ def level1_torch_vs_float_ir(model, imported: Graph, data: Dataset, batch_size: 
         ok=ok,
         summary=(
             f"{totals['spikes']} spikes on {len(data)} samples: {totals['mismatches']} mismatches, "
-            f"{totals['near_ties']} near-ties within float32 ulps of phi^-1(vth), "
+            f"{totals['near_ties']} near-ties within float32 rounding of phi^-1(vth), "
             f"{totals['unexplained']} unexplained; max |score diff| {max_score_diff:.2g}"
         ),
         metrics={**totals, "samples": len(data), "max_score_diff": max_score_diff},
@@ -278,8 +367,24 @@ def level3_simulator_vs_lava(graph: Graph, images: np.ndarray, float_graph: Grap
 
 
 def level4_float_vs_fixed(model, float_graph: Graph, fixed_graph: Graph, data: Dataset,
-                          batch_size: int = 256, progress: Progress | None = None) -> LevelResult:  # fmt: skip
-    """Accuracy of the trained model and of the fixed-point network; spike agreement per layer."""
+                          batch_size: int = 256, progress: Progress | None = None,
+                          imported: Graph | None = None, *,
+                          max_accuracy_drop: float = MAX_ACCURACY_DROP,
+                          min_spike_agreement: float = MIN_SPIKE_AGREEMENT) -> LevelResult:  # fmt: skip
+    """Accuracy of the trained model and of the fixed-point network; spike agreement per layer.
+
+    ``imported`` (the graph as exported, with its Input declaration) says what
+    the model takes (:func:`model_input`); None feeds the data as they are.
+
+    Fails when ``accuracy_float - accuracy_fixed > max_accuracy_drop`` or a
+    layer agrees on fewer than ``min_spike_agreement`` of its neuron-steps.
+    The readout (the non-spiking accumulator) counts as a layer whose
+    agreement is the fraction of samples given the same class. The failure
+    names the layer to look at: the first layer (in graph order) below the
+    floor, or, for an accuracy drop alone, the worst layer; with its
+    agreement and its first divergence (timestep, sample, neuron; for the
+    readout: the first sample whose class differs).
+    """
     from inflor_deploy.backends.sim.fixed_point import simulate
 
     start = time.perf_counter()
@@ -288,18 +393,25 @@ def level4_float_vs_fixed(model, float_graph: Graph, fixed_graph: Graph, data: D
     total = dict.fromkeys(layers, 0)
     correct_float = correct_fixed = same_class = 0
     first = None
+    first_by_layer: dict[str, dict[str, Any]] = {}
+    readout = fixed_graph.output.name
     saturations: dict[str, int] = {}
     wraps: dict[str, int] = {}
     for s in _batches(len(data), batch_size):
         images, labels = data.images[s], data.labels[s]
         with torch.no_grad():
-            torch_scores = model.eval()(torch.from_numpy(np.ascontiguousarray(images)), fixed_graph.timesteps).numpy()
+            torch_scores = _model_scores(model, images, imported, fixed_graph.timesteps)
         reference = run_float(float_graph, images, record=True)
         fixed = simulate(fixed_graph, images, view="aligned", record=True)
         fixed_scores = fixed.scores(fixed_graph)
         correct_float += int((torch_scores.argmax(1) == labels).sum())
         correct_fixed += int((fixed_scores.argmax(1) == labels).sum())
-        same_class += int((torch_scores.argmax(1) == fixed_scores.argmax(1)).sum())
+        same = torch_scores.argmax(1) == fixed_scores.argmax(1)
+        same_class += int(same.sum())
+        if readout not in first_by_layer and not same.all():
+            i = int(np.argmin(same))
+            first_by_layer[readout] = {"layer": readout, "sample": s.start + i, "quantity": "class",
+                                       "expected": int(torch_scores[i].argmax()), "actual": int(fixed_scores[i].argmax())}
         for name in layers:
             agree[name] += int((reference.spikes[name] == fixed.spikes[name]).sum())
             total[name] += int(reference.spikes[name].size)
@@ -307,28 +419,57 @@ def level4_float_vs_fixed(model, float_graph: Graph, fixed_graph: Graph, data: D
             saturations[name] = saturations.get(name, 0) + int(count)
         for name, count in fixed.u_wraps.items():
             wraps[name] = wraps.get(name, 0) + int(count)
+        for name in layers:
+            if name not in first_by_layer:
+                d = first_divergence(reference.spikes, fixed.spikes, [name])
+                if d is not None:
+                    first_by_layer[name] = {**d.to_dict(), "sample": d.to_dict().get("sample", 0) + s.start}
         if first is None:
             d = first_divergence(reference.spikes, {k: fixed.spikes[k] for k in layers}, layers)
             if d is not None:
-                first = d.to_dict()
-                first["sample"] = first.get("sample", 0) + s.start
+                first = {**d.to_dict(), "sample": d.to_dict().get("sample", 0) + s.start}
         if progress:
             progress(f"level 4: {s.stop}/{len(data)} samples")
     per_layer = {name: agree[name] / total[name] for name in layers}
     acc_float, acc_fixed = correct_float / len(data), correct_fixed / len(data)
     worst = min(per_layer, key=per_layer.get)
+    drop = acc_float - acc_fixed
+    # The readout is judged by its class agreement, against the same floor.
+    judged = {**per_layer, readout: same_class / len(data)}
+    below = [name for name in judged if judged[name] < min_spike_agreement]
+    # 1e-12: the drop is a difference of two fractions of len(data); do not fail on its float rounding.
+    accuracy_ok = drop <= max_accuracy_drop + 1e-12
+    problems = []
+    if not accuracy_ok:
+        problems.append(f"accuracy drops by {100 * drop:.2f} percentage points (limit {100 * max_accuracy_drop:g})")
+    if below:
+        problems.append(f"{len(below)} layer(s) below the agreement floor {min_spike_agreement:g}")
+    look_at = below[0] if below else min(judged, key=judged.get)
+    verdict = ""
+    if problems:
+        what = "class agreement" if look_at == readout else "spike agreement"
+        verdict = f"; FAILS: {' and '.join(problems)}; look at layer {look_at!r} ({what} {judged[look_at]:.4f})"
+        first = first_by_layer.get(look_at, first)
+    readout_mode = fixed_graph.output.readout  # the fixed scores follow it (IntRun.scores); the model scores itself
     return LevelResult(
         level=4,
         name="float model vs fixed point (accuracy, spike agreement)",
         kind="statistical",
-        ok=True,
+        ok=not problems,
         summary=(
-            f"accuracy float {acc_float:.4f} -> fixed {acc_fixed:.4f} (delta {acc_fixed - acc_float:+.4f}) on "
-            f"{len(data)} samples; same class {same_class / len(data):.4f}; spike agreement min "
-            f"{per_layer[worst]:.4f} ({worst}); v saturations {sum(saturations.values())}, u wraps {sum(wraps.values())}"
+            f"accuracy float {acc_float:.4f} -> fixed {acc_fixed:.4f} (delta {acc_fixed - acc_float:+.4f}, limit "
+            f"-{max_accuracy_drop:g}) on {len(data)} samples; same class {same_class / len(data):.4f}; spike agreement "
+            f"min {per_layer[worst]:.4f} ({worst}, floor {min_spike_agreement:g}); v saturations "
+            f"{sum(saturations.values())}, u wraps {sum(wraps.values())}; readout {readout_mode}" + verdict
         ),
         metrics={
+            "max_accuracy_drop": max_accuracy_drop,
+            "min_spike_agreement": min_spike_agreement,
+            "accuracy_drop": drop,
+            "layers_below_floor": below,
+            "look_at": look_at if problems else None,
             "samples": len(data),
+            "readout": readout_mode,
             "accuracy_float": acc_float,
             "accuracy_fixed": acc_fixed,
             "class_agreement": same_class / len(data),
@@ -342,22 +483,40 @@ def level4_float_vs_fixed(model, float_graph: Graph, fixed_graph: Graph, data: D
 
 
 def run_ladder(artifact, data: Dataset, *, reference_samples: int = 8, lava_samples: int = 2,
-               trust_pickle: bool = False, progress: Progress | None = None) -> Ladder:  # fmt: skip
-    """All four levels for a compiled artifact on a dataset."""
+               trust_pickle: bool = False, progress: Progress | None = None,
+               max_accuracy_drop: float = MAX_ACCURACY_DROP, min_spike_agreement: float = MIN_SPIKE_AGREEMENT,
+               rebuild: bool = True) -> Ladder:  # fmt: skip
+    """Levels 0-4 for a compiled artifact on a dataset, after checking its sources' hashes.
+
+    Args:
+        artifact: The artifact (its files already hash-checked by ``load_artifact``).
+        data: The dataset whose test split runs levels 1, 2, 3 (first samples) and 4.
+        reference_samples: Samples of level 2 (the slow integer reference).
+        lava_samples: Samples of level 3 (0 skips it).
+        trust_pickle: Passed to the checkpoint loader.
+        progress: Called with a line before each level.
+        max_accuracy_drop: Level 4's accuracy limit (fraction).
+        min_spike_agreement: Level 4's per-layer agreement floor (fraction).
+        rebuild: Run level 0 (one compile of the checkpoint).
+
+    Raises:
+        TamperError: the checkpoint (or another source) is missing or was replaced after compiling.
+    """
     from inflor_deploy.checkpoint import load_checkpoint
 
+    if not 0 <= max_accuracy_drop <= 1 or not 0 <= min_spike_agreement <= 1:
+        from inflor_deploy.errors import InflorError
+
+        raise InflorError(f"max_accuracy_drop ({max_accuracy_drop}) and min_spike_agreement ({min_spike_agreement}) "
+                          "must be fractions in [0, 1]")
+    artifact.check_sources()
     source = artifact.manifest["source"]
     checkpoint = load_checkpoint(source["checkpoint"], trust_pickle=trust_pickle)
     imported = artifact.graph_at("import")
     fixed = artifact.fixed_graph
     float_graph = artifact.float_graph
-    if tuple(data.images.shape[1:]) != tuple(imported.input.shape):
-        from inflor_deploy.errors import InflorError
-
-        raise InflorError(
-            f"dataset {data.name} has images of shape {tuple(data.images.shape[1:])} but the model "
-            f"expects {tuple(imported.input.shape)}; pick the dataset the model was trained on"
-        )
+    # Range, units, encoding and labels as compiled (raw uint8 pixels converted exactly).
+    data = conform_dataset(data, fixed.input, classes=fixed.output.shape[0], timesteps=fixed.timesteps)
     from inflor_deploy.memory import batch_size_for, samples_estimate
 
     # Before any level runs: what cannot fit in memory is refused, the batched levels are sized to fit.
@@ -370,6 +529,9 @@ def run_ladder(artifact, data: Dataset, *, reference_samples: int = 8, lava_samp
                          "--lava-samples", steps_per_sample=fixed.schedule.reset_interval).require()  # fmt: skip
     say = progress or (lambda _: None)
     levels = []
+    if rebuild:
+        say("level 0: artifact vs a fresh compile")
+        levels.append(level0_artifact_vs_rebuild(artifact, trust_pickle=trust_pickle))
     say("level 1: torch vs float IR")
     levels.append(level1_torch_vs_float_ir(checkpoint.model, imported, data, batch_size=batch, progress=progress))
     say("level 2: integer reference vs simulator")
@@ -377,5 +539,7 @@ def run_ladder(artifact, data: Dataset, *, reference_samples: int = 8, lava_samp
     say("level 3: simulator vs Lava")
     levels.append(level3_simulator_vs_lava(fixed, data.images[:lava_samples], float_graph))
     say("level 4: float vs fixed point")
-    levels.append(level4_float_vs_fixed(checkpoint.model, float_graph, fixed, data, batch_size=batch, progress=progress))
+    levels.append(level4_float_vs_fixed(checkpoint.model, float_graph, fixed, data, batch_size=batch,
+                                        progress=progress, imported=imported, max_accuracy_drop=max_accuracy_drop,
+                                        min_spike_agreement=min_spike_agreement))
     return Ladder(levels)

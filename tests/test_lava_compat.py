@@ -51,10 +51,10 @@ def test_importing_lava_first_is_refused():
     assert result.returncode != 0 and "imported before inflor_deploy.lava_compat.apply()" in result.stderr
 
 
-def test_lava_imports_after_the_start_method_was_fixed_to_fork():
-    # Creating any multiprocessing lock fixes the start method (tqdm's first bar does).
+def test_lava_imports_after_a_progress_bar_fixed_the_start_method_to_fork():
+    # tqdm's first bar creates a multiprocessing RLock, which fixes the start method.
     result = _run(
-        "import multiprocessing; multiprocessing.RLock();"
+        "import multiprocessing; from tqdm import tqdm; list(tqdm(range(2)));"
         "assert multiprocessing.get_start_method(allow_none=True) == 'fork';"
         "from inflor_deploy import lava_compat; lava_compat.import_lava();"
         "import lava.magma.runtime.runtime; print(multiprocessing.get_start_method())"

@@ -28,6 +28,7 @@ def test_ladder_passes_on_the_bundled_model(artifact):
     assert levels[2].ok and levels[2].metrics["values_compared"] > 0
     assert levels[3].ok is None  # skipped: 0 Lava samples
     assert levels[4].metrics["accuracy_fixed"] >= 0.95 and levels[4].metrics["class_agreement"] >= 0.95
+    assert levels[4].metrics["readout"] == "mean_current" and "readout mean_current" in levels[4].summary
 
 
 def test_a_corrupted_weight_fails_level_2_in_the_right_layer(artifact, monkeypatch):
@@ -84,9 +85,9 @@ def test_verify_cli_writes_the_ladder_and_exits_2_on_a_bit_exact_failure(artifac
     args = ["verify", str(artifact.path), "--samples", "24", "--reference-samples", "2", "--lava-samples", "0"]
     ok = CliRunner().invoke(cli, args)
     assert ok.exit_code == 0, ok.output
-    assert "1  PASS" in ok.output and "2  PASS" in ok.output and "3  skip" in ok.output
+    assert "0  PASS" in ok.output and "1  PASS" in ok.output and "2  PASS" in ok.output and "3  skip" in ok.output
     written = json.loads((artifact.path / "verify.json").read_text())
-    assert written["ok"] and [level["level"] for level in written["levels"]] == [1, 2, 3, 4]
+    assert written["ok"] and [level["level"] for level in written["levels"]] == [0, 1, 2, 3, 4]
 
     real = fixed_point.simulate
 
@@ -99,3 +100,44 @@ def test_verify_cli_writes_the_ladder_and_exits_2_on_a_bit_exact_failure(artifac
     failed = CliRunner().invoke(cli, args)
     assert failed.exit_code == 2, failed.output
     assert "2  FAIL" in failed.output and "accumulator readout" in failed.output
+
+
+def _scaled_threshold(graph, layer, factor):
+    return graph.replace_nodes(
+        [dataclasses.replace(x, vth=int((x.vth + 1) * factor) - 1) if x.name == layer else x for x in graph])
+
+
+def test_level4_fails_below_the_spike_agreement_floor_and_names_the_layer(artifact):
+    from inflor_deploy.checkpoint import load_checkpoint
+
+    model = load_checkpoint(DEFAULT_MODEL).model
+    data = load_digits("test").take(96)
+    good = verify.level4_float_vs_fixed(model, artifact.float_graph, artifact.fixed_graph, data)
+    assert good.ok and good.metrics["look_at"] is None and verify.Ladder([good]).ok
+    # The first layer's threshold 30 % low: it fires too often, and the next layer inherits it.
+    broken = _scaled_threshold(artifact.fixed_graph, "unit1.neuron", 0.7)
+    result = verify.level4_float_vs_fixed(model, artifact.float_graph, broken, data)
+    agreement = result.metrics["spike_agreement"]["unit1.neuron"]
+    assert result.ok is False and agreement < verify.MIN_SPIKE_AGREEMENT
+    assert result.metrics["look_at"] == "unit1.neuron" and result.first_divergence["layer"] == "unit1.neuron"
+    assert f"look at layer 'unit1.neuron' (spike agreement {agreement:.4f})" in result.summary
+    ladder = verify.Ladder([good, result])
+    assert not ladder.ok and ladder.failed == [result]
+
+
+def test_level4_fails_on_an_accuracy_drop_beyond_the_limit(artifact):
+    from inflor_deploy.checkpoint import load_checkpoint
+
+    model = load_checkpoint(DEFAULT_MODEL).model
+    data = load_digits("test").take(96)
+    weight_of_class_3 = artifact.fixed_graph.replace_nodes(
+        [dataclasses.replace(x, weight=np.where(np.arange(10)[:, None] == 3, 254, x.weight).astype(np.int32))
+         if x.name == "fc2" else x for x in artifact.fixed_graph])
+    result = verify.level4_float_vs_fixed(model, artifact.float_graph, weight_of_class_3, data, min_spike_agreement=0)
+    assert result.ok is False and result.metrics["accuracy_drop"] > 0.5
+    assert "accuracy drops by" in result.summary and result.metrics["look_at"] == "readout"
+    assert result.first_divergence["quantity"] == "class"
+    # The same run within a generous limit passes.
+    lenient = verify.level4_float_vs_fixed(model, artifact.float_graph, weight_of_class_3, data,
+                                           max_accuracy_drop=1.0, min_spike_agreement=0)
+    assert lenient.ok

@@ -36,19 +36,27 @@ class Dataset:
 
     Attributes:
         name: Where the data came from, e.g. ``digits/test``.
-        images: float32 [N, C, H, W], values in [0, 1].
+        images: float32 [N, C, H, W] (pixels in [0, 1] for the built-in
+            datasets), or [N, T, C, H, W] for event sequences (frame t at step t).
         labels: int64 [N].
         num_classes: Number of classes.
+        raw_pixels: The images are raw 8-bit pixels 0..255 (read from a uint8
+            array); :func:`~inflor_deploy.data.conform.conform_dataset` converts
+            them to the units the artifact declares.
     """
 
     name: str
     images: np.ndarray
     labels: np.ndarray
     num_classes: int
+    raw_pixels: bool = False
 
     def __post_init__(self):
-        if self.images.ndim != 4:
-            raise DataError(f"{self.name}: images must be [N, C, H, W], got shape {self.images.shape}")
+        if self.images.ndim not in (4, 5):
+            raise DataError(
+                f"{self.name}: images must be [N, C, H, W] (or [N, T, C, H, W] event sequences), "
+                f"got shape {self.images.shape}"
+            )
         if self.labels.shape != (self.images.shape[0],):
             raise DataError(
                 f"{self.name}: {self.images.shape[0]} images but labels have shape {self.labels.shape}"
@@ -63,7 +71,12 @@ class Dataset:
             return self
         if n <= 0:
             raise DataError(f"sample count must be positive, got {n}")
-        return Dataset(f"{self.name}[:{n}]", self.images[:n], self.labels[:n], self.num_classes)
+        return Dataset(f"{self.name}[:{n}]", self.images[:n], self.labels[:n], self.num_classes, self.raw_pixels)
+
+    @property
+    def is_sequence(self) -> bool:
+        """Event sequences ``[N, T, C, H, W]`` rather than static images."""
+        return self.images.ndim == 5
 
 
 def load_digits(split: Split = "test") -> Dataset:
@@ -165,31 +178,94 @@ def load_cifar10(folder: str | Path, split: Split = "test") -> Dataset:
     return Dataset(f"cifar10/{split}", images, labels, 10)
 
 
-def load_npz(path: str | Path) -> Dataset:
-    """Arrays ``x`` (float [N, C, H, W]) and ``y`` (int [N]) from an ``.npz`` file.
+#: An ``.npz`` holding only ``x`` and ``y``: ``train`` holds out this fraction as its test split.
+NPZ_HOLDOUT_FRACTION = 0.2
+NPZ_HOLDOUT_SEED = 0
+_NPZ_SPLITS = ("x_train", "y_train", "x_test", "y_test")
 
-    Object arrays are refused (``allow_pickle=False``): they would run code.
-    """
-    path = Path(path)
+
+def _npz_arrays(path: Path) -> dict[str, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as arrays:
-            if "x" not in arrays or "y" not in arrays:
-                raise DataError(f"{path}: an .npz dataset needs arrays 'x' [N,C,H,W] and 'y' [N]; found {sorted(arrays.files)}")
-            x, y = arrays["x"], arrays["y"]
+            names = set(arrays.files)
+            if not ({"x", "y"} <= names or set(_NPZ_SPLITS) <= names):
+                raise DataError(
+                    f"{path}: an .npz dataset needs arrays 'x' [N,C,H,W] and 'y' [N] (or x_train, y_train, "
+                    f"x_test, y_test); found {sorted(arrays.files)}"
+                )
+            return {k: arrays[k] for k in ("x", "y", *_NPZ_SPLITS) if k in names}
     except FileNotFoundError as err:
         raise DataError(f"{path}: no such file") from err
     except (ValueError, OSError) as err:
         if isinstance(err, DataError):
             raise
         raise DataError(f"{path}: not a readable .npz file ({err})") from err
+
+
+def _npz_dataset(path: Path, name: str, x: np.ndarray, y: np.ndarray, xname: str, yname: str) -> Dataset:
     if not np.issubdtype(x.dtype, np.number) or not np.issubdtype(y.dtype, np.integer):
-        raise DataError(f"{path}: 'x' must be numeric and 'y' integer, got {x.dtype} and {y.dtype}")
+        raise DataError(f"{path}: '{xname}' must be numeric and '{yname}' integer, got {x.dtype} and {y.dtype}")
+    if x.ndim not in (4, 5) or y.shape != (x.shape[0],):
+        raise DataError(
+            f"{path}: '{xname}' must be [N, C, H, W] images or [N, T, C, H, W] event sequences and '{yname}' [N]; "
+            f"got {x.shape} and {y.shape}"
+        )
     if y.size and y.min() < 0:
         raise DataError(f"{path}: labels must be non-negative")
     if x.size and not np.isfinite(x).all():
-        raise DataError(f"{path}: 'x' contains NaN or inf")
+        raise DataError(f"{path}: '{xname}' contains NaN or inf")
     num_classes = int(y.max()) + 1 if y.size else 0
-    return Dataset(f"npz:{path.name}", x.astype(np.float32), y.astype(np.int64), num_classes)
+    return Dataset(name, x.astype(np.float32), y.astype(np.int64), num_classes, raw_pixels=x.dtype == np.uint8)
+
+
+def load_npz(path: str | Path, split: Split = "test") -> Dataset:
+    """A dataset from an ``.npz`` file (``allow_pickle=False``: object arrays would run code).
+
+    The file holds either ``x`` and ``y`` (the whole file is the split, for
+    either name) or ``x_train``, ``y_train``, ``x_test``, ``y_test``. ``x`` is
+    ``[N, C, H, W]`` images or ``[N, T, C, H, W]`` event sequences (binary
+    events or small integer counts, frame t shown at step t). A uint8 ``x``
+    holds raw 8-bit pixels (``raw_pixels``); other dtypes are read as float32
+    values in the units the model was compiled for.
+    """
+    path = Path(path)
+    arrays = _npz_arrays(path)
+    if split not in ("train", "test"):
+        raise DataError(f"unknown split {split!r}; use 'train' or 'test'")
+    if "x" not in arrays:
+        return _npz_dataset(path, f"npz:{path.name}/{split}", arrays[f"x_{split}"], arrays[f"y_{split}"],
+                            f"x_{split}", f"y_{split}")  # fmt: skip
+    return _npz_dataset(path, f"npz:{path.name}", arrays["x"], arrays["y"], "x", "y")
+
+
+def npz_has_splits(path: str | Path) -> bool:
+    """Whether an ``.npz`` dataset holds separate train and test splits."""
+    return "x" not in _npz_arrays(Path(path))
+
+
+def holdout_split(data: Dataset, fraction: float = NPZ_HOLDOUT_FRACTION,
+                  seed: int = NPZ_HOLDOUT_SEED) -> tuple[Dataset, Dataset]:  # fmt: skip
+    """``(train, test)``: a seeded hold-out of ``fraction`` of ``data`` (stratified when every class allows it).
+
+    Used by ``train`` on an ``.npz`` without separate splits, so that the
+    reported test accuracy is measured on samples the model never trained on.
+    """
+    from sklearn.model_selection import train_test_split
+
+    if len(data) < 2:
+        raise DataError(f"{data.name}: {len(data)} sample(s) cannot be split into train and test")
+    counts = np.bincount(data.labels)
+    classes, test_size = int((counts > 0).sum()), int(np.ceil(len(data) * fraction))
+    fits = counts[counts > 0].min() >= 2 and classes <= test_size <= len(data) - classes
+    stratify = data.labels if fits else None
+    index = np.arange(len(data))
+    train_idx, test_idx = train_test_split(index, test_size=fraction, random_state=seed, stratify=stratify)
+    train_idx, test_idx = np.sort(train_idx), np.sort(test_idx)
+    label = f"held-out {fraction:.0%} (seed {seed}{', stratified' if stratify is not None else ''})"
+    part = lambda idx, what: Dataset(  # noqa: E731
+        f"{data.name}/{what}", data.images[idx], data.labels[idx], data.num_classes, data.raw_pixels
+    )
+    return part(train_idx, "train"), part(test_idx, label)
 
 
 def load_dataset(spec: str, split: Split = "test") -> Dataset:
@@ -199,10 +275,26 @@ def load_dataset(spec: str, split: Split = "test") -> Dataset:
     if spec.startswith("cifar10:"):
         return load_cifar10(spec.split(":", 1)[1], split)
     if spec.startswith("npz:"):
-        return load_npz(spec.split(":", 1)[1])
+        return load_npz(spec.split(":", 1)[1], split)
     if spec.endswith(".npz"):
-        return load_npz(spec)
+        return load_npz(spec, split)
     raise DataError(
         f"unknown dataset {spec!r}; use 'digits', 'cifar10:FOLDER' (CIFAR-10 python batches) "
-        "or 'npz:FILE' / 'FILE.npz' (arrays x [N,C,H,W] and y [N])"
+        "or 'npz:FILE' / 'FILE.npz' (arrays x [N,C,H,W] or [N,T,C,H,W] and y [N], or x_train, y_train, "
+        "x_test, y_test)"
     )
+
+
+def load_train_test(spec: str) -> tuple[Dataset, Dataset, str]:
+    """``(train, test, what the test split is)`` for training on a ``--data`` spec.
+
+    The test split is never trained on: digits and CIFAR-10 have their own,
+    an ``.npz`` with ``x_test``/``y_test`` gives it, and an ``.npz`` with
+    only ``x``/``y`` holds out a seeded 20 % (:func:`holdout_split`).
+    """
+    path = spec.split(":", 1)[1] if spec.startswith("npz:") else spec if spec.endswith(".npz") else None
+    if path is not None and not npz_has_splits(path):
+        train, test = holdout_split(load_npz(path))
+        return train, test, f"{test.name.split('/', 1)[1]} of {Path(path).name}, never trained on"
+    train, test = load_dataset(spec, "train"), load_dataset(spec, "test")
+    return train, test, f"{test.name} (a separate split)"

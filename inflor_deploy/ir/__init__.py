@@ -17,11 +17,12 @@ from inflor_deploy.ir.nodes import (
     Linear,
     Neuron,
     Node,
+    Normalize,
 )
 
 __all__ = [
     "Accumulator", "AvgPool2d", "BatchNorm", "Conv2d", "FIXED_POINT_NODES", "FLOAT_NODES",
     "FixedPointAccumulator", "FixedPointNeuron", "FixedPointSynapse", "Flatten", "Graph",
-    "IRError", "Input", "Linear", "Neuron", "Node", "STATEFUL_NODES", "Schedule",
+    "IRError", "Input", "Linear", "Neuron", "Node", "Normalize", "STATEFUL_NODES", "Schedule",
     "infer_shapes", "validate",
 ]  # fmt: skip

@@ -141,6 +141,9 @@ def _node_shape(node: n.Node, ins: list[tuple[int, ...]]) -> tuple[int, ...]:
         )
         if min(out) < 1:
             raise IRError(f"conv {node.name!r}: output shape {out} is empty")
+        bias = getattr(node, "bias", None)
+        if bias is not None and tuple(bias.shape) not in ((o,), out):
+            raise IRError(f"conv {node.name!r}: bias of shape {tuple(bias.shape)} is neither ({o},) nor {out}")
         return out
     if isinstance(node, (n.Linear, n.FixedPointSynapse)):
         need(1)
@@ -157,6 +160,13 @@ def _node_shape(node: n.Node, ins: list[tuple[int, ...]]) -> tuple[int, ...]:
         for name in ("gamma", "beta", "mean", "var"):
             if getattr(node, name).shape != (channels,):
                 raise IRError(f"batchnorm {node.name!r}: {name} must have {channels} entries")
+        return ins[0]
+    if isinstance(node, n.Normalize):
+        need(1)
+        channels = ins[0][0] if ins[0] else 0
+        for name in ("mean", "std"):
+            if getattr(node, name) is None or getattr(node, name).shape != (channels,):
+                raise IRError(f"normalize {node.name!r}: {name} must have {channels} entries (one per channel)")
         return ins[0]
     if isinstance(node, n.AvgPool2d):
         need(1)
@@ -189,6 +199,125 @@ def _check_finite(node: n.Node) -> None:
             raise IRError(f"node {node.name!r}: {f.name} = {value} is not finite")
 
 
+def _check_input(node: n.Input) -> None:
+    if node.encoding not in n.INPUT_ENCODINGS:
+        raise IRError(f"input {node.name!r}: encoding {node.encoding!r} must be one of {n.INPUT_ENCODINGS}")
+    lo, hi = node.value_range
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+        raise IRError(f"input {node.name!r}: value range [{lo}, {hi}] must be finite with low < high")
+    if node.pixel_levels is not None and not (isinstance(node.pixel_levels, int) and node.pixel_levels >= 1):
+        raise IRError(f"input {node.name!r}: pixel_levels {node.pixel_levels!r} must be an int >= 1 or None")
+    if node.grade_scale is not None and not (math.isfinite(node.grade_scale) and node.grade_scale > 0):
+        raise IRError(f"input {node.name!r}: grade_scale {node.grade_scale} must be finite and > 0")
+
+
+def _values(value) -> np.ndarray:
+    """A scalar or per-channel parameter as a float64 array (for range checks)."""
+    return np.atleast_1d(np.asarray(value, dtype=np.float64))
+
+
+def _per_channel_ok(node: n.Node, name: str, value) -> None:
+    if isinstance(value, np.ndarray) and (value.ndim != 1 or value.size == 0):
+        raise IRError(
+            f"neuron {node.name!r}: {name} must be a scalar or a 1-D per-channel array, got shape {value.shape}"
+        )
+
+
+def _check_neuron(node: n.Neuron) -> None:
+    """Every field of a float neuron in range; each message names the fix."""
+    where = f"neuron {node.name!r}"
+    for name, options in (("reset", n.RESET_MODES), ("compare", n.COMPARES),
+                          ("reset_timing", n.RESET_TIMINGS), ("charge", n.CHARGES)):  # fmt: skip
+        if getattr(node, name) not in options:
+            raise IRError(f"{where}: {name} {getattr(node, name)!r} must be one of {', '.join(map(repr, options))}")
+    _per_channel_ok(node, "vth", node.vth)
+    _per_channel_ok(node, "reset_amount", node.reset_amount)
+    if not (_values(node.vth) > node.v_reset).all():
+        raise IRError(
+            f"{where}: threshold {n.plain(node.vth)} must be > 0"
+            + (f" and above v_reset = {node.v_reset}" if node.v_reset else "")
+            + " (a neuron at rest must not fire); fix the exported threshold"
+        )
+    if not 0 <= node.tau <= 1:
+        raise IRError(f"{where}: tau {node.tau} must be in [0, 1] (1 is no leak)")
+    if not node.gain > 0:
+        raise IRError(f"{where}: input gain {node.gain} must be > 0")
+    if node.reset_amount is not None and not (_values(node.reset_amount) > 0).all():
+        raise IRError(
+            f"{where}: reset amount {n.plain(node.reset_amount)} must be > 0; a layer that never resets "
+            "has reset 'none'"
+        )
+    if not node.spike_value > 0:
+        raise IRError(f"{where}: spike value {node.spike_value} must be > 0")
+    if node.charge == "affine":
+        if node.decay is not None:
+            raise IRError(
+                f"{where}: decay {node.decay} is only read by the decay_* charges; leave it None for 'affine'"
+            )
+        if node.tau != 1 and node.v_reset != 0:
+            raise IRError(
+                f"{where}: the 'affine' charge leaks toward 0, but v_reset = {node.v_reset}; a layer that leaks "
+                "toward v_reset needs a decay_* charge (SpikingJelly), or v_reset = 0"
+            )
+    else:
+        divide = node.charge.startswith("decay_divide")
+        if node.decay is None or not (node.decay >= 1 if divide else 0 < node.decay <= 1):
+            raise IRError(
+                f"{where}: charge {node.charge!r} needs decay "
+                + ("(SpikingJelly's tau, the divisor) >= 1" if divide else "(the multiplier sigmoid(w)) in (0, 1]")
+                + f", got {node.decay}"
+            )
+        tau, gain = n.decay_coefficients(node.charge, node.decay)
+        if (node.tau, node.gain) != (tau, gain):
+            raise IRError(
+                f"{where}: charge {node.charge!r} with decay {node.decay} means tau = {tau!r}, gain = {gain!r}; "
+                f"the node has tau = {node.tau!r}, gain = {node.gain!r}. Build it with "
+                "ir.nodes.decay_fields(charge, decay)"
+            )
+    if node.reset_timing == "next_step":
+        if node.charge != "affine" or node.v_reset != 0:
+            raise IRError(
+                f"{where}: the next-step reset (snnTorch's reset_delay) is defined for the 'affine' charge "
+                f"with v_reset = 0; got charge {node.charge!r}, v_reset {node.v_reset}"
+            )
+        if node.mpr:
+            raise IRError(f"{where}: MPR with a next-step reset is not a supported neuron; fold MPR or use same_step")
+
+
+def _check_accumulator(node: n.Accumulator, graph: Graph) -> None:
+    where = f"accumulator {node.name!r}"
+    if node.readout not in n.READOUTS:
+        raise IRError(f"{where}: readout {node.readout!r} must be one of {', '.join(map(repr, n.READOUTS))}")
+    if node.readout == "mean_membrane":
+        if not 0 < node.tau <= 1:
+            raise IRError(f"{where}: the mean-membrane readout needs tau in (0, 1], got {node.tau}")
+    elif node.tau != 1:
+        raise IRError(f"{where}: tau {node.tau} only applies to readout 'mean_membrane'; use tau = 1")
+    if node.readout == "spike_count":
+        others = [s for s in node.sources if not isinstance(graph.node(s), n.Neuron)]
+        if others:
+            raise IRError(
+                f"{where}: a spike-count readout adds the spikes of spiking layers (identity synapses); "
+                f"source {others[0]!r} is a {type(graph.node(others[0])).__name__}. Read the last spiking "
+                "layer, or use readout 'mean_current'"
+            )
+
+
+def _check_fixed_point_neuron(node: n.FixedPointNeuron) -> None:
+    where = f"neuron {node.name!r}"
+    if not (0 <= node.du <= 4095 and 0 <= node.dv <= 4095):
+        raise IRError(f"{where}: du={node.du}, dv={node.dv} must be 12-bit (0..4095)")
+    if node.reset not in n.RESET_MODES:
+        raise IRError(f"{where}: reset {node.reset!r} must be one of {', '.join(map(repr, n.RESET_MODES))}")
+    for name in ("vth", "reset_mant"):
+        value = getattr(node, name)
+        _per_channel_ok(node, name, value)
+        array = np.atleast_1d(np.asarray(value))
+        # Structure only: the bit widths are the target's (target_fit.check_fits_target).
+        if array.dtype.kind not in "iu" or array.min() < 0:
+            raise IRError(f"{where}: {name} {n.plain(value)} must be non-negative integers")
+
+
 def validate(graph: Graph) -> dict[str, tuple[int, ...]]:
     """Check every invariant of a graph; return the inferred shapes.
 
@@ -217,18 +346,31 @@ def validate(graph: Graph) -> dict[str, tuple[int, ...]]:
         )
     for node in graph:
         _check_finite(node)
+        if isinstance(node, n.Input):
+            _check_input(node)
+        if isinstance(node, n.Normalize) and not np.all(node.std > 0):
+            raise IRError(f"normalize {node.name!r}: every std must be > 0, got {node.std.tolist()}")
         if isinstance(node, n.Neuron):
-            if not node.vth > 0:
-                raise IRError(f"neuron {node.name!r}: threshold {node.vth} must be > 0")
-            if not 0 < node.tau <= 1:
-                raise IRError(f"neuron {node.name!r}: tau {node.tau} must be in (0, 1]")
-            if node.reset not in ("subtract", "zero"):
-                raise IRError(f"neuron {node.name!r}: reset {node.reset!r} must be 'subtract' or 'zero'")
-            if node.reset_amount is not None and not node.reset_amount > 0:
-                raise IRError(f"neuron {node.name!r}: reset amount {node.reset_amount} must be > 0")
+            _check_neuron(node)
+        if isinstance(node, n.Accumulator):
+            _check_accumulator(node, graph)
         if isinstance(node, n.FixedPointNeuron):
-            if not (0 <= node.du <= 4095 and 0 <= node.dv <= 4095):
-                raise IRError(f"neuron {node.name!r}: du={node.du}, dv={node.dv} must be 12-bit (0..4095)")
+            _check_fixed_point_neuron(node)
+        if isinstance(node, n.FixedPointAccumulator):
+            if node.readout not in n.READOUTS:
+                raise IRError(f"accumulator {node.name!r}: readout {node.readout!r} must be one of {n.READOUTS}")
+            if not 0 <= node.dv <= 4095:
+                raise IRError(f"accumulator {node.name!r}: dv={node.dv} must be 12-bit (0..4095)")
+    shapes = infer_shapes(graph)
+    for node in graph.of_type(n.Neuron, n.FixedPointNeuron):
+        for name in ("vth", "reset_amount", "reset_mant"):
+            value = getattr(node, name, None)
+            channels = shapes[node.name][0]
+            if isinstance(value, np.ndarray) and value.shape != (channels,):
+                raise IRError(
+                    f"neuron {node.name!r}: per-channel {name} has shape {value.shape}; it needs one value per "
+                    f"channel, shape ({channels},) for the layer's shape {shapes[node.name]} (or one scalar)"
+                )
     shapes = infer_shapes(graph)
     consumed = {s for node in graph for s in node.sources}
     if outputs[0].name in consumed:

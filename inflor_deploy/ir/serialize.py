@@ -2,7 +2,9 @@
 
 Layout: a JSON header under the key ``__graph__`` (name, timesteps,
 schedule, and each node's type, scalar fields and the keys of its arrays)
-plus one array per node array field, named ``<node index>/<field>``.
+plus one array per node array field, named ``<node index>/<field>``. A
+field that holds a scalar on one node and an array on another (a neuron's
+``vth``: one threshold, or one per channel) is stored as whichever it is.
 Loading uses ``allow_pickle=False``, so a graph file can never run code.
 """
 
@@ -10,6 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -19,13 +23,17 @@ from inflor_deploy.ir import nodes as n
 from inflor_deploy.ir.graph import Graph, IRError, Schedule
 
 FORMAT = "inflor-deploy-ir"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: Versions :func:`load_graph` reads. Version 1 files predate the neuron fields of issue 10
+#: (gain, compare, reset timing, v_reset, charge, per-channel vth, readouts); their defaults
+#: are exactly the version-1 semantics.
+READABLE_VERSIONS = (1, 2)
 
 #: Every node type a file may name (explicit: no lookup by arbitrary class name).
 NODE_TYPES: dict[str, type[n.Node]] = {
     cls.__name__: cls
     for cls in (
-        n.Input, n.Conv2d, n.Linear, n.BatchNorm, n.AvgPool2d, n.Flatten, n.Neuron, n.Accumulator,
+        n.Input, n.Normalize, n.Conv2d, n.Linear, n.BatchNorm, n.AvgPool2d, n.Flatten, n.Neuron, n.Accumulator,
         n.FixedPointSynapse, n.FixedPointNeuron, n.FixedPointAccumulator,
     )
 }  # fmt: skip
@@ -87,15 +95,29 @@ def load_graph(path: str | Path) -> Graph:
             arrays = {key: data[key] for key in data.files if key != "__graph__"}
     except FileNotFoundError as err:
         raise IRError(f"{path}: no such IR file") from err
-    except (KeyError, ValueError, OSError, json.JSONDecodeError) as err:
-        raise IRError(f"{path}: not an inflor-deploy IR file ({err})") from err
-    if header.get("format") != FORMAT or header.get("format_version") != FORMAT_VERSION:
+    except (KeyError, ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error, json.JSONDecodeError) as err:
+        # A truncated or corrupt zip fails in any of these ways, depending on where it was cut.
+        raise IRError(f"{path}: not an inflor-deploy IR file, or a corrupt or truncated one "
+                      f"({type(err).__name__}: {err}); recompile to rewrite it") from err
+    if not isinstance(header, dict):
+        raise IRError(f"{path}: the IR header is {type(header).__name__}, not an object; recompile to rewrite it")
+    if header.get("format") != FORMAT or header.get("format_version") not in READABLE_VERSIONS:
         raise IRError(f"{path}: IR format {header.get('format')!r} v{header.get('format_version')!r}, expected {FORMAT!r} v{FORMAT_VERSION}")
+    try:
+        return _graph_from(header, arrays)
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
+        # A header whose keys or types were edited: name what is wrong instead of a traceback.
+        what = f"missing key {err}" if isinstance(err, KeyError) else f"{type(err).__name__}: {err}"
+        raise IRError(f"{path}: malformed IR header ({what}); the file was edited or written by another "
+                      "tool: recompile to rewrite it") from err
+
+
+def _graph_from(header: dict, arrays: dict[str, np.ndarray]) -> Graph:
     nodes = []
     for entry in header["nodes"]:
         cls = NODE_TYPES.get(entry["type"])
         if cls is None:
-            raise IRError(f"{path}: unknown node type {entry['type']!r}")
+            raise ValueError(f"unknown node type {entry['type']!r}")
         kwargs = dict(entry["fields"])
         for name in _tuple_fields(cls):
             if name in kwargs and isinstance(kwargs[name], list):

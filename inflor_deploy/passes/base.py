@@ -54,16 +54,19 @@ class QuantizationOptions:
     """User choices for ``QuantizeFixedPoint``.
 
     Attributes:
-        input_grade_scale: Integer grades per unit of input (pixels in [0, 1]);
-            None picks the dataset's natural scale (255 for 8-bit images).
+        input_grade_scale: Integer grades per unit of input; None picks the
+            Input's natural scale (``quantize.default_grade_scale``: 255 for
+            pixels in [0, 1], 1 for raw 0..255 pixels).
         weight_fill: Fraction of the weight range the largest |weight| of a
             layer may use (1.0 fills it).
         headroom: Which worst-case bounds the scale must respect: ``"u"``
             (u can never wrap; always enforced) or ``"uv"`` (v can also never
             saturate within a sample window, at the cost of coarser weights).
         overflow: What to do with a layer whose worst case can still
-            saturate v: ``"warn"`` records it in the report (the simulators
-            count real saturation events), ``"error"`` refuses to compile.
+            saturate v, or whose threshold or reset amount rounds with a
+            relative error above ``MAX_THRESHOLD_ROUNDING`` (1 %):
+            ``"warn"`` records it in the report (the simulators count real
+            saturation events), ``"error"`` refuses to compile.
     """
 
     input_grade_scale: float | None = None

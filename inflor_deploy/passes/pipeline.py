@@ -18,21 +18,31 @@ from typing import Callable, Sequence
 
 from inflor_deploy.ir.graph import Graph, IRError, validate
 from inflor_deploy.passes.base import ContractResult, ContractViolation, Pass, PassContext, PassError
+from inflor_deploy.passes.delayed_reset import DelayedResetToSameStep
 from inflor_deploy.passes.fold_batch_norm import FoldBatchNorm
+from inflor_deploy.passes.fold_input_gain import FoldInputGain
+from inflor_deploy.passes.fold_input_normalization import FoldInputNormalization
 from inflor_deploy.passes.fold_pooling import FoldAveragePool
 from inflor_deploy.passes.fold_rectifier import FoldRectifierIntoThreshold
 from inflor_deploy.passes.quantize import QuantizeFixedPoint
 from inflor_deploy.passes.schedule import ScheduleTimesteps
+from inflor_deploy.passes.shift_reset import ShiftResetToZero
 from inflor_deploy.passes.soft_reset import SoftResetToSubtractive
 
 FLOAT_PIPELINE: list[Pass] = [
     FoldBatchNorm,
     FoldAveragePool,
+    FoldInputNormalization,
     FoldRectifierIntoThreshold,
     SoftResetToSubtractive,
+    DelayedResetToSameStep,
+    ShiftResetToZero,
+    FoldInputGain,
 ]
-"""The float rewrites, in order: after them the graph is synapses, threshold neurons with
-explicit subtractive resets and the accumulator, ready for quantization."""
+"""The float rewrites, in order: after them the graph is synapses (reading the raw input:
+an input normalization is folded into them), threshold neurons ``H = tau * U + X`` (input
+gain folded where a synapse can take it) with an explicit same-step reset (subtract an
+amount, to zero, or none) from v_reset = 0, and the accumulator, ready for quantization."""
 
 COMPILE_PIPELINE: list[Pass] = [
     *FLOAT_PIPELINE,
@@ -45,8 +55,12 @@ COMPILE_PIPELINE: list[Pass] = [
 PASSES_BY_NAME: dict[str, Pass] = {
     "FoldBatchNorm": FoldBatchNorm,
     "FoldAveragePool": FoldAveragePool,
+    "FoldInputNormalization": FoldInputNormalization,
     "FoldRectifierIntoThreshold": FoldRectifierIntoThreshold,
     "SoftResetToSubtractive": SoftResetToSubtractive,
+    "DelayedResetToSameStep": DelayedResetToSameStep,
+    "ShiftResetToZero": ShiftResetToZero,
+    "FoldInputGain": FoldInputGain,
     "QuantizeFixedPoint": QuantizeFixedPoint,
     "ScheduleTimesteps": ScheduleTimesteps,
 }
@@ -110,7 +124,7 @@ def run_pipeline(
     if stop_after is not None and stop_after not in names:
         raise PassError(f"unknown pass {stop_after!r} for --stop-after; this pipeline runs: {', '.join(names)}")
     validate(graph)
-    expected = tuple(graph.input.shape)
+    expected = ((graph.timesteps,) if graph.input.encoding == "sequence" else ()) + tuple(graph.input.shape)
     if ctx.probe.ndim != len(expected) + 1 or tuple(ctx.probe.shape[1:]) != expected:
         raise PassError(
             f"probe shape {tuple(ctx.probe.shape)} does not fit graph {graph.name!r} with input "

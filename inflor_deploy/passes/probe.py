@@ -47,27 +47,32 @@ SCORES = "scores"
 
 
 def make_probe(graph: Graph, count: int = 8, seed: int = 0, images: np.ndarray | None = None) -> np.ndarray:
-    """Probe images for contract checks, shaped ``[B, *graph.input.shape]``.
+    """Probe inputs for contract checks, shaped ``[B, *graph.input.shape]`` (``[B, T, ...]`` for a sequence).
 
-    Without ``images``: ``count`` images drawn uniformly from [0, 1] (the
-    models' input range: pixels scaled to [0, 1]) by a seeded generator, so a
-    contract check is reproducible. With ``images``: the caller's real data
-    (all of it; ``count`` and ``seed`` are then unused), checked against the
-    graph's input shape.
+    Without ``images``: ``count`` inputs drawn uniformly from the Input's
+    declared ``value_range`` by a seeded generator, so a contract check is
+    reproducible; a sequence Input gets frames rounded to integers (events
+    or counts, as event cameras give). With ``images``: the caller's real
+    data (all of it; ``count`` and ``seed`` are then unused), checked
+    against the graph's input.
 
     Args:
         graph: The graph the probe is for.
-        count: Number of random images.
+        count: Number of random inputs.
         seed: Seed of ``numpy.random.default_rng``.
-        images: Real inputs ``[B, C, H, W]`` to use instead.
+        images: Real inputs to use instead.
 
     Returns:
-        float32 ``[B, C, H, W]``.
+        float32 ``[B, C, H, W]`` (``[B, T, C, H, W]`` for a sequence Input).
 
     Raises:
-        PassError: ``count < 1``, or ``images`` of the wrong shape or not finite.
+        PassError: ``count < 1``, or ``images`` of the wrong shape, not finite
+            or outside the declared range.
     """
-    shape = tuple(graph.input.shape)
+    source = graph.input
+    sequence = source.encoding == "sequence"
+    shape = ((graph.timesteps,) if sequence else ()) + tuple(source.shape)
+    low, high = source.value_range
     if images is not None:
         images = np.asarray(images)
         if images.ndim != len(shape) + 1 or tuple(images.shape[1:]) != shape or images.shape[0] < 1:
@@ -76,16 +81,25 @@ def make_probe(graph: Graph, count: int = 8, seed: int = 0, images: np.ndarray |
                 f"[B, {', '.join(map(str, shape))}] with B >= 1"
             )
         if not np.isfinite(images).all():
-            raise PassError("probe images contain NaN/inf values; pass finite inputs in [0, 1]")
+            raise PassError(f"probe images contain NaN/inf values; pass finite inputs in [{low:g}, {high:g}]")
+        if images.min() < low or images.max() > high:
+            raise PassError(f"probe images leave the declared input range [{low:g}, {high:g}]")
         return np.ascontiguousarray(images, dtype=np.float32)
     if count < 1:
         raise PassError(f"probe count must be >= 1, got {count}")
     rng = np.random.default_rng(seed)
-    return rng.uniform(0.0, 1.0, size=(count, *shape)).astype(np.float32)
+    probe = rng.uniform(low, high, size=(count, *shape))
+    if sequence:
+        probe = np.rint(probe)
+    return np.clip(probe, low, high).astype(np.float32)
 
 
-def effective_threshold(neuron: n.Neuron) -> float:
-    """The threshold on the raw membrane H: ``phi^-1(vth)`` with MPR, else ``vth``."""
+def effective_threshold(neuron: n.Neuron) -> float | np.ndarray:
+    """The threshold on the raw membrane H: ``phi^-1(vth)`` with MPR, else ``vth`` (per channel: an array)."""
+    if isinstance(neuron.vth, np.ndarray):
+        if neuron.mpr:
+            return np.array([phi_inverse_scalar(v) for v in neuron.vth])
+        return np.asarray(neuron.vth, dtype=np.float64)
     return phi_inverse_scalar(neuron.vth) if neuron.mpr else float(neuron.vth)
 
 
@@ -145,7 +159,9 @@ class RunComparison:
         if first is None:
             return None
         out = first.to_dict()
-        out["threshold"] = self.thresholds.get(first.layer)
+        threshold = self.thresholds.get(first.layer)
+        # Per-channel thresholds: the one of the mismatching neuron's channel.
+        out["threshold"] = float(threshold[first.neuron[0]]) if isinstance(threshold, np.ndarray) else threshold
         return out
 
     def worst(self) -> MembraneDiff:
@@ -292,4 +308,129 @@ def tolerance_contract(
         summary=summary,
         metrics=metrics,
         first_divergence=divergence,
+    )
+
+
+ROUNDING_ULPS = 4
+"""Width of :func:`rounding_contract`'s band: float32 ulps per timestep."""
+
+
+def rounding_contract(
+    pass_name: str,
+    before: Graph,
+    after: Graph,
+    probe: np.ndarray,
+    why: str,
+    exact_layers: tuple[str, ...] = (),
+    offsets: dict[str, float] | None = None,
+) -> ContractResult:
+    """The ``spike-exact`` contract of a rewrite that changes only float32 rounding.
+
+    Both graphs run in float32 (the arithmetic the model was trained in) on
+    ``probe``, the after-graph teacher-forced with the before-graph's spikes.
+    Per rewritten layer, with ``M = max(max |H_ref|, max |vth|, max |reset_amount|, |v_reset|)``
+    (the largest magnitude any of its operations rounds at) and ``band =
+    ROUNDING_ULPS * T * ulp32(M)``: each step of either graph rounds a few of
+    its operations by at most ``ulp32(M) / 2`` each, and the leak (tau <= 1)
+    never amplifies an earlier difference, so
+
+    * membranes agree within ``band``, up to and including each train's first
+      mismatch (a mismatch changes that train's reset from then on);
+    * a train's first spike mismatch is a near-tie: ``|H_ref - vth| <= band``
+      (counted; anything else is a violation naming the first divergence);
+    * layers in ``exact_layers`` (rewrites that keep every float operation)
+      agree bitwise: band 0;
+    * the scores are identical (the readout sees the forced spikes).
+
+    Args:
+        pass_name: Reported in the result.
+        before, after: The graphs before and after the pass.
+        probe: Probe images ``[B, C, H, W]``.
+        why: What changed the rounding (for the summary).
+        exact_layers: Layers whose floats the rewrite must not change at all.
+        offsets: Layer -> a constant the rewrite subtracted from the membrane
+            (``ShiftResetToZero``: v_reset); the reference's H is shifted by it
+            (in float64) before comparing, and thresholds are the after-graph's.
+    """
+    import dataclasses as _dc
+
+    offsets = offsets or {}
+    ref = run_float(before, probe, record=True, dtype=torch.float32)
+    run = run_float(after, probe, record=True, dtype=torch.float32, forced_spikes=ref.spikes)
+    shifted = {
+        name: (h.astype(np.float64) - offsets[name]) if name in offsets else h for name, h in ref.membranes.items()
+    }
+    reference = _dc.replace(ref, membranes=shifted)
+    T = before.timesteps
+    bands: dict[str, float] = {}
+    for neuron in after.of_type(n.Neuron):
+        if neuron.name not in ref.membranes or neuron.name in exact_layers:
+            bands[neuron.name] = 0.0
+            continue
+        original = before.node(neuron.name)
+        magnitudes = [float(np.abs(shifted[neuron.name]).max(initial=0.0)), abs(float(original.v_reset))]
+        for value in (original.vth, neuron.vth, original.reset_amount, neuron.reset_amount):
+            if value is not None:
+                magnitudes.append(float(np.abs(np.asarray(value, dtype=np.float64)).max()))
+        bands[neuron.name] = ROUNDING_ULPS * T * float(np.spacing(np.float32(max(magnitudes))))
+    comparison = compare_runs(after, reference, run, tie_band=bands)
+    divergence = comparison.first_divergence()
+    over = [
+        d for d in comparison.membranes
+        if d.layer != SCORES and not d.max_abs_diff <= bands.get(d.layer, 0.0)
+    ]  # fmt: skip
+    if divergence is None and over:
+        divergence = over[0].max_diff_at.to_dict() if over[0].max_diff_at else {"layer": over[0].layer}
+        band = bands.get(over[0].layer, 0.0)
+        divergence["reason"] = f"membrane differs by {over[0].max_abs_diff:.3g}, beyond the rounding band {band:.3g}"
+    scores = next(d for d in comparison.membranes if d.layer == SCORES)
+    if divergence is None and scores.max_abs_diff != 0:
+        divergence = scores.max_diff_at.to_dict() if scores.max_diff_at else {"layer": SCORES}
+        divergence["reason"] = "scores differ although the readout sees the same (forced) spikes"
+    spikes = comparison.spikes
+    worst = max((d for d in comparison.membranes if d.layer != SCORES), key=lambda d: d.max_abs_diff, default=None)
+    metrics = {
+        "spike_mismatches": comparison.spike_mismatches,
+        "near_ties": spikes.near_ties,
+        "unexplained": spikes.unexplained,
+        "after_first": comparison.after_first,
+        "rounding_ulps_per_step": ROUNDING_ULPS,
+        "band": bands,
+        "max_membrane_diff": {d.layer: d.max_abs_diff for d in comparison.membranes},
+        "exact_layers": list(exact_layers),
+        "probe_images": int(probe.shape[0]),
+    }
+    summary = (
+        f"float32 teacher-forced on {probe.shape[0]} probe images ({why}): {comparison.spike_mismatches} spike "
+        f"mismatches, {spikes.near_ties} near-ties (within {ROUNDING_ULPS} ulps x T of the threshold), "
+        f"{spikes.unexplained} unexplained, {comparison.after_first} later in a tied train; max |dH| "
+        f"{worst.max_abs_diff if worst else 0.0:.3g}"
+        + (f" in {worst.layer!r}" if worst else "")
+        + ("" if divergence is None else f"; first divergence in {divergence['layer']!r}")
+    )
+    return ContractResult(
+        pass_name=pass_name,
+        kind="spike-exact",
+        ok=divergence is None,
+        summary=summary,
+        metrics=metrics,
+        first_divergence=divergence,
+    )
+
+
+def unchanged(pass_name: str, kind: str, before: Graph, after: Graph, what: str) -> ContractResult | None:
+    """The contract's result when the pass rewrote nothing, else None (then run the real check).
+
+    A pass that finds nothing to rewrite returns the very same node objects;
+    identical nodes compute identical values, so there is nothing to run.
+    Any new or changed node object makes this None.
+    """
+    if len(before.nodes) != len(after.nodes) or any(a is not b for a, b in zip(before.nodes, after.nodes)):
+        return None
+    return ContractResult(
+        pass_name=pass_name,
+        kind=kind,
+        ok=True,
+        summary=f"no {what}: graph unchanged (the same nodes), nothing to check",
+        metrics={"rewritten": 0},
     )

@@ -20,7 +20,11 @@ their currents add into one membrane):
    handling; conv: [-128, 127], exponent 0).
 2. Headroom against the 24-bit wrap of u (always enforced): the current of
    one step enters u as ``a << 6``, so the worst-case ``|a|`` (every input
-   that can raise it at its maximum) must stay below ``2^17``.
+   at the end of the Input's declared ``value_range`` that raises it) must
+   stay below ``2^17``. Below that no Lava wrap can happen for inputs in the
+   declared range (the Conv's 24 bits, Dense's 32, u's 24; the report's
+   ``wrap_possible`` says so per layer); inputs outside it are refused at
+   run time.
 3. Headroom against saturation of v (``headroom="uv"``): over one sample
    window v can move by at most ``T * max|a + bias|``, which must stay below
    ``(2^23 - 1) >> 6``. Under the default ``headroom="u"`` this bound is only
@@ -29,10 +33,46 @@ their currents add into one membrane):
 4. The bias mantissa must fit 13 signed bits (``bias_exp = 6``: weight units)
    and the threshold mantissa 17 unsigned bits.
 
-Threshold: the paper fires on ``H >= vth``; the hardware on ``v > vth_hw << 6``.
-With integer threshold ``theta = round(s * vth)`` and v a multiple of 64
-(no leak; weights, bias and reset all enter shifted by 6),
-``v >= theta << 6  <=>  v > (theta - 1) << 6``, so ``vth_hw = theta - 1``.
+Input: the chip receives ``round(x * grade_scale)``: the given scale, else
+the Input's ``pixel_levels`` (255 for pixels in [0, 1], 1 for raw 0..255
+pixels: the chip gets the 8-bit pixels), else ``255 / max(|lo|, |hi|)`` of
+the declared range (8 bits of magnitude plus a sign). Signed ranges are
+planned for by their extremes: a weight's worst current takes the input end
+that raises (or lowers) it most.
+
+Threshold: the hardware fires on ``v > vth_hw << 6``, with integer threshold
+``theta = round(s * vth)`` (per channel when vth is; the scale stays per layer):
+
+* ``compare=">"`` (snnTorch): ``vth_hw = theta``, exact for any v;
+* ``compare=">="`` (InfLoR, SpikingJelly): with v a multiple of 64 (no leak;
+  weights, bias and reset all enter shifted by 6),
+  ``v >= theta << 6  <=>  v > (theta - 1) << 6``, so ``vth_hw = theta - 1``.
+  A leaky layer's v is not a multiple of 64, so there ``>= theta`` also fires
+  for v in ``(64 (theta - 1), 64 theta)``: kept as is and reported per layer
+  (``threshold_exact: false``).
+
+Reset: ``"subtract"`` -> ``reset_mant = round(s * reset_amount)`` (per channel
+when the amount is), ``"zero"`` -> v = 0, ``"none"`` -> no reset
+(``reset_mant = 0``). Input gain (kept on a neuron whose shortcut could not
+absorb it, see ``FoldInputGain``) scales every incoming synapse and bias.
+Leak ``tau -> dv = round((1 - tau) * 4096)``. The readout
+(:class:`~inflor_deploy.ir.FixedPointAccumulator`) keeps its kind; a
+mean-membrane readout's tau becomes its dv.
+
+Rounding bound of the threshold and the reset amount
+(:data:`MAX_THRESHOLD_ROUNDING` = 1 %): ``|theta / s - vth| / vth`` and
+``|reset_mant / s - reset| / reset`` above it get a warning in the
+quantization report and the compile output (``overflow="error"`` refuses
+the compile). Why 1 %: the scale makes a layer's largest weight fill the
+8-bit range, where one rounding step is 1/127 = 0.79 % of it (conv; dense:
+2/254, the same). A threshold rounded more coarsely than that is the
+layer's largest relative error, so the bound is that resolution rounded
+up; ``theta >= 50`` always meets it (0.5 / 50). ``theta = 1`` from
+``s * vth = 0.86`` errs by 16 %: a neuron then fires on 86 % of the input
+it was trained to need.
+
+Preconditions (PassError naming the pass to run): no MPR, explicit reset
+amounts, same-step resets, ``v_reset = 0``.
 """
 
 from __future__ import annotations
@@ -54,6 +94,11 @@ A_LIMIT = 2**17 - 1
 V_LIMIT_WEIGHT_UNITS = (2**23 - 1) >> 6
 #: Default integer grades per unit of input for images in [0, 1] (8-bit pixels).
 DEFAULT_INPUT_GRADES = 255.0
+#: A graded input value travels as a 32-bit payload.
+GRADED_LIMIT = 2**31
+#: Largest relative rounding error of a threshold or reset amount accepted without a warning
+#: (module docstring: the relative resolution of the largest 8-bit weight, 1/127, rounded up).
+MAX_THRESHOLD_ROUNDING = 0.01
 
 
 @dataclass(frozen=True)
@@ -65,10 +110,18 @@ class _Incoming:
     kind: str  # "dense" | "conv"
     effective: np.ndarray  # float64 weights per unit of the integer input value
     bias: np.ndarray | None
-    input_max: float  # largest integer input value (1 for spikes, grades for the image)
+    input_max: float  # largest integer input value (1 for spikes, round(hi * grades) for the image)
     stride: tuple[int, int] = (1, 1)
     padding: tuple[int, int] = (0, 0)
     groups: int = 1
+    input_min: float = 0.0  # smallest integer input value (0 for spikes, round(lo * grades) for the image)
+
+
+def default_grade_scale(node: n.Input) -> float:
+    """The input's grade scale when none is given (module docstring): pixel levels, else 255 / max |range|."""
+    if node.pixel_levels is not None:
+        return float(node.pixel_levels)
+    return DEFAULT_INPUT_GRADES / max(abs(float(v)) for v in node.value_range)
 
 
 def _incoming(graph: Graph, layer: n.Node, shapes, grades: float) -> list[_Incoming]:
@@ -94,9 +147,10 @@ def _incoming(graph: Graph, layer: n.Node, shapes, grades: float) -> list[_Incom
             )
         feeder = graph.node(src.sources[0])
         if isinstance(feeder, n.Input):
-            per_unit, input_max = 1.0 / grades, grades  # integer grade x_q stands for x_q / grades
+            per_unit = 1.0 / grades  # integer grade x_q stands for x_q / grades
+            input_min, input_max = (float(np.rint(v * grades)) for v in feeder.value_range)
         elif isinstance(feeder, n.Neuron):
-            per_unit, input_max = feeder.spike_value, 1.0
+            per_unit, input_min, input_max = feeder.spike_value, 0.0, 1.0
         else:
             raise PassError(
                 f"synapse {src.name!r} reads {type(feeder).__name__} {feeder.name!r}; on Loihi a "
@@ -105,21 +159,29 @@ def _incoming(graph: Graph, layer: n.Node, shapes, grades: float) -> list[_Incom
         weight = np.asarray(src.weight, dtype=np.float64) * per_unit
         bias = None if src.bias is None else np.asarray(src.bias, dtype=np.float64)
         if isinstance(src, n.Conv2d):
-            found.append(_Incoming(src.name, feeder.name, "conv", weight, bias, input_max, src.stride, src.padding, src.groups))
+            found.append(_Incoming(src.name, feeder.name, "conv", weight, bias, input_max, src.stride, src.padding,
+                                   src.groups, input_min))  # fmt: skip
         else:
-            found.append(_Incoming(src.name, feeder.name, "dense", weight, bias, input_max))
+            found.append(_Incoming(src.name, feeder.name, "dense", weight, bias, input_max, input_min=input_min))
     return found
 
 
-def _per_output_extremes(inc: _Incoming) -> tuple[np.ndarray, np.ndarray]:
-    """Per output channel/unit: the largest and smallest current one step can bring.
+def _extremes(w: np.ndarray, x_lo: float, x_hi: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per output: the largest and smallest ``sum_k w[o, k] x_k`` for inputs in ``[x_lo, x_hi]``.
 
-    Inputs are non-negative (spikes, or grades of images in [0, 1]), so the
-    extremes take every positive (negative) weight at the input maximum.
-    A conv's interior output sees its full kernel; borders see less.
+    Each term is extreme at an end of the input range: a positive weight
+    raises the sum most at ``x_hi`` and lowers it most at ``x_lo`` (a
+    negative weight the other way round). A conv's interior output sees its
+    full kernel; borders see less.
     """
-    w = inc.effective.reshape(inc.effective.shape[0], -1)
-    return np.clip(w, 0, None).sum(1) * inc.input_max, np.clip(w, None, 0).sum(1) * inc.input_max
+    w = w.reshape(w.shape[0], -1)
+    pos, neg = np.clip(w, 0, None).sum(1), np.clip(w, None, 0).sum(1)
+    return pos * x_hi + neg * x_lo, pos * x_lo + neg * x_hi
+
+
+def _per_output_extremes(inc: _Incoming) -> tuple[np.ndarray, np.ndarray]:
+    """Per output channel/unit: the largest and smallest current one step can bring."""
+    return _extremes(inc.effective, inc.input_min, inc.input_max)
 
 
 def _weight_max(kind: str, target) -> int:
@@ -137,23 +199,37 @@ def _round_weights(x: np.ndarray, kind: str, target) -> np.ndarray:
 
 
 def _channel_bias(layer_bias: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    """Broadcast a per-channel bias to the layer's shape."""
+    """Broadcast a per-channel bias to the layer's shape (a per-position bias map already has it)."""
+    if layer_bias.shape == tuple(shape):
+        return layer_bias
     if len(shape) == 3:
         return np.broadcast_to(layer_bias[:, None, None], shape)
     return layer_bias.reshape(shape)
+
+
+def _per_channel(x: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """A per-channel vector viewed to broadcast against the layer's shape."""
+    return x.reshape((-1,) + (1,) * (len(shape) - 1))
 
 
 def _quantize_layer(graph, layer, shapes, ctx: PassContext, grades: float):
     """Choose this layer's scale and quantize everything that feeds it."""
     target, opts = ctx.target, ctx.quantization
     incoming = _incoming(graph, layer, shapes, grades)
-    channels = shapes[layer.name][0]
-    bias = np.zeros(channels)
+    gain = float(getattr(layer, "gain", 1.0))
+    if gain != 1.0:
+        # H = tau U + g X: the gain scales every incoming current, identity shortcuts included.
+        incoming = [
+            dataclasses.replace(inc, effective=inc.effective * gain, bias=None if inc.bias is None else inc.bias * gain)
+            for inc in incoming
+        ]
+    shape = shapes[layer.name]
+    bias = np.zeros(shape)  # per position: a folded input normalization gives conv borders their own bias
     for inc in incoming:
         if inc.bias is not None:
-            bias = bias + inc.bias
-    hi = sum(_per_output_extremes(inc)[0] for inc in incoming)
-    lo = sum(_per_output_extremes(inc)[1] for inc in incoming)
+            bias = bias + _channel_bias(inc.bias, shape)
+    hi = _per_channel(sum(_per_output_extremes(inc)[0] for inc in incoming), shape)
+    lo = _per_channel(sum(_per_output_extremes(inc)[1] for inc in incoming), shape)
     bound_a = float(max(hi.max(initial=0), -lo.min(initial=0)))
     window = graph.timesteps * float(max((hi + bias).max(initial=0), -(lo + bias).min(initial=0)))
 
@@ -173,15 +249,15 @@ def _quantize_layer(graph, layer, shapes, ctx: PassContext, grades: float):
         limits["bias_range"] = (min(-bias_lo, bias_hi) + 0.49) / bias_max
     vth = getattr(layer, "vth", None)
     if vth is not None:
-        limits["threshold_range"] = (target.numerics.vth_mant_max + 1.49) / vth
+        limits["threshold_range"] = (target.numerics.vth_mant_max + 1.49) / float(np.max(vth))
     binding = min(limits, key=limits.get)
     scale = limits[binding]
 
     # Rounding can push the integer bounds past their limits: shrink until they hold.
     for _ in range(20):
         weights = [_round_weights(inc.effective * scale, inc.kind, target) for inc in incoming]
-        hi_q = sum(np.clip(w.reshape(w.shape[0], -1), 0, None).sum(1) * inc.input_max for w, inc in zip(weights, incoming))
-        lo_q = sum(np.clip(w.reshape(w.shape[0], -1), None, 0).sum(1) * inc.input_max for w, inc in zip(weights, incoming))
+        hi_q = _per_channel(sum(_extremes(w, inc.input_min, inc.input_max)[0] for w, inc in zip(weights, incoming)), shape)
+        lo_q = _per_channel(sum(_extremes(w, inc.input_min, inc.input_max)[1] for w, inc in zip(weights, incoming)), shape)
         bound_q = int(max(hi_q.max(initial=0), -lo_q.min(initial=0)))
         bias_q = np.rint(bias * scale).astype(np.int64)
         window_q = graph.timesteps * int(max((hi_q + bias_q).max(initial=0), -(lo_q + bias_q).min(initial=0)))
@@ -208,9 +284,8 @@ def _quantize_layer(graph, layer, shapes, ctx: PassContext, grades: float):
                 stride=inc.stride, padding=inc.padding, groups=inc.groups,
             )  # fmt: skip
         )
-    shape = shapes[layer.name]
     common = dict(name=layer.name, sources=tuple(s.name for s in synapses), shape=shape,
-                  bias_mant=_channel_bias(bias_q, shape).astype(np.int32), bias_exp=target.numerics.bias_exp,
+                  bias_mant=np.ascontiguousarray(bias_q, dtype=np.int32), bias_exp=target.numerics.bias_exp,
                   scale=scale)  # fmt: skip
     report: dict[str, Any] = {
         "layer": layer.name,
@@ -221,40 +296,98 @@ def _quantize_layer(graph, layer, shapes, ctx: PassContext, grades: float):
         "bias_max_abs_error": float(np.abs(bias_q / scale - bias).max(initial=0)),
         "u_bound": bound_q,
         "u_headroom": A_LIMIT / bound_q if bound_q else math.inf,
+        # |a| <= A_LIMIT < 2^17 for every input in the declared range: no Lava wrap (Conv 24 bits,
+        # u 24 bits after << 6) can happen there; inputs outside it are refused at run time.
+        "wrap_possible": bool(bound_q > A_LIMIT),
         "v_window_bound": window_q,
         "v_headroom": V_LIMIT_WEIGHT_UNITS / window_q if window_q else math.inf,
         "can_saturate_v": bool(can_saturate),
     }
     if isinstance(layer, n.Accumulator):
-        return synapses, n.FixedPointAccumulator(**common), report
+        dv = _decay_mantissa(layer.tau)
+        report.update(readout=layer.readout, dv=dv, tau_realized=(4096 - dv) / 4096)
+        return synapses, n.FixedPointAccumulator(readout=layer.readout, dv=dv, **common), report
 
-    theta = int(np.rint(layer.vth * scale))
-    if theta < 1:
+    if layer.mpr:
+        raise PassError(f"layer {layer.name!r}: run FoldRectifierIntoThreshold before QuantizeFixedPoint")
+    vth_float = np.asarray(layer.vth, dtype=np.float64)
+    theta = np.rint(vth_float * scale).astype(np.int64)
+    if theta.min() < 1:
         raise PassError(
-            f"layer {layer.name!r}: threshold {layer.vth} rounds to {theta} at scale {scale:.4g}; "
+            f"layer {layer.name!r}: threshold {n.plain(layer.vth)} rounds to {n.plain(theta)} at scale {scale:.4g}; "
             "the layer's weights are too large relative to its threshold to quantize"
         )
-    reset_mant = 0
+    reset_mant = np.zeros((), dtype=np.int64)
+    reset_error = 0.0
     if layer.reset == "subtract":
         if layer.reset_amount is None:
             raise PassError(f"layer {layer.name!r}: run SoftResetToSubtractive before QuantizeFixedPoint")
-        reset_mant = int(np.rint(layer.reset_amount * scale))
-        if reset_mant < 1:
+        amount = np.asarray(layer.reset_amount, dtype=np.float64)
+        reset_mant = np.rint(amount * scale).astype(np.int64)
+        if reset_mant.min() < 1:
             raise PassError(f"layer {layer.name!r}: reset amount rounds to 0 at scale {scale:.4g}")
-    if layer.mpr:
-        raise PassError(f"layer {layer.name!r}: run FoldRectifierIntoThreshold before QuantizeFixedPoint")
-    # tau = (4096 - dv) / 4096; IF (tau = 1) is dv = 0.
-    dv = int(np.clip(np.rint((1.0 - layer.tau) * 4096), 0, 4095))
+        reset_error = float(np.max(np.abs(reset_mant / scale - amount) / amount))
+    dv = _decay_mantissa(layer.tau)
+    # ">" is the hardware's own comparison; ">=" becomes "> theta - 1", exact while v is a multiple of 64.
+    vth_hw = theta if layer.compare == ">" else theta - 1
     report.update(
-        threshold=theta,
-        threshold_error=abs(theta / scale - layer.vth) / layer.vth,
-        reset_mant=reset_mant,
-        reset_error=abs(reset_mant / scale - layer.reset_amount) / layer.reset_amount if reset_mant else 0.0,
+        threshold=n.plain(theta if theta.ndim else int(theta)),
+        threshold_error=float(np.max(np.abs(theta / scale - vth_float) / vth_float)),
+        compare=layer.compare,
+        threshold_exact=bool(layer.compare == ">" or dv == 0),
+        reset=layer.reset,
+        reset_mant=n.plain(reset_mant if reset_mant.ndim else int(reset_mant)),
+        reset_error=reset_error,
+        input_gain=gain,
+        rounding_bound=MAX_THRESHOLD_ROUNDING,
+        rounding_warnings=_rounding_warnings(layer, scale, vth_float, theta, reset_mant),
         dv=dv,
         tau_realized=(4096 - dv) / 4096,
     )
-    neuron = n.FixedPointNeuron(vth=theta - 1, reset=layer.reset, reset_mant=reset_mant, du=4095, dv=dv, **common)
+    neuron = n.FixedPointNeuron(
+        vth=_scalar_or_channels(vth_hw), reset=layer.reset, reset_mant=_scalar_or_channels(reset_mant),
+        du=4095, dv=dv, **common,
+    )  # fmt: skip
     return synapses, neuron, report
+
+
+def _rounding_warnings(layer, scale: float, vth: np.ndarray, theta: np.ndarray, reset_mant: np.ndarray) -> list[str]:
+    """One message per rounded quantity whose relative error exceeds MAX_THRESHOLD_ROUNDING (worst channel)."""
+    warnings = []
+    bound = f"{100 * MAX_THRESHOLD_ROUNDING:g} %"
+    threshold_errors = np.atleast_1d(np.abs(theta / scale - vth) / vth)
+    worst = int(np.argmax(threshold_errors))
+    if threshold_errors[worst] > MAX_THRESHOLD_ROUNDING:
+        v, q = float(np.atleast_1d(vth)[worst]), int(np.atleast_1d(theta)[worst])
+        where = f" (channel {worst})" if np.ndim(vth) else ""
+        warnings.append(
+            f"threshold {v:.6g}{where} x scale {scale:.4g} = {v * scale:.4g} rounds to {q} "
+            f"({100 * threshold_errors[worst]:.1f} % error, bound {bound}): the threshold is small against the layer's "
+            "largest weight; retrain with smaller weights relative to vth (weight decay or clipping)"
+        )
+    if layer.reset == "subtract" and np.any(reset_mant):
+        amount = np.asarray(layer.reset_amount, dtype=np.float64)
+        reset_errors = np.atleast_1d(np.abs(reset_mant / scale - amount) / amount)
+        worst = int(np.argmax(reset_errors))
+        if reset_errors[worst] > MAX_THRESHOLD_ROUNDING:
+            a, q = float(np.atleast_1d(amount)[worst]), int(np.atleast_1d(reset_mant)[worst])
+            where = f" (channel {worst})" if np.ndim(amount) else ""
+            warnings.append(
+                f"reset amount {a:.6g}{where} x scale {scale:.4g} = {a * scale:.4g} rounds to {q} "
+                f"({100 * reset_errors[worst]:.1f} % error, bound {bound}): the reset amount is small against the "
+                "layer's largest weight; retrain with smaller weights"
+            )
+    return warnings
+
+
+def _decay_mantissa(tau: float) -> int:
+    """``dv`` with ``(4096 - dv) / 4096`` nearest tau; tau = 1 (IF) is dv = 0."""
+    return int(np.clip(np.rint((1.0 - tau) * 4096), 0, 4095))
+
+
+def _scalar_or_channels(values: np.ndarray) -> int | np.ndarray:
+    """A 0-d integer array as an int; a per-channel one as int64 ``(C,)``."""
+    return int(values) if values.ndim == 0 else values.astype(np.int64)
 
 
 def _weight_errors(incoming, weights, scale) -> dict[str, float]:
@@ -289,12 +422,25 @@ def quantize_with_report(graph: Graph, ctx: PassContext) -> tuple[Graph, list[di
             f"{type(leftovers[0]).__name__} {leftovers[0].name!r} is still in the graph; run FoldBatchNorm "
             "and FoldAveragePool before QuantizeFixedPoint"
         )
+    for neuron in graph.of_type(n.Neuron):
+        if neuron.reset_timing != "same_step":
+            raise PassError(f"neuron {neuron.name!r}: run DelayedResetToSameStep before QuantizeFixedPoint")
+        if neuron.v_reset != 0:
+            raise PassError(f"neuron {neuron.name!r}: run ShiftResetToZero before QuantizeFixedPoint")
     for synapse in graph.of_type(n.Conv2d, n.Linear):
         users = graph.consumers(synapse.name)
         if len(users) != 1 or not isinstance(users[0], (n.Neuron, n.Accumulator)):
             raise PassError(f"synapse {synapse.name!r} must feed exactly one neuron layer, feeds {[u.name for u in users]}")
     shapes = infer_shapes(graph)
-    grades = ctx.quantization.input_grade_scale or DEFAULT_INPUT_GRADES
+    grades = ctx.quantization.input_grade_scale or default_grade_scale(graph.input)
+    reach = max(abs(float(np.rint(v * grades))) for v in graph.input.value_range)
+    # Lava's RingBuffer sends int32; the target's graded spikes may be narrower (targets are data).
+    payload_bits = min(32, ctx.target.numerics.graded_spike_bits)
+    if reach >= min(GRADED_LIMIT, 1 << (payload_bits - 1)):
+        raise PassError(
+            f"the input range {list(graph.input.value_range)} at grade scale {grades:g} reaches {reach:.0f}, beyond "
+            f"the {payload_bits}-bit graded payload; choose a smaller --input-scale"
+        )
     nodes: list[n.Node] = [dataclasses.replace(graph.input, grade_scale=float(grades))]
     reports = []
     for layer in graph.of_type(n.Neuron, n.Accumulator):
@@ -302,6 +448,11 @@ def quantize_with_report(graph: Graph, ctx: PassContext) -> tuple[Graph, list[di
         nodes.extend(synapses)
         nodes.append(quantized)
         reports.append(report)
+        if report.get("rounding_warnings") and ctx.quantization.overflow == "error":
+            raise PassError(
+                f"layer {layer.name!r}: {report['rounding_warnings'][0]}. Refused because overflow='error' "
+                "(--overflow error); compile with --overflow warn to accept it"
+            )
         if report["can_saturate_v"] and ctx.quantization.overflow == "error":
             raise PassError(
                 f"layer {layer.name!r}: v can saturate within one sample window (worst case "

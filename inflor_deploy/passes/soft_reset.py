@@ -73,13 +73,15 @@ def check(before: Graph, after: Graph, ctx: PassContext) -> ContractResult:
     if divergence is None and implicit:
         divergence = {"layer": implicit[0], "reason": "reset_amount still None after the pass"}
     explicit = {
-        node.name: node.reset_amount for node in after.of_type(n.Neuron) if node.reset == "subtract"
+        node.name: n.plain(node.reset_amount) for node in after.of_type(n.Neuron) if node.reset == "subtract"
     }
     neurons = len(before.of_type(n.Neuron))
-    amounts = sorted({v for v in explicit.values() if v is not None})
+    amounts = sorted({v for v in explicit.values() if isinstance(v, float)})
+    if any(isinstance(v, list) for v in explicit.values()):
+        amounts.append("per channel")
     summary = (
         f"float32 spikes, membranes and scores identical in {neurons - len(unequal)}/{neurons} layers "
-        f"on {ctx.probe.shape[0]} probe images; reset amounts {amounts} (the spike value, not vth)"
+        f"on {ctx.probe.shape[0]} probe images; reset amounts {amounts} (InfLoR: the spike value, not vth)"
     )
     return ContractResult(
         pass_name="SoftResetToSubtractive",

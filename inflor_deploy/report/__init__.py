@@ -34,7 +34,7 @@ from inflor_deploy.report.activity import Activity, ActivityCounter
 from inflor_deploy.report.energy import EnergyReport, estimate_energy
 from inflor_deploy.report.resources import MemoryModel, Placement, place
 from inflor_deploy.report.schema import SCHEMA_NAME, SCHEMA_VERSION, validate
-from inflor_deploy.targets import Target, load_target
+from inflor_deploy.targets import TAG_MEANINGS, Target, load_target
 
 __all__ = [
     "Report", "build_report", "report_from_graph", "write_report", "short_summary", "resource_summary", "place",
@@ -70,6 +70,7 @@ class Report:
             "schema": SCHEMA_NAME,
             "schema_version": SCHEMA_VERSION,
             "created": self.meta["created"],
+            "tags": dict(TAG_MEANINGS),
             "status": self.status,
             "model": self.meta["model"],
             "target": self.meta["target"],
@@ -84,31 +85,69 @@ class Report:
 # --------------------------------------------------------------------------- simulation
 
 
-def _simulator():
-    """``(name, run(graph, images) -> spikes dict)``: the fast simulator when present, else the reference."""
+def _windows(graph: Graph, raw: dict[str, np.ndarray], samples: int) -> dict[str, np.ndarray]:
+    """Each sample's spike trains over its whole window as the chip runs it: ``[R, B, ...]`` per layer.
+
+    A layer at depth d runs sample k's step t at global step ``k*R + t + 1 + d``
+    (:mod:`inflor_deploy.backends.sim.fixed_point`); the pipelined views' raw
+    traces hold global step g at index ``g - 1``. Steps t >= T are the padding.
+    """
+    R = graph.schedule.reset_interval
+    out = {}
+    for name, trace in raw.items():
+        d = graph.schedule.depth[name]
+        windows = trace[d : d + samples * R].reshape(samples, R, *trace.shape[1:])
+        out[name] = np.moveaxis(windows, 0, 1)
+    return out
+
+
+def _simulator(graph: Graph) -> tuple[str, str, int, Any]:
+    """``(name, view, steps per window, run(graph, images) -> spike trains [steps, B, ...])``.
+
+    The fast simulator when present, else the integer reference. The aligned
+    view when the window is T steps; else the pipelined view's windows, so the
+    padding steps of a power-of-two reset interval are counted.
+    """
+    window = graph.schedule.reset_interval if graph.schedule is not None else graph.timesteps
+    view = "aligned" if window == graph.timesteps else "pipelined"
     try:
-        from inflor_deploy.backends.sim import fixed_point
+        from inflor_deploy.backends.sim.fixed_point import simulate
     except ImportError:
-        fixed_point = None
-    if fixed_point is not None and hasattr(fixed_point, "simulate"):
-        def run_fast(graph, images):
-            return fixed_point.simulate(graph, images, view="aligned", record=True).spikes
+        simulate = None
+    if simulate is not None:
+        name = "fixed-point simulator (inflor_deploy.backends.sim.fixed_point"
 
-        return "fixed-point simulator (inflor_deploy.backends.sim.fixed_point, aligned view)", run_fast
-    from inflor_deploy.backends.sim.int_reference import run_aligned
+        def aligned(g, images):
+            return simulate(g, images, view="aligned", record=True).spikes
 
-    return "integer reference (inflor_deploy.backends.sim.int_reference, aligned view)", \
-        lambda graph, images: run_aligned(graph, images, record=True).spikes
+        def pipelined(g, images):
+            return _windows(g, simulate(g, images, view="pipelined", record=True).raw["spikes"], len(images))
+    else:
+        from inflor_deploy.backends.sim.int_reference import run_aligned, run_pipelined
+
+        name = "integer reference (inflor_deploy.backends.sim.int_reference"
+
+        def aligned(g, images):
+            return run_aligned(g, images, record=True).spikes
+
+        def pipelined(g, images):
+            return _windows(g, run_pipelined(g, images, record=True)[1]["spikes"], len(images))
+
+    if view == "aligned":
+        return f"{name}, aligned view)", view, window, aligned
+    return (f"{name}, pipelined view: each sample's {window}-step window, {window - graph.timesteps} padding "
+            "steps included)", view, window, pipelined)
 
 
-def _batches(graph: Graph, images: np.ndarray, batch_size: int | None, progress: bool) -> Iterator[np.ndarray]:
+def _batches(graph: Graph, images: np.ndarray, batch_size: int | None, progress: bool,
+             window: int) -> Iterator[np.ndarray]:  # fmt: skip
     from inflor_deploy.ir.graph import infer_shapes
     from inflor_deploy.ir import nodes as n
 
     shapes = infer_shapes(graph)
     neurons = sum(math.prod(shapes[x.name]) for x in graph.of_type(n.FixedPointNeuron, n.FixedPointAccumulator))
-    # Recorded traces: uint8 spikes + int64 voltages and currents per neuron and step.
-    per_sample = max(neurons * graph.timesteps * 17, 1)
+    # Recorded traces: uint8 spikes + int64 voltages and currents per neuron and step of the window.
+    per_sample = max(neurons * window * 17, 1)
     size = batch_size or max(1, min(256, _BATCH_BYTES // per_sample))
     starts = range(0, images.shape[0], size)
     if progress:
@@ -129,7 +168,8 @@ def report_from_graph(graph: Graph, images: np.ndarray, target: Target, *, data_
 
     Args:
         graph: A quantized (fixed-point) graph; scheduled for tier 4's steps per inference.
-        images: Float images ``[N, C, H, W]`` in the range the model was compiled for.
+        images: Float images ``[N, C, H, W]`` (``[N, T, C, H, W]`` for a sequence Input) in the
+            range the model was compiled for (the simulator refuses others).
         target: Limits and energy constants.
         data_name: How the data is named in the report.
         progress: Show a progress bar while simulating.
@@ -140,16 +180,18 @@ def report_from_graph(graph: Graph, images: np.ndarray, target: Target, *, data_
     if not graph.is_fixed_point:
         raise ReportError("the report needs the quantized graph (run QuantizeFixedPoint / compile first)")
     images = np.asarray(images)
-    if images.ndim != 4 or images.shape[0] == 0:
-        raise ReportError(f"images must be a non-empty [N, C, H, W] array, got shape {images.shape}")
+    lead = 2 if graph.input.encoding == "sequence" else 1
+    layout = "[N, T, C, H, W]" if lead == 2 else "[N, C, H, W]"
+    if images.ndim != len(graph.input.shape) + lead or images.shape[0] == 0:
+        raise ReportError(f"images must be a non-empty {layout} array, got shape {images.shape}")
     expected = tuple(graph.input.shape)
-    if tuple(images.shape[1:]) != expected:
-        raise ReportError(f"{data_name}: images are {tuple(images.shape[1:])} per sample but the model's input is "
+    if tuple(images.shape[lead:]) != expected:
+        raise ReportError(f"{data_name}: images are {tuple(images.shape[lead:])} per sample but the model's input is "
                           f"{expected}; use the dataset the model was trained on")
-    sim_name, simulate = _simulator()
-    counter = ActivityCounter(graph)
+    sim_name, view, window, simulate = _simulator(graph)
+    counter = ActivityCounter(graph, steps=window)
     began = time.perf_counter()
-    for batch in _batches(graph, images, batch_size, progress):
+    for batch in _batches(graph, images, batch_size, progress, window):
         counter.add_spikes(simulate(graph, batch), batch)
     seconds = time.perf_counter() - began
     activity = counter.result()
@@ -165,20 +207,12 @@ def report_from_graph(graph: Graph, images: np.ndarray, target: Target, *, data_
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "model": model,
         "target": {"name": target.name, "kind": target.kind, "file": str(target.path) if target.path else None},
-        "run": {"data": data_name, "samples": activity.samples, "simulator": sim_name, "view": "aligned",
+        "run": {"data": data_name, "samples": activity.samples, "simulator": sim_name, "view": view,
                 "seconds": round(seconds, 3)},
         "schedule": None if schedule is None else {
             "reset_interval": schedule.reset_interval, "latency": schedule.latency, "depth": dict(schedule.depth)},
     }
     return Report(meta=meta, activity=activity, energy=energy, resources=placement)
-
-
-def _target_of(artifact) -> Target:
-    info = artifact.manifest.get("target", {})
-    path = info.get("file")
-    if path and Path(path).is_file():
-        return load_target(path)
-    return load_target(info.get("name", "loihi2-sim"))
 
 
 def build_report(artifact, data, samples: int | None = None, progress: bool = False, *,
@@ -209,14 +243,19 @@ def build_report(artifact, data, samples: int | None = None, progress: bool = Fa
     elif target is not None:
         tgt = load_target(target)
     else:
-        tgt = _target_of(artifact)
+        tgt = artifact.target
     source = artifact.manifest.get("source", {})
     meta = {
+        "name": Path(source["checkpoint"]).stem if source.get("checkpoint") else artifact.path.name,
         "arch": (source.get("config") or {}).get("arch"),
         "artifact": str(artifact.path),
         "checkpoint_sha256": source.get("sha256"),
     }
-    return report_from_graph(artifact.fixed_graph, data.images, tgt, data_name=data.name, progress=progress,
+    from inflor_deploy.data.conform import conform_dataset
+
+    graph = artifact.fixed_graph
+    data = conform_dataset(data, graph.input, classes=graph.output.shape[0], timesteps=graph.timesteps)
+    return report_from_graph(graph, data.images, tgt, data_name=data.name, progress=progress,
                              batch_size=batch_size, model_meta=meta)
 
 
@@ -271,9 +310,12 @@ def short_summary(report: Report | dict[str, Any]) -> str:
     t3 = fig(3, "total (Loihi 1 per-op estimate)")
     t4 = fig(4, "static energy per inference")
     res = d["resources"]
+    padding = tot.get("padding_steps", 0)
+    window = (f"; {tot['steps_per_inference']} steps per inference, {padding} padding steps counted "
+              f"({tot['padding_spikes_per_sample']:,.0f} of the spikes)") if padding else ""
     lines = [
         f"report: {d['run']['samples']} samples of {d['run']['data']}, T={d['model']['timesteps']}, {d['run']['simulator']}",
-        f"  activity [tier 1, exact]: {tot['spikes_per_neuron_per_step']:.3f} spikes/neuron/step, "
+        f"  activity [tier 1, exact{window}]: {tot['spikes_per_neuron_per_step']:.3f} spikes/neuron/step, "
         f"{tot['spikes_per_sample']:,.0f} spikes and {tot['synops_per_sample']:,.0f} synops per inference "
         f"(exact fan-out; NeuroBench {tot['synops_nonzero_per_sample']:,.0f}, lava-dl formula "
         f"{tot['synops_lava_formula_per_sample']:,.0f}); first layer {first['macs_per_sample']:,} MACs x T",

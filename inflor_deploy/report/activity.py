@@ -31,8 +31,28 @@ it is counted as multiply-accumulates, per sample
 messages (input values sent per step) and the synops they would cost on
 Loihi (non-zero graded values x exact fan-out) are reported separately.
 
+A sequence Input (event data, a new frame at every step) is not analog:
+its non-zero values are events, counted like spikes: events x exact fan-out
+synops, in the synop totals, no MACs; ``from_input`` (analog input counted
+as MACs) is then False for its synapses, and the first-layer figures count
+its events per step.
+
+Steps per inference: on the chip a sample occupies its layer's window of
+R steps (the reset interval, R >= T; a power of two on hardware, so T = 5
+runs in windows of 8). Steps T..R-1 are *padding*: zero input, but the
+neurons still update, and a membrane left above threshold still fires and
+its spikes still cost synops. They are counted: spike trains are
+``[R, B, ...]`` (the pipelined view's windows), ``spikes_per_step`` has R
+entries, and ``padding_spikes`` says how many fell in the padding.
+
 Neuron updates: every neuron (and the never-firing accumulator) updates
-once per step: ``neurons x T x samples``.
+once per step: ``neurons x R x samples``.
+
+Raster: sample 0's trains of a few layers. A layer of at most
+:data:`RASTER_MAX_ROWS` neurons shows one row per neuron; a larger conv
+layer one row per channel, a larger dense layer one row per group of
+consecutive neurons; each aggregated row holds the spikes of its neurons per
+step, and the raster says which (``mode``, ``group_size``).
 """
 
 from __future__ import annotations
@@ -56,15 +76,25 @@ CONVENTIONS = {
     "(spikes are binary, so non-zero input x non-zero weight)",
     "synops_lava_formula": "lava-dl compare_ops formula: conv events_in * C_out/groups * kh*kw / (sh*sw), "
     "dense events_in * out_features (border effects ignored)",
+    "sequence_input": "event (sequence) input: each non-zero input value of a step is an event; its synapses "
+    "count events x exact fan-out as synops, like spikes, and no MACs",
     "first_layer": "the synapse fed by the analog input (direct encoding) is counted as MACs, per sample "
     "out_positions * C_out * (C_in/groups) * kh * kw (dense in*out), x T (the frame is re-applied every "
     "step, as it runs) and x 1; it is excluded from the synop totals",
     "graded_messages": "input values sent per step (graded spikes of the input layer); non-zero values "
     "are the events that cost synaptic operations on Loihi",
-    "neuron_updates": "neurons x timesteps x samples, for every neuron layer and the accumulator",
+    "neuron_updates": "neurons x steps per inference x samples, for every neuron layer and the accumulator",
     "active_update": "a neuron update that produced a spike (used by energy tier 3)",
-    "view": "aligned: every layer at the same timestep t = 0..T-1 (synaptic delays do not change counts)",
+    "view": "each sample's window as the chip runs it: R = reset interval >= T steps; steps T..R-1 are padding "
+    "(zero input; the interval is a power of two on hardware) and their spikes, synops and neuron updates are "
+    "counted, because the chip executes them. The pipeline's fill and drain (latency steps once per run) are "
+    "not per inference and not counted. Synaptic delays do not change counts",
+    "raster": "sample 0; a layer of more than 128 neurons is aggregated: one row per channel (conv) or per group "
+    "of consecutive neurons (dense), holding the spikes of that row's neurons at each step",
 }
+
+#: A raster layer with more neurons than this is aggregated (one row per channel or neuron group).
+RASTER_MAX_ROWS = 128
 
 
 class ActivityError(InflorError):
@@ -175,16 +205,19 @@ class LayerActivity:
         kind: ``"neuron"`` or ``"accumulator"`` (never fires: spike fields are None).
         shape: Per-sample shape.
         neurons: Neurons per sample.
-        spikes: Total spikes over all samples and steps.
-        spikes_per_step: ``[T]`` spikes at each step, summed over samples.
-        rate_per_step: ``[T]`` fraction of neurons firing at each step (in [0, 1]).
+        spikes: Total spikes over all samples and steps (padding steps included).
+        spikes_per_step: ``[R]`` spikes at each step of the window, summed over samples.
+        rate_per_step: ``[R]`` fraction of neurons firing at each step (in [0, 1]).
         spikes_per_neuron_per_step: Mean spikes per neuron per step (= mean firing rate).
-        neuron_updates: ``neurons x T x samples``.
+        padding_spikes: Of ``spikes``, those at the padding steps T..R-1.
+        neuron_updates: ``neurons x R x samples``.
         active_updates: Updates that produced a spike.
         synops: Synaptic ops of the binary-spike synapses into this layer (primary convention).
         synops_nonzero: Same, NeuroBench count.
         synops_lava_formula: Same, lava-dl formula.
         first_layer_macs: MACs per sample (x 1) of input-fed synapses into this layer.
+        readout: The accumulator's readout (``"mean_current"``, ``"mean_membrane"``,
+            ``"spike_count"``); None for a neuron layer.
     """
 
     name: str
@@ -201,6 +234,8 @@ class LayerActivity:
     synops_nonzero: int
     synops_lava_formula: float
     first_layer_macs: int
+    padding_spikes: int | None = None
+    readout: str | None = None
 
 
 @dataclass(frozen=True)
@@ -215,7 +250,7 @@ class SynapseActivity:
             the primary count still charges its full structural fan-out.
         events: Source events (spikes, or non-zero graded input values) over all samples and steps.
         synops: Events x exact fan-out (primary; for the input synapse: graded synops).
-        synops_per_step: ``[T]`` of the same, summed over samples.
+        synops_per_step: ``[R]`` of the same, summed over samples.
         synops_nonzero: Events x non-zero-weight fan-out (NeuroBench).
         synops_lava_formula: Events x lava-dl formula fan-out.
         mean_fanout: Mean exact fan-out per event (synops / events; 0 without events).
@@ -267,27 +302,31 @@ class FirstLayer:
 
 @dataclass(frozen=True)
 class Raster:
-    """Spike trains of one sample for a few layers (for the raster plot).
+    """Spike trains of one sample for one layer (for the raster plot), aggregated when large.
 
     Attributes:
         layer: The layer.
         neurons: Its neurons per sample.
-        shown: Neurons kept (the first ``shown`` in C-major order).
-        t: Timestep of each spike; neuron: flat neuron index of each spike.
+        mode: ``"neurons"`` (one row per neuron), ``"channels"`` (one row per
+            channel of a conv layer) or ``"groups"`` (one row per
+            ``group_size`` consecutive neurons, C-major).
+        group_size: Neurons per row (1 for ``"neurons"``; the last group may be smaller).
+        counts: ``[rows][R]``: spikes of the row's neurons at each step of the window.
     """
 
     layer: str
     neurons: int
-    shown: int
-    t: list[int]
-    neuron: list[int]
+    mode: str
+    group_size: int
+    counts: list[list[int]]
 
 
 @dataclass(frozen=True)
 class Activity:
     """Tier 1: counts of one run over a dataset (see the module docstring for conventions).
 
-    Totals are over all samples; ``per_sample`` figures are means.
+    Totals are over all samples; ``per_sample`` figures are means. ``steps``
+    is R, the steps one inference occupies (>= ``timesteps``, T).
     """
 
     samples: int
@@ -296,6 +335,12 @@ class Activity:
     synapses: list[SynapseActivity]
     first_layer: FirstLayer
     raster: list[Raster] = field(default_factory=list)
+    steps: int | None = None
+
+    @property
+    def window(self) -> int:
+        """Steps per inference as run (R; T when no longer window was counted)."""
+        return self.steps or self.timesteps
 
     @property
     def spiking_layers(self) -> list[LayerActivity]:
@@ -306,6 +351,7 @@ class Activity:
         spiking = self.spiking_layers
         neurons = sum(layer.neurons for layer in spiking)
         spikes = sum(layer.spikes for layer in spiking)
+        padding = sum(layer.padding_spikes or 0 for layer in spiking)
         updates = sum(layer.neuron_updates for layer in self.layers)
         binary = [s for s in self.synapses if not s.from_input]
         synops = sum(s.synops for s in binary)
@@ -318,7 +364,10 @@ class Activity:
             "spiking_neurons": neurons,
             "spikes": spikes,
             "spikes_per_sample": spikes / per,
-            "spikes_per_neuron_per_step": spikes / max(neurons * self.timesteps * self.samples, 1),
+            "spikes_per_neuron_per_step": spikes / max(neurons * self.window * self.samples, 1),
+            "steps_per_inference": self.window,
+            "padding_steps": self.window - self.timesteps,
+            "padding_spikes_per_sample": padding / per,
             "synops": synops,
             "synops_per_sample": synops / per,
             "synops_nonzero": synops_nonzero,
@@ -364,38 +413,44 @@ class ActivityCounter:
     Args:
         graph: The fixed-point graph the trains come from.
         raster_layers: How many spiking layers the raster keeps (spread from first to last).
-        raster_neurons: Most neurons per raster layer (the first ones, C-major).
+        steps: Steps per sample window R (>= T; default T): trains are ``[R, B, ...]``,
+            steps T..R-1 being the padding of the reset interval.
     """
 
-    def __init__(self, graph: Graph, raster_layers: int = 4, raster_neurons: int = 2048):
+    def __init__(self, graph: Graph, raster_layers: int = 4, steps: int | None = None):
         if not graph.is_fixed_point:
             raise ActivityError("activity is counted on the fixed-point graph (after QuantizeFixedPoint)")
         self.graph = graph
         self.shapes = infer_shapes(graph)
         self.T = graph.timesteps
+        self.steps = self.T if steps is None else steps
+        if self.steps < self.T:
+            raise ActivityError(f"a sample window of {self.steps} steps is shorter than T = {self.T}")
         self.layers = graph.of_type(n.FixedPointNeuron, n.FixedPointAccumulator)
         self.spiking = [node for node in self.layers if isinstance(node, n.FixedPointNeuron)]
-        self.counts = {node.name: np.zeros((self.T, *self.shapes[node.name]), dtype=np.int64)
+        self.counts = {node.name: np.zeros((self.steps, *self.shapes[node.name]), dtype=np.int64)
                        for node in self.spiking}  # fmt: skip
-        self.input_nonzero = np.zeros(self.shapes[graph.input.name], dtype=np.int64)
+        self.sequence = graph.input.encoding == "sequence"
+        # Non-zero input values per step [T, ...] (direct encoding: the same frame at every step).
+        self.input_nonzero = np.zeros((self.T, *self.shapes[graph.input.name]), dtype=np.int64)
         self.samples = 0
         self._raster_names = _spread([node.name for node in self.spiking], raster_layers)
-        self._raster_neurons = raster_neurons
         self._raster: list[Raster] = []
 
     def _add_input(self, images: np.ndarray) -> int:
         graded = quantize_input(self.graph, images)
         expected = self.shapes[self.graph.input.name]
-        if graded.shape[1:] != expected:
-            raise ActivityError(f"images have shape {graded.shape[1:]} per sample; the graph's input is {expected}")
-        self.input_nonzero += np.count_nonzero(graded, axis=0)
+        frames = graded.shape[2:] if self.sequence else graded.shape[1:]
+        if frames != expected:
+            raise ActivityError(f"images have shape {frames} per frame; the graph's input is {expected}")
+        self.input_nonzero += np.count_nonzero(graded, axis=0)  # [T, ...] for a sequence, broadcast otherwise
         return graded.shape[0]
 
     def add_counts(self, counts: Mapping[str, np.ndarray], images: np.ndarray) -> None:
-        """Add one batch given as per-neuron spike counts ``[T, ...]`` summed over the batch.
+        """Add one batch given as per-neuron spike counts ``[R, ...]`` summed over the batch.
 
         Args:
-            counts: Layer name -> ``[T, *shape]`` spike counts of the batch.
+            counts: Layer name -> ``[R, *shape]`` spike counts of the batch (R = ``steps``).
             images: The batch's float input images ``[B, C, H, W]``.
         """
         for node in self.spiking:
@@ -404,32 +459,42 @@ class ActivityCounter:
             c = np.asarray(counts[node.name])
             if c.shape != self.counts[node.name].shape:
                 raise ActivityError(f"layer {node.name!r}: spike counts have shape {c.shape}, "
-                                    f"expected {self.counts[node.name].shape} ([T, *layer shape])")
+                                    f"expected {self.counts[node.name].shape} ([R, *layer shape])")
             self.counts[node.name] += c.astype(np.int64)
         self.samples += self._add_input(images)
 
     def add_spikes(self, spikes: Mapping[str, np.ndarray], images: np.ndarray) -> None:
-        """Add one batch given as spike trains ``[T, B, *shape]`` (0/1) per layer."""
+        """Add one batch given as spike trains ``[R, B, *shape]`` (0/1) per layer (R = ``steps``)."""
         batch = np.asarray(images).shape[0]
         sums = {}
         for node in self.spiking:
             if node.name not in spikes:
                 raise ActivityError(f"no spike train for layer {node.name!r}; the simulator must record every neuron layer")
             s = np.asarray(spikes[node.name])
-            if s.shape != (self.T, batch, *self.shapes[node.name]):
+            if s.shape != (self.steps, batch, *self.shapes[node.name]):
                 raise ActivityError(f"layer {node.name!r}: spike train has shape {s.shape}, "
-                                    f"expected {(self.T, batch, *self.shapes[node.name])} ([T, B, *shape])")
+                                    f"expected {(self.steps, batch, *self.shapes[node.name])} ([R, B, *shape])")
             sums[node.name] = s.sum(axis=1, dtype=np.int64)
         if not self._raster and batch:
             self._raster = [self._raster_of(name, np.asarray(spikes[name])[:, 0]) for name in self._raster_names]
         self.add_counts(sums, images)
 
     def _raster_of(self, name: str, train: np.ndarray) -> Raster:
-        flat = train.reshape(self.T, -1)
-        shown = min(flat.shape[1], self._raster_neurons)
-        t, idx = np.nonzero(flat[:, :shown])
-        return Raster(layer=name, neurons=int(flat.shape[1]), shown=int(shown),
-                      t=t.astype(int).tolist(), neuron=idx.astype(int).tolist())
+        """Sample 0's train ``[R, *shape]`` as rows x steps, aggregated beyond RASTER_MAX_ROWS neurons."""
+        shape = self.shapes[name]
+        flat = train.reshape(self.steps, -1).astype(np.int64)
+        neurons = flat.shape[1]
+        if neurons <= RASTER_MAX_ROWS:
+            mode, group = "neurons", 1
+        elif len(shape) == 3 and shape[0] <= RASTER_MAX_ROWS:
+            mode, group = "channels", int(shape[1] * shape[2])  # C-major: a channel is a contiguous block
+        else:
+            mode, group = "groups", -(-neurons // RASTER_MAX_ROWS)
+        rows = -(-neurons // group)
+        padded = np.zeros((self.steps, rows * group), dtype=np.int64)
+        padded[:, :neurons] = flat
+        counts = padded.reshape(self.steps, rows, group).sum(axis=2).T
+        return Raster(layer=name, neurons=int(neurons), mode=mode, group_size=group, counts=counts.tolist())
 
     def result(self) -> Activity:
         """The counts so far as :class:`Activity`."""
@@ -441,7 +506,7 @@ class ActivityCounter:
             by_target.setdefault(s.target, []).append(s)
         layers = [self._layer(node, by_target.get(node.name, [])) for node in self.layers]
         return Activity(samples=self.samples, timesteps=self.T, layers=layers, synapses=synapses,
-                        first_layer=self._first_layer(synapses), raster=list(self._raster))
+                        first_layer=self._first_layer(synapses), raster=list(self._raster), steps=self.steps)
 
     def _target_of(self, syn: n.FixedPointSynapse) -> str:
         consumers = self.graph.consumers(syn.name)
@@ -452,13 +517,16 @@ class ActivityCounter:
         in_shape = self.shapes[source]
         exact = fanout_exact(syn, in_shape)
         nonzero = fanout_nonzero(syn, in_shape)
-        from_input = source == self.graph.input.name
-        if from_input:
-            # The frame is the same at every step: per-step events are the non-zero graded values.
-            per_step = np.broadcast_to(self.input_nonzero, (self.T, *in_shape))
+        reads_input = source == self.graph.input.name
+        from_input = reads_input and not self.sequence  # analog input: MACs; events count as synops
+        if reads_input:
+            # Per-step events are the non-zero graded values at steps t < T (the same frame at every
+            # step when direct, frame t of a sequence); the padding steps send zero frames: no events.
+            per_step = np.zeros((self.steps, *in_shape), dtype=np.int64)
+            per_step[: self.T] = self.input_nonzero
         else:
             per_step = self.counts[source]
-        flat = per_step.reshape(self.T, -1)
+        flat = per_step.reshape(self.steps, -1)
         events_per_step = flat.sum(axis=1)
         synops_per_step = flat @ exact.reshape(-1)
         events = int(events_per_step.sum())
@@ -484,7 +552,7 @@ class ActivityCounter:
     def _layer(self, node: n.Node, incoming: list[SynapseActivity]) -> LayerActivity:
         shape = tuple(int(x) for x in self.shapes[node.name])
         neurons = math.prod(shape)
-        updates = neurons * self.T * self.samples
+        updates = neurons * self.steps * self.samples
         binary = [s for s in incoming if not s.from_input]
         common = dict(
             name=node.name,
@@ -498,12 +566,13 @@ class ActivityCounter:
         )
         if not isinstance(node, n.FixedPointNeuron):
             return LayerActivity(kind="accumulator", spikes=None, spikes_per_step=None, rate_per_step=None,
-                                 spikes_per_neuron_per_step=None, active_updates=0, **common)
-        per_step = self.counts[node.name].reshape(self.T, -1).sum(axis=1)
+                                 spikes_per_neuron_per_step=None, active_updates=0, readout=node.readout, **common)
+        per_step = self.counts[node.name].reshape(self.steps, -1).sum(axis=1)
         spikes = int(per_step.sum())
         return LayerActivity(
             kind="neuron",
             spikes=spikes,
+            padding_spikes=int(per_step[self.T:].sum()),
             spikes_per_step=[int(x) for x in per_step],
             rate_per_step=[float(x) / (neurons * self.samples) for x in per_step],
             spikes_per_neuron_per_step=spikes / updates,
@@ -512,10 +581,10 @@ class ActivityCounter:
         )
 
     def _first_layer(self, synapses: list[SynapseActivity]) -> FirstLayer:
-        first = [s for s in synapses if s.from_input]
+        first = [s for s in synapses if s.from_input]  # none for event input: its events are synops
         macs = sum(s.macs_per_sample for s in first)
-        values = int(self.input_nonzero.size)
-        nonzero = float(self.input_nonzero.sum()) / self.samples
+        values = int(self.input_nonzero[0].size)
+        nonzero = float(self.input_nonzero.sum()) / self.samples / self.T
         return FirstLayer(
             synapses=[s.name for s in first],
             macs_per_sample=macs,
@@ -539,9 +608,9 @@ def _spread(names: list[str], count: int) -> list[str]:
 
 
 def count_activity(graph: Graph, batches: Iterable[tuple[Mapping[str, np.ndarray], np.ndarray]],
-                   raster_layers: int = 4) -> Activity:
-    """Count a whole run given as ``(spike trains [T, B, ...] per layer, images [B, C, H, W])`` batches."""
-    counter = ActivityCounter(graph, raster_layers=raster_layers)
+                   raster_layers: int = 4, steps: int | None = None) -> Activity:
+    """Count a whole run given as ``(spike trains [R, B, ...] per layer, images [B, C, H, W])`` batches."""
+    counter = ActivityCounter(graph, raster_layers=raster_layers, steps=steps)
     for spikes, images in batches:
         counter.add_spikes(spikes, images)
     return counter.result()

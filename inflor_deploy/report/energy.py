@@ -135,7 +135,9 @@ def _tier1(activity: Activity, source: str) -> Tier:
         return Figure(name, float(value), unit, 1, "exact", source, formula, note=note)
 
     figures = [
-        f("spikes", tot["spikes_per_sample"], "spikes"),
+        f("spikes", tot["spikes_per_sample"], "spikes",
+          f"every spike of the {activity.window}-step window" + (f", {activity.window - T} padding steps included"
+                                                                   if activity.window > T else "")),
         f("spikes per neuron per step", tot["spikes_per_neuron_per_step"], "spikes/neuron/step",
           "spikes / (spiking neurons x T)"),
         f("synaptic ops (exact fan-out)", tot["synops_per_sample"], "synops",
@@ -151,7 +153,9 @@ def _tier1(activity: Activity, source: str) -> Tier:
           f"input values per step x T ({first.graded_values_per_step} x {T})"),
         f("graded messages, non-zero", first.graded_nonzero_messages_per_sample, "messages"),
         f("first layer graded synops (non-zero values x fan-out)", first.graded_synops_per_sample, "synops"),
-        f("neuron updates", tot["neuron_updates_per_sample"], "updates", "neurons x T (accumulator included)"),
+        f("neuron updates", tot["neuron_updates_per_sample"], "updates",
+          f"neurons x {activity.window} steps per inference (accumulator included"
+          + (f"; {activity.window - T} padding steps of the reset interval)" if activity.window > T else ")")),
         f("active neuron updates (produced a spike)", tot["active_updates_per_sample"], "updates"),
         f("ANN-equivalent MACs", tot["ann_macs_per_sample"], "MACs", "every synapse as dense MACs, once"),
     ]

@@ -121,7 +121,7 @@ def plot_firing_rates(d: dict[str, Any]) -> bytes:
     layers = [x for x in d["activity"]["layers"] if x["kind"] == "neuron"]
     names = _layer_labels([x["name"] for x in layers])
     rates = np.array([x["rate_per_step"] for x in layers], dtype=float).reshape(len(layers), -1)
-    T = rates.shape[1]
+    steps, T = rates.shape[1], d["model"]["timesteps"]
     height = max(3.0, 0.28 * len(layers) + 1.6)
     fig = _new_figure(11, height)
     ax_bar, ax_map = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1.1, 1]})
@@ -136,14 +136,15 @@ def plot_firing_rates(d: dict[str, Any]) -> bytes:
     ax_bar.set_xlabel("spikes per neuron per timestep (mean firing rate)")
     ax_bar.set_title("Mean firing rate per layer")
     image = ax_map.imshow(rates, aspect="auto", cmap="viridis", vmin=0, vmax=max(rates.max(), 1e-3),
-                          extent=(-0.5, T - 0.5, len(layers) - 0.5, -0.5))
+                          extent=(-0.5, steps - 0.5, len(layers) - 0.5, -0.5))
     ax_map.set_yticks(y, [""] * len(layers))
-    ax_map.set_xticks(range(T))
-    ax_map.set_xlabel("timestep t")
+    ax_map.set_xticks(range(steps))
+    _mark_padding(ax_map, T, steps)
+    ax_map.set_xlabel("timestep t" + (f" (t >= {T}: padding of the reset interval)" if steps > T else ""))
     ax_map.set_title("Firing rate at each timestep")
-    if len(layers) * T <= 120:
+    if len(layers) * steps <= 120:
         for i in range(len(layers)):
-            for t in range(T):
+            for t in range(steps):
                 ax_map.text(t, i, f"{rates[i, t]:.2f}", ha="center", va="center", fontsize=7,
                             color="white" if rates[i, t] < 0.6 * rates.max() else "black")
     fig.colorbar(image, ax=ax_map, label="fraction of neurons spiking")
@@ -151,25 +152,52 @@ def plot_firing_rates(d: dict[str, Any]) -> bytes:
     return _png(fig)
 
 
+def _mark_padding(ax, T: int, steps: int) -> None:
+    """A dashed line where the padding steps of the reset interval begin."""
+    if steps > T:
+        ax.axvline(T - 0.5, color="red", lw=1.2, ls="--")
+
+
+_RASTER_ROWS = {
+    "neurons": "one row per neuron (black = spike)",
+    "channels": "aggregated: one row per channel\n({g:,} neurons; shade = fraction spiking)",
+    "groups": "aggregated: one row per {g:,}\nconsecutive neurons (shade = fraction spiking)",
+}
+
+
+def raster_caption(r: dict[str, Any]) -> str:
+    """How a raster panel's rows were formed (sampled, aggregated or whole)."""
+    return _RASTER_ROWS[r["mode"]].format(g=r["group_size"])
+
+
 def plot_raster(d: dict[str, Any]) -> bytes | None:
-    """Spike raster of sample 0: neuron index vs timestep, one panel per recorded layer."""
+    """Spike raster of sample 0, one panel per recorded layer; large layers aggregated by channel or group."""
     rasters = d["activity"]["raster"]
     if not rasters:
         return None
     T = d["model"]["timesteps"]
-    fig = _new_figure(min(3.0 * len(rasters) + 1, 14), 4.6)
+    fig = _new_figure(min(4.0 * len(rasters) + 1, 16), 5.0)
     axes = np.atleast_1d(fig.subplots(1, len(rasters)))
     for ax, r in zip(axes, rasters):
-        grid = np.zeros((r["shown"], T), dtype=np.uint8)
-        grid[np.asarray(r["neuron"], dtype=int), np.asarray(r["t"], dtype=int)] = 1
-        ax.imshow(grid, aspect="auto", cmap="Greys", vmin=0, vmax=1, interpolation="nearest",
-                  extent=(-0.5, T - 0.5, r["shown"] - 0.5, -0.5))
-        ax.set_xticks(range(T))
-        ax.set_xlabel("timestep t")
-        shown = f"first {r['shown']:,} of {r['neurons']:,}" if r["shown"] < r["neurons"] else f"{r['neurons']:,}"
-        ax.set_title(f"{_layer_labels([r['layer']], 24)[0]}\n{len(r['t']):,} spikes, {shown} neurons", fontsize=9)
-    axes[0].set_ylabel("neuron index (C-major)")
-    fig.suptitle("Spike raster of one sample (sample 0; black = spike)")
+        counts = np.asarray(r["counts"], dtype=float).reshape(len(r["counts"]), -1)
+        rows, steps = counts.shape
+        sizes = np.full(rows, float(r["group_size"]))
+        sizes[-1] = r["neurons"] - r["group_size"] * (rows - 1)  # the last group may be smaller
+        fraction = counts / sizes[:, None]
+        # Aggregated rows: shade up to the panel's largest fraction (a colour bar gives the scale).
+        top = 1.0 if r["mode"] == "neurons" else max(float(fraction.max()), 1e-3)
+        image = ax.imshow(fraction, aspect="auto", cmap="Greys", vmin=0, vmax=top, interpolation="nearest",
+                          extent=(-0.5, steps - 0.5, rows - 0.5, -0.5))
+        if r["mode"] != "neurons":
+            fig.colorbar(image, ax=ax, label="fraction of the row's neurons spiking")
+        ax.set_xticks(range(steps))
+        _mark_padding(ax, T, steps)
+        ax.set_xlabel("timestep t" + (f" (dashed: padding from t = {T})" if steps > T else ""))
+        ax.set_ylabel({"neurons": "neuron (C-major)", "channels": "channel", "groups": "neuron group (C-major)"}[r["mode"]])
+        spikes = int(counts.sum())
+        ax.set_title(f"{_layer_labels([r['layer']], 24)[0]}: {r['neurons']:,} neurons, {spikes:,} spikes\n"
+                     f"{raster_caption(r)}", fontsize=8)
+    fig.suptitle("Spike raster of one sample (sample 0); rows as each panel says")
     return _png(fig)
 
 
@@ -293,6 +321,13 @@ def make_plots(d: dict[str, Any]) -> dict[str, bytes]:
 # --------------------------------------------------------------------------- tables
 
 
+_READOUT_LABELS = {
+    "mean_current": "mean input current over T",
+    "mean_membrane": "mean membrane over T",
+    "spike_count": "spike count",
+}
+
+
 def _layer_rows(d: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     n = d["run"]["samples"]
     head = ["layer", "shape", "neurons", "spikes / inference", "spikes / neuron / step", "rate per step",
@@ -302,7 +337,7 @@ def _layer_rows(d: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     for x in d["activity"]["layers"]:
         spiking = x["kind"] == "neuron"
         rows.append([
-            x["name"] + ("" if spiking else " (accumulator)"),
+            x["name"] + ("" if spiking else f" (readout: {_READOUT_LABELS.get(x.get('readout'), 'accumulator')})"),
             "x".join(str(s) for s in x["shape"]),
             num(x["neurons"]),
             num(x["spikes"] / n) if spiking else "-",
@@ -433,11 +468,32 @@ def _headline(d: dict[str, Any]) -> list[tuple[str, str, str]]:
     return rows
 
 
+def title(d: dict[str, Any]) -> str:
+    """``digits_srif_t4 (digits_cnn, T = 4) on loihi2-sim``: the architecture only when it says more than the name."""
+    m = d["model"]
+    details = [m["arch"]] if m.get("arch") and m["arch"] != m["name"] else []
+    details.append(f"T = {m['timesteps']}")
+    return f"{m['name']} ({', '.join(details)}) on {d['target']['name']}"
+
+
+def _tag_rows(d: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    return ["tag", "meaning"], [[tag, meaning] for tag, meaning in d["tags"].items()]
+
+
+def _padding_note(d: dict[str, Any]) -> str:
+    tot = d["activity"]["totals"]
+    if not tot.get("padding_steps"):
+        return ""
+    return (f"Each inference occupies {tot['steps_per_inference']} steps on the chip (the reset interval): T = "
+            f"{d['model']['timesteps']} plus {tot['padding_steps']} padding steps, whose spikes "
+            f"({num(tot['padding_spikes_per_sample'])} per inference), synops and neuron updates are counted.")
+
+
 def render_markdown(d: dict[str, Any]) -> str:
     """The report as Markdown (tables only; the plots are in report.html)."""
     m, run, res = d["model"], d["run"], d["resources"]
     out = [
-        f"# Report: {m['name']} ({m.get('arch') or 'model'}) on {d['target']['name']}",
+        f"# Report: {title(d)}",
         "",
         f"- status: **{d['status']}** (resource limits {'enforced' if res['enforced'] else 'reported only'})",
         f"- data: {run['data']}, {run['samples']} samples, T = {m['timesteps']}; simulator: {run['simulator']}",
@@ -451,6 +507,12 @@ def render_markdown(d: dict[str, Any]) -> str:
         "Loihi 2 per-operation energy: **not published** — "
         + "; ".join(d["energy"]["not_published"]) + ". Tiers are separate estimates: never add them.",
         "",
+        "## How to read the tags",
+        "",
+        "Every number carries a tag saying where it comes from:",
+        "",
+        _md_table(*_tag_rows(d)),
+        "",
     ]
     if res["violations"]:
         out += ["## Violations", ""]
@@ -458,6 +520,8 @@ def render_markdown(d: dict[str, Any]) -> str:
             out.append(f"- **{v['severity'].upper()}** ({v['kind']}, `{v['limit']}`): {v['message']}. Fix: {v['fix']}.")
         out.append("")
     out += ["## Activity (tier 1: exact counts, per inference)", ""]
+    if _padding_note(d):
+        out += [_padding_note(d), ""]
     out += [f"- **{k}**: {v}" for k, v in d["activity"]["conventions"].items()]
     out += ["", _md_table(*_layer_rows(d)), "", "### Synapses", "", _md_table(*_synapse_rows(d)), ""]
     out += ["### First layer (analog input, direct encoding)", "", _md_table(*_first_layer_rows(d)), ""]
@@ -518,9 +582,9 @@ def render_html(d: dict[str, Any], plots: dict[str, bytes] | None = None) -> str
     m, run, res = d["model"], d["run"], d["resources"]
     parts = [
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
-        f"<title>inflor-deploy report: {e(m['name'])} on {e(d['target']['name'])}</title>",
+        f"<title>inflor-deploy report: {e(title(d))}</title>",
         f"<style>{_CSS}</style></head><body>",
-        f"<h1>Report: {e(m['name'])} ({e(m.get('arch') or 'model')}) on {e(d['target']['name'])}</h1>",
+        f"<h1>Report: {e(title(d))}</h1>",
         f"<p>Status: <span class='status-{e(d['status'])}'>{e(d['status'])}</span> "
         f"(resource limits {'enforced' if res['enforced'] else 'reported only'}) &middot; data {e(run['data'])}, "
         f"{run['samples']} samples, T = {m['timesteps']} &middot; simulator: {e(run['simulator'])} &middot; "
@@ -530,6 +594,8 @@ def render_html(d: dict[str, Any], plots: dict[str, bytes] | None = None) -> str
         "<p class='note'>Loihi 2 per-operation energy: <b>not published</b> ("
         + e("; ".join(d["energy"]["not_published"]))
         + "). The tiers are separate estimates with different assumptions: never add them.</p>",
+        "<h2>How to read the tags</h2><p>Every number carries a tag saying where it comes from:</p>",
+        _html_table(*_tag_rows(d)),
     ]
     if res["violations"]:
         parts.append("<h2>Violations</h2>")
@@ -538,6 +604,8 @@ def render_html(d: dict[str, Any], plots: dict[str, bytes] | None = None) -> str
                          f"({e(v['kind'])}, <code>{e(v['limit'])}</code>): {e(v['message'])}.<br>"
                          f"<b>Fix:</b> {e(v['fix'])}.</div>")
     parts.append("<h2>Activity (tier 1: exact counts, per inference)</h2>")
+    if _padding_note(d):
+        parts.append(f"<p>{e(_padding_note(d))}</p>")
     if "firing_rates" in plots:
         parts.append(_img(plots["firing_rates"], "firing rate per layer and timestep"))
     if "raster" in plots:

@@ -17,7 +17,9 @@ from __future__ import annotations
 from typing import Any
 
 SCHEMA_NAME = "inflor-deploy-report"
-SCHEMA_VERSION = 1
+#: 2: activity counts each sample's whole window (padding steps of the reset interval included);
+#: the raster is rows x steps, aggregated for large layers; ``tags`` explains the source tags.
+SCHEMA_VERSION = 2
 
 TAGS = ["exact", "[P]", "[T]", "[2]", "[D]"]
 
@@ -86,7 +88,9 @@ _LAYER_ACTIVITY = _obj({
     "synops_nonzero": _INT,
     "synops_lava_formula": _NNUM,
     "first_layer_macs": _INT,
-})
+    "padding_spikes": _nullable(_INT),
+    "readout": {"enum": ["mean_current", "mean_membrane", "spike_count", None]},
+}, optional=("readout",))
 
 _SYNAPSE_ACTIVITY = _obj({
     "name": _STR,
@@ -117,7 +121,13 @@ _FIRST_LAYER = _obj({
     "graded_synops_per_sample": _NNUM,
 })
 
-_RASTER = _obj({"layer": _STR, "neurons": _INT, "shown": _INT, "t": _array(_INT), "neuron": _array(_INT)})
+_RASTER = _obj({
+    "layer": _STR,
+    "neurons": _INT,
+    "mode": {"enum": ["neurons", "channels", "groups"]},
+    "group_size": {"type": "integer", "minimum": 1},
+    "counts": _array(_array(_INT)),
+})
 
 _TOTALS = _obj({
     "samples": {"type": "integer", "minimum": 1},
@@ -126,6 +136,9 @@ _TOTALS = _obj({
     "spikes": _INT,
     "spikes_per_sample": _NNUM,
     "spikes_per_neuron_per_step": {"type": "number", "minimum": 0, "maximum": 1},
+    "steps_per_inference": {"type": "integer", "minimum": 1},
+    "padding_steps": _INT,
+    "padding_spikes_per_sample": _NNUM,
     "synops": _INT,
     "synops_per_sample": _NNUM,
     "synops_nonzero": _INT,
@@ -195,6 +208,7 @@ SCHEMA: dict[str, Any] = {
         "schema": {"const": SCHEMA_NAME},
         "schema_version": {"const": SCHEMA_VERSION},
         "created": _STR,
+        "tags": _obj({tag: _STR for tag in TAGS}),
         "status": {"enum": ["ok", "warning", "error"]},
         "model": _obj({
             "name": _STR,
@@ -208,7 +222,7 @@ SCHEMA: dict[str, Any] = {
             "data": _STR,
             "samples": {"type": "integer", "minimum": 1},
             "simulator": _STR,
-            "view": {"enum": ["aligned"]},
+            "view": {"enum": ["aligned", "pipelined"]},
             "seconds": _NNUM,
         }),
         "schedule": {"type": ["object", "null"]},

@@ -36,10 +36,11 @@ def test_compile_bundled_model_writes_a_self_describing_artifact(tmp_path):
     manifest = artifact.manifest
     assert manifest["target"]["name"] == "loihi2-sim" and manifest["complete"]
     assert manifest["passes"] == [
-        "FoldBatchNorm", "FoldAveragePool", "FoldRectifierIntoThreshold",
-        "SoftResetToSubtractive", "QuantizeFixedPoint", "ScheduleTimesteps",
+        "FoldBatchNorm", "FoldAveragePool", "FoldInputNormalization", "FoldRectifierIntoThreshold",
+        "SoftResetToSubtractive", "DelayedResetToSameStep", "ShiftResetToZero", "FoldInputGain",
+        "QuantizeFixedPoint", "ScheduleTimesteps",
     ]  # fmt: skip
-    assert all(c["ok"] for c in manifest["contracts"]) and len(manifest["contracts"]) == 6
+    assert all(c["ok"] for c in manifest["contracts"]) and len(manifest["contracts"]) == 10
     assert {"torch", "onnx", "lava-nc", "python"} <= set(manifest["versions"])
     assert len(manifest["source"]["sha256"]) == 64
     fixed = artifact.fixed_graph
@@ -127,3 +128,18 @@ def test_bad_input_gives_a_clear_error_and_writes_nothing(tmp_path, make, flags,
     assert result.exit_code == 1, result.output
     assert message in result.output and "Traceback" not in result.output
     assert _nothing_written(tmp_path)
+
+
+def test_a_coarsely_rounded_threshold_warns_and_overflow_error_refuses(tmp_path):
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(arch="digits_cnn", in_channels=1, image_size=8, timesteps=2, vth=2e-4, mpr=False))
+    path = save_checkpoint(tmp_path / "small_vth.pt", model)
+    warned = _compile(tmp_path, path, "--probe-samples", "2", "--no-lava-smoke")
+    assert warned.exit_code == 0, warned.output
+    assert "WARNING: threshold 0.0002 x scale" in warned.output and "% error, bound 1 %" in warned.output
+    rows = json.loads((tmp_path / "out" / "quantization_report.json").read_text())
+    assert any(row.get("rounding_warnings") for row in rows) and all(row.get("rounding_bound", 0.01) == 0.01 for row in rows)
+    # headroom uv: no layer can saturate, so the refusal is the rounding one.
+    refused = _compile(tmp_path, path, "--probe-samples", "2", "--headroom", "uv", "--overflow", "error", out="o2")
+    assert refused.exit_code == 1 and "Refused because overflow='error' (--overflow error)" in refused.output
+    assert "Traceback" not in refused.output and _nothing_written(tmp_path, "o2")

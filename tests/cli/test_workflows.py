@@ -50,3 +50,29 @@ def test_npz_data_through_verify_and_run(tmp_path):
     assert "1  PASS" in verified and "2  PASS" in verified and "on 20 samples" in verified
     ran = _invoke("run", tmp_path / "art", "--backend", "sim", "--data", f"npz:{tmp_path / 'few.npz'}", "--show", "2")
     assert "sim: accuracy" in ran and "on 20 samples of npz:few.npz" in ran
+
+
+def test_event_npz_train_compile_verify_run_report(tmp_path):
+    from tests.backends.test_sequence_input import synthetic_events
+
+    train, test = synthetic_events(160, seed=0), synthetic_events(24, seed=1)
+    np.savez(tmp_path / "events.npz", x_train=train.images, y_train=train.labels, x_test=test.images,
+             y_test=test.labels)  # fmt: skip
+    data = tmp_path / "events.npz"
+    out = _invoke("train", "--data", data, "--epochs", "2", "-o", tmp_path / "ev.pt")
+    assert "T=4" in out and "(24 samples: npz:events.npz/test (a separate split))" in out
+    assert json.loads(_invoke("info", tmp_path / "ev.pt"))["metadata"]["input_encoding"] == "sequence"
+    compiled = _invoke("compile", tmp_path / "ev.pt", "-o", tmp_path / "art", "--no-lava-smoke")
+    assert "input: events in [0, 1], sequence encoding; the chip receives round(x * 1)" in compiled
+    verified = _invoke("verify", tmp_path / "art", "--data", data, "--lava-samples", "0", "--reference-samples", "3")
+    assert "0  PASS" in verified and "1  PASS" in verified and "2  PASS" in verified and "on 24 samples" in verified
+    ran = _invoke("run", tmp_path / "art", "--data", data, "--show", "1")
+    assert "sim: accuracy" in ran and "on 24 samples" in ran
+    _invoke("report", tmp_path / "art", "--data", data)
+    report = json.loads((tmp_path / "art" / "report" / "report.json").read_text())
+    assert report["activity"]["first_layer"]["macs_per_sample"] == 0  # events are synops, not MACs
+    # Static images do not fit an event artifact.
+    digits = load_digits("test")
+    np.savez(tmp_path / "static.npz", x=digits.images[:4], y=digits.labels[:4])
+    failed = CliRunner().invoke(cli, ["run", str(tmp_path / "art"), "--data", str(tmp_path / "static.npz")])
+    assert failed.exit_code == 1 and "compiled for sequence input" in failed.output

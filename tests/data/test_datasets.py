@@ -81,3 +81,32 @@ def test_npz_round_trip_and_errors(tmp_path):
         load_npz(tmp_path / "missing.npz")
     with pytest.raises(DataError, match="unknown dataset"):
         load_dataset("mnist")
+
+
+def test_npz_splits_holdout_and_event_sequences(tmp_path):
+    from inflor_deploy.data import holdout_split, load_train_test
+
+    rng = np.random.default_rng(0)
+    x, y = rng.random((50, 1, 4, 4)).astype(np.float32), np.arange(50) % 5
+    np.savez(tmp_path / "split.npz", x_train=x[:40], y_train=y[:40], x_test=x[40:], y_test=y[40:])
+    assert np.array_equal(load_npz(tmp_path / "split.npz", "train").images, x[:40])
+    assert np.array_equal(load_npz(tmp_path / "split.npz", "test").labels, y[40:])
+    train, test, what = load_train_test(str(tmp_path / "split.npz"))
+    assert (len(train), len(test)) == (40, 10) and "separate split" in what
+    # Only x, y: train holds out a seeded, stratified 20 % that it never trains on.
+    np.savez(tmp_path / "xy.npz", x=x, y=y)
+    train, test, what = load_train_test(f"npz:{tmp_path / 'xy.npz'}")
+    assert (len(train), len(test)) == (40, 10) and "held-out 20% (seed 0, stratified)" in what
+    train_rows = {r.tobytes() for r in train.images}
+    assert not any(r.tobytes() in train_rows for r in test.images)
+    assert np.bincount(test.labels).tolist() == [2] * 5
+    again_train, again_test = holdout_split(load_npz(tmp_path / "xy.npz"))
+    assert np.array_equal(again_test.images, test.images)  # seeded: the same split every time
+    # Event sequences [N, T, C, H, W] of binary events.
+    events = (rng.random((6, 3, 2, 4, 4)) < 0.2).astype(np.uint8)
+    np.savez(tmp_path / "events.npz", x=events.astype(np.float32), y=np.arange(6) % 2)
+    data = load_npz(tmp_path / "events.npz")
+    assert data.is_sequence and data.images.shape == (6, 3, 2, 4, 4) and not data.raw_pixels
+    np.savez(tmp_path / "bad3d.npz", x=np.zeros((2, 4, 4)), y=np.zeros(2, int))
+    with pytest.raises(DataError, match=r"\[N, C, H, W\] images or \[N, T, C, H, W\]"):
+        load_npz(tmp_path / "bad3d.npz")

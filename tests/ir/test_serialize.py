@@ -43,3 +43,37 @@ def test_foreign_and_missing_files(tmp_path):
         load_graph(tmp_path / "other.npz")
     with pytest.raises(IRError, match="no such IR file"):
         load_graph(tmp_path / "missing.npz")
+
+
+def test_round_trip_of_every_neuron_field_and_readout(tmp_path):
+    """Framework neurons (per-channel vth and amounts, compare, timing, v_reset, charge, gain) and readouts."""
+    from tests.neuron_cases import CASES, compile_graph, conv_images, conv_per_channel_graph, variant_graph
+
+    for case in CASES:
+        graph = variant_graph(case.neuron, readout="mean_membrane", readout_tau=0.875)
+        _same(graph, load_graph(save_graph(graph, tmp_path / f"{case.name}.npz")))
+    for readout in ("mean_membrane", "spike_count"):
+        result, _ = compile_graph(conv_per_channel_graph(readout), conv_images(4))
+        fixed = result.graph
+        loaded = load_graph(save_graph(fixed, tmp_path / f"fixed_{readout}.npz"))
+        _same(fixed, loaded)
+        assert loaded.node("hard_pc").vth.shape == (4,) and loaded.output.readout == readout
+
+
+def test_version_1_files_still_load_with_the_old_semantics(tmp_path):
+    """A version-1 header (before the framework neurons) loads; the new fields take their defaults."""
+    import json
+
+    from inflor_deploy.ir.serialize import graph_to_arrays
+
+    graph = residual_graph(3)
+    arrays = graph_to_arrays(graph)
+    header = json.loads(str(arrays["__graph__"]))
+    header["format_version"] = 1
+    added = {"Neuron": ("gain", "compare", "reset_timing", "v_reset", "charge", "decay"), "Accumulator": ("readout", "tau")}
+    for node in header["nodes"]:
+        for field in added.get(node["type"], ()):
+            del node["fields"][field]
+    arrays["__graph__"] = np.array(json.dumps(header))
+    np.savez(tmp_path / "v1.npz", **arrays)
+    _same(graph, load_graph(tmp_path / "v1.npz"))

@@ -117,6 +117,32 @@ def test_a_float32_near_tie_is_counted_not_failed():
     assert result.metrics["spike_mismatches"] == 1 + result.metrics["after_first"]
 
 
+@pytest.mark.parametrize("vth", [0.001, 0.01, 0.5, 2.0, 10.0])
+def test_every_float32_mismatch_lies_inside_the_tie_band_for_small_and_large_thresholds(vth):
+    import torch
+
+    from inflor_deploy.nn.mpr import phi
+    from inflor_deploy.passes.fold_rectifier import _slope
+
+    theta = phi_inverse_scalar(vth)
+    rng = np.random.default_rng(0)
+    near = theta + rng.uniform(-1, 1, 100_000) * 2e-5 * max(theta, 1e-3)
+    ulps = (np.float32(theta).view(np.int32) + np.arange(-4000, 4001, dtype=np.int32)).view(np.float32)
+    h = np.concatenate([near.astype(np.float32), ulps])
+    # The model's decision (phi in float32, vth cast to float32) against the folded one.
+    mpr = (phi(torch.from_numpy(h)) - vth >= 0).numpy()
+    folded = h >= np.float32(theta)
+    distance = np.abs(h[mpr != folded].astype(np.float64) - theta)
+    band = tie_band(Neuron("neuron", ("x",), vth=vth, mpr=True))
+    assert distance.max(initial=0) <= band
+    assert band <= 1e-5 * max(theta, 1.0), "the band must stay a rounding band, not a tolerance"
+    if vth <= 0.01:
+        # phi's float32 error (a few ulps of 1/2 in the middle branch) dominates: a band made of
+        # ulp(theta) and ulp(vth) alone misses real ties.
+        ulp_only = 4 * (np.spacing(np.float32(theta)) + np.spacing(np.float32(vth)) / _slope(theta))
+        assert distance.max() > ulp_only
+
+
 def _broken_run(graph, ctx):
     """A wrong fold: drops MPR but keeps vth (right only for vth = 1/2)."""
     return graph.replace_nodes(
@@ -150,3 +176,17 @@ def test_non_positive_threshold_raises():
     bad = graph.replace_nodes(dataclasses.replace(x, vth=0.0) if isinstance(x, Neuron) else x for x in graph)
     with pytest.raises(PassError, match="neuron 'neuron': threshold 0.0 must be > 0"):
         FoldRectifierIntoThreshold.run(bad, _ctx(graph))
+
+
+def test_per_channel_thresholds_fold_channel_by_channel():
+    from tests.neuron_cases import images, variant_graph
+
+    vth = np.linspace(0.2, 1.4, 24)
+    before = variant_graph(dict(vth=vth, reset="subtract", mpr=True))
+    after = FoldRectifierIntoThreshold.run(before, _ctx(before, images(16)))
+    folded = after.node("n").vth
+    assert folded.shape == (24,) and not after.node("n").mpr
+    np.testing.assert_array_equal(folded, [phi_inverse_scalar(v) for v in vth])
+    result = FoldRectifierIntoThreshold.check(before, after, _ctx(before, images(16)))
+    assert result.ok and result.metrics["unexplained"] == 0
+    assert result.metrics["folded_thresholds"]["n"]["vth"] == vth.tolist()

@@ -157,3 +157,193 @@ def test_preconditions_name_the_missing_pass():
     )
     with pytest.raises(PassError, match="FoldBatchNorm"):
         QuantizeFixedPoint.run(with_bn, _ctx(probe))
+
+
+def test_signed_input_ranges_are_planned_for_by_their_extremes():
+    # Mixed-sign weights on inputs in [-2, 0.5]: the worst current takes each weight at the end of the
+    # range that pushes it furthest. The old planning (inputs >= 0) would miss the negative end by 4x.
+    weight = np.array([[1.0, -1.0, 0.5, -0.25]], np.float32)
+    graph = Graph(
+        nodes=(
+            n.Input("image", (), shape=(4,), value_range=(-2.0, 0.5), pixel_levels=None),
+            n.Linear("fc1", ("image",), weight=np.repeat(weight, 3, axis=0), bias=None),
+            n.Neuron("n1", ("fc1",), vth=0.5, reset_amount=1.0),
+            n.Linear("fc2", ("n1",), weight=np.ones((1, 3), np.float32), bias=None),
+            n.Accumulator("out", ("fc2",)),
+        ),
+        timesteps=2,
+    )
+    fixed, report = quantize_with_report(graph, _ctx(np.zeros((1, 4), np.float32), headroom="uv"))
+    # Default grade scale for a non-pixel range: 255 / max(|lo|, |hi|) = 127.5; ends -255 and 64.
+    assert fixed.input.grade_scale == 127.5
+    w = fixed.node("fc1").weight[0].astype(np.int64)
+    x_lo, x_hi = -255, 64  # round(-2 * 127.5), round(0.5 * 127.5) (63.75 -> 64)
+    brute = [int(w @ np.array(x)) for x in np.array(np.meshgrid(*[[x_lo, x_hi]] * 4)).reshape(4, -1).T]
+    assert report[0]["u_bound"] == max(max(brute), -min(brute)) and not report[0]["wrap_possible"]
+    # The worst inputs of either sign run without a wrap or a saturation.
+    worst = np.array([[0.5, -2.0, 0.5, -2.0], [-2.0, 0.5, -2.0, 0.5]], np.float32)
+    run = run_aligned(fixed, worst)
+    assert run.u_wraps["n1"] == 0 and run.v_saturations["n1"] == 0
+
+
+def test_default_grade_scale_follows_the_declared_input():
+    from inflor_deploy.passes.quantize import default_grade_scale
+
+    assert default_grade_scale(n.Input("x", (), shape=(1,))) == 255.0  # pixels in [0, 1]
+    assert default_grade_scale(n.Input("x", (), shape=(1,), value_range=(0.0, 255.0), pixel_levels=1)) == 1.0
+    assert default_grade_scale(n.Input("x", (), shape=(1,), value_range=(-4.0, 2.0), pixel_levels=None)) == 255 / 4
+
+
+def test_an_input_range_beyond_the_graded_payload_is_refused():
+    graph = Graph(
+        nodes=(
+            n.Input("image", (), shape=(1,), value_range=(0.0, 2.0**40), pixel_levels=None),
+            n.Linear("fc", ("image",), weight=np.ones((1, 1), np.float32)),
+            n.Accumulator("out", ("fc",)),
+        ),
+        timesteps=1,
+    )
+    with pytest.raises(PassError, match="32-bit graded payload"):
+        quantize_with_report(graph, _ctx(np.zeros((1, 1), np.float32), input_grade_scale=1.0))
+
+
+def test_the_graded_payload_is_the_targets(tmp_path):
+    """A target whose graded spikes carry 16 bits refuses what a 32-bit one takes (targets are data)."""
+    from inflor_deploy.targets import load_target
+
+    text = TARGET.path.read_text().replace("graded_spike_bits = 32", "graded_spike_bits = 16")
+    (tmp_path / "narrow.toml").write_text(text.replace('name = "loihi2-sim"', 'name = "narrow"'))
+    narrow = load_target(tmp_path / "narrow.toml")
+    graph = Graph(
+        nodes=(
+            n.Input("image", (), shape=(1,), value_range=(0.0, 255.0), pixel_levels=1),
+            n.Linear("fc", ("image",), weight=np.ones((1, 1), np.float32)),
+            n.Accumulator("out", ("fc",)),
+        ),
+        timesteps=1,
+    )
+    probe = np.zeros((1, 1), np.float32)
+    for grades, fits in ((128.0, True), (129.0, False)):  # 255 * 128 = 32 640 < 2^15 <= 255 * 129 = 32 895
+        ctx = PassContext(target=narrow, probe=probe, quantization=QuantizationOptions(input_grade_scale=grades))
+        if fits:
+            QuantizeFixedPoint.run(graph, ctx)
+        else:
+            with pytest.raises(PassError, match=r"reaches 32895, beyond the 16-bit graded payload"):
+                QuantizeFixedPoint.run(graph, ctx)
+
+
+def test_threshold_rounding_beyond_the_bound_warns_or_is_refused():
+    from inflor_deploy.passes.quantize import MAX_THRESHOLD_ROUNDING
+
+    image = np.ones((1, 1, 1, 1), np.float32)
+    # Scale 508 (the weight 0.5 fills the dense range): vth * 508 = 0.86 rounds to theta = 1, 16 % off.
+    graph = single_neuron(bias=0.0, vth=0.86 / 508)
+    fixed, report = quantize_with_report(graph, _ctx(image, input_grade_scale=1.0))
+    row = report[0]
+    assert fixed.node("n1").vth == 0 and row["threshold"] == 1  # theta = 1, compared as v > 0
+    assert row["threshold_error"] == pytest.approx(0.14 / 0.86) and row["rounding_bound"] == MAX_THRESHOLD_ROUNDING
+    assert len(row["rounding_warnings"]) == 1 and "rounds to 1 (16.3 % error, bound 1 %)" in row["rounding_warnings"][0]
+    with pytest.raises(PassError, match=r"layer 'n1': threshold .* rounds to 1 \(16.3 % error.*overflow='error'"):
+        quantize_with_report(graph, _ctx(image, input_grade_scale=1.0, overflow="error"))
+    # A reset amount rounded as coarsely is named too.
+    coarse_reset = graph.replace_nodes(
+        [dataclasses.replace(x, vth=0.5, reset_amount=2.6 / 508) if x.name == "n1" else x for x in graph])
+    _, report = quantize_with_report(coarse_reset, _ctx(image, input_grade_scale=1.0))
+    assert [w.split(" x ")[0] for w in report[0]["rounding_warnings"]] == [f"reset amount {2.6 / 508:.6g}"]
+    # Within the bound (theta = 254 exactly, reset 508): no warning, and overflow='error' compiles.
+    _, report = quantize_with_report(single_neuron(bias=0.0), _ctx(image, input_grade_scale=1.0, overflow="error"))
+    assert report[0]["rounding_warnings"] == [] and report[0]["threshold_error"] == 0
+
+
+# --------------------------------------------------------------------------- framework neurons
+
+
+@pytest.mark.parametrize("bias_units, fires_ge, fires_gt", [(-1, False, False), (0, True, False), (1, True, True)])
+def test_strict_comparison_maps_to_theta_itself(bias_units, fires_ge, fires_gt):
+    """'>' (snnTorch) is the hardware's own compare: vth_hw = theta; '>=' keeps theta - 1. Membrane theta-1, theta, theta+1."""
+    image = np.ones((1, 1, 1, 1), np.float32)
+    for compare, fires in ((">=", fires_ge), (">", fires_gt)):
+        graph = single_neuron(bias=bias_units / 508)
+        graph = graph.replace_nodes(dataclasses.replace(x, compare=compare) if x.name == "n1" else x for x in graph)
+        fixed, report = quantize_with_report(graph, _ctx(image, input_grade_scale=1.0))
+        assert fixed.node("n1").vth == (253 if compare == ">=" else 254)
+        assert report[0]["compare"] == compare and report[0]["threshold"] == 254 and report[0]["threshold_exact"]
+        assert bool(run_aligned(fixed, image, record=True).spikes["n1"][0, 0, 0]) is fires
+        assert bool(run_float(graph, image, record=True).spikes["n1"][0, 0, 0]) is fires
+
+
+def test_a_leaky_non_strict_threshold_is_reported_inexact():
+    graph = single_neuron(bias=0.0)
+    leaky = graph.replace_nodes(dataclasses.replace(x, tau=0.75) if x.name == "n1" else x for x in graph)
+    _, report = quantize_with_report(leaky, _ctx(np.ones((1, 1, 1, 1), np.float32)))
+    assert report[0]["dv"] == 1024 and report[0]["threshold_exact"] is False
+    strict = leaky.replace_nodes(dataclasses.replace(x, compare=">") if x.name == "n1" else x for x in leaky)
+    assert quantize_with_report(strict, _ctx(np.ones((1, 1, 1, 1), np.float32)))[1][0]["threshold_exact"] is True
+
+
+def test_per_channel_thresholds_and_amounts_round_per_channel_at_one_scale():
+    from tests.neuron_cases import conv_images, conv_per_channel_graph
+    from inflor_deploy.passes.pipeline import FLOAT_PIPELINE, run_pipeline
+
+    ctx = _ctx(conv_images(4))
+    float_graph = run_pipeline(conv_per_channel_graph(), FLOAT_PIPELINE, ctx).graph
+    fixed, report = quantize_with_report(float_graph, ctx)
+    rows = {r["layer"]: r for r in report}
+    for name in ("hard_pc", "snn_pc"):
+        node, source = fixed.node(name), float_graph.node(name)
+        theta = np.rint(source.vth * node.scale).astype(np.int64)
+        expected_hw = theta if source.compare == ">" else theta - 1
+        np.testing.assert_array_equal(node.vth, expected_hw)
+        assert rows[name]["threshold"] == theta.tolist()
+    snn = fixed.node("snn_pc")
+    np.testing.assert_array_equal(snn.reset_mant, np.rint(float_graph.node("snn_pc").reset_amount * snn.scale))
+    assert fixed.node("none").reset == "none" and fixed.node("none").reset_mant == 0
+    assert rows["none"]["reset"] == "none" and fixed.node("hard").vth == rows["hard"]["threshold"] - 1
+
+
+def test_a_gain_left_on_a_neuron_scales_its_identity_shortcut_too():
+    """H = g (W x + s): the shortcut's identity weights carry g, in the same scale as W."""
+    rng = np.random.default_rng(0)
+    graph = Graph(
+        (
+            n.Input("image", (), shape=(4,)),
+            n.Linear("fc1", ("image",), weight=rng.uniform(0.2, 1, (4, 4)).astype(np.float32)),
+            n.Neuron("pre", ("fc1",), vth=0.5, reset_amount=1.0),
+            n.Linear("fc2", ("pre",), weight=np.full((4, 4), 0.5, np.float32)),
+            n.Neuron("n", ("fc2", "pre"), vth=0.5, reset_amount=0.5, gain=0.5),
+            n.Linear("fc3", ("n",), weight=np.ones((2, 4), np.float32)),
+            n.Accumulator("out", ("fc3",)),
+        ),
+        timesteps=3,
+    )
+    fixed, report = quantize_with_report(graph, _ctx(np.ones((1, 4), np.float32)))
+    scale = fixed.node("n").scale
+    # Effective weights: fc2 0.5 * g = 0.25, shortcut 1 * g = 0.5 (the largest: it fills 254).
+    assert fixed.node("n.shortcut").weight.tolist() == (np.eye(4, dtype=int) * 254).tolist()
+    assert scale == pytest.approx(254 / 0.5)
+    assert fixed.node("fc2").weight.max() == 128  # 0.25 * 508 = 127, on Dense's even grid (127 / 2 rounds to 64)
+    assert {r["layer"]: r["input_gain"] for r in report if "input_gain" in r}["n"] == 0.5
+
+
+def test_readouts_keep_their_kind_and_leak():
+    from tests.neuron_cases import images, variant_graph
+
+    for readout, tau, dv in (("mean_current", 1.0, 0), ("mean_membrane", 0.875, 512), ("spike_count", 1.0, 0)):
+        graph = variant_graph(dict(vth=0.5, reset_amount=1.0), readout=readout, readout_tau=tau)
+        fixed, report = quantize_with_report(graph, _ctx(images(4)))
+        assert (fixed.output.readout, fixed.output.dv) == (readout, dv) and report[-1]["readout"] == readout
+    # A count's identity synapse: one weight unit of the scale per spike, an integer.
+    out = fixed.output
+    weights = fixed.node("out.shortcut").weight
+    assert np.array_equal(weights, np.eye(24, dtype=np.int32) * int(round(out.scale)))
+
+
+def test_delayed_resets_and_v_reset_must_be_normalized_first():
+    graph = single_neuron(bias=0.0)
+    for changes, message in (
+        (dict(reset_timing="next_step", compare=">"), "run DelayedResetToSameStep before QuantizeFixedPoint"),
+        (dict(v_reset=0.25, reset="zero"), "run ShiftResetToZero before QuantizeFixedPoint"),
+    ):
+        bad = graph.replace_nodes(dataclasses.replace(x, **changes) if x.name == "n1" else x for x in graph)
+        with pytest.raises(PassError, match=message):
+            QuantizeFixedPoint.run(bad, _ctx(np.ones((1, 1, 1, 1), np.float32)))

@@ -140,9 +140,11 @@ def test_counts_and_trains_give_the_same_activity_and_batches_add_up():
     a, b = by_trains.result().to_dict(), by_counts.result().to_dict()
     assert a["totals"] == b["totals"] and a["synapses"] == b["synapses"] and a["layers"] == b["layers"]
     assert a["totals"]["synops"] == 2 * 27 and a["totals"]["synops_per_sample"] == 27
-    # The raster keeps sample 0's spikes: n1 has 5 of them.
+    # The raster keeps sample 0's spikes, one row per neuron (16 neurons): n1 has 5 of them.
     raster = {r["layer"]: r for r in a["raster"]}
-    assert sorted(zip(raster["n1"]["t"], raster["n1"]["neuron"])) == [(0, 0), (0, 5), (1, 6), (1, 8), (1, 15)]
+    assert raster["n1"]["mode"] == "neurons" and raster["n1"]["group_size"] == 1
+    rows = np.array(raster["n1"]["counts"])
+    assert rows.shape == (16, 2) and sorted(zip(*np.nonzero(rows.T))) == [(0, 0), (0, 5), (1, 6), (1, 8), (1, 15)]
 
 
 def test_bad_trains_are_refused_with_the_layer_named():
@@ -154,3 +156,55 @@ def test_bad_trains_are_refused_with_the_layer_named():
         counter.add_spikes({"n1": spikes["n1"][:, :, 0], "n2": spikes["n2"]}, image)
     with pytest.raises(ActivityError, match="no samples"):
         counter.result()
+
+
+def test_padding_steps_of_the_reset_interval_are_counted():
+    # T = 2 run in windows of R = 4: n1 keeps firing at t = 2, 3 (zero input, membrane above threshold).
+    spikes, image = hand_spikes()
+    padded = {k: np.concatenate([v, np.zeros_like(v)]) for k, v in spikes.items()}
+    padded["n1"][2, 0, 0, 0, 0] = padded["n1"][3, 0, 0, 0, 0] = 1  # n1 (0, 0): fan-out Fy[0]*Fx[0] = 1 x 2 channels
+    padded["n2"][3, 0, 1, 1, 1] = 1  # fan-out 3 into fc
+    counter = ActivityCounter(hand_graph(), steps=4)
+    counter.add_spikes(padded, image)
+    act = counter.result()
+    tot = act.totals()
+    assert tot["steps_per_inference"] == 4 and tot["padding_steps"] == 2
+    assert tot["spikes"] == 8 + 3 and tot["padding_spikes_per_sample"] == 3
+    layers = {x.name: x for x in act.layers}
+    assert layers["n1"].spikes_per_step == [2, 3, 1, 1] and layers["n1"].padding_spikes == 2
+    # Every neuron updates at every step of the window: (16 + 8 + 3) x 4.
+    assert tot["neuron_updates"] == 27 * 4 and tot["spikes_per_neuron_per_step"] == pytest.approx(11 / (24 * 4))
+    synapses = {s.name: s for s in act.synapses}
+    assert synapses["c2"].synops_per_step[2:] == [2, 2] and synapses["fc"].synops_per_step[2:] == [0, 3]
+    assert tot["synops"] == 27 + 2 + 2 + 3
+    # The padding frames are zero: the analog first layer sends nothing there.
+    assert synapses["c1"].synops_per_step[2:] == [0, 0] and act.first_layer.macs_per_sample_x_T == 144 * 2
+    with pytest.raises(ActivityError, match="shorter than T"):
+        ActivityCounter(hand_graph(), steps=1)
+
+
+def test_large_layers_are_aggregated_in_the_raster_and_say_how():
+    from inflor_deploy.ir.graph import Graph
+
+    conv_shape, dense = (3, 10, 10), 300  # 300 and 300 neurons, both above RASTER_MAX_ROWS = 128
+    graph = Graph(nodes=(
+        n.Input("image", (), shape=(1, 10, 10), grade_scale=255.0),
+        n.FixedPointSynapse("c", ("image",), kind="conv", weight=np.ones((3, 1, 1, 1), dtype=np.int32)),
+        n.FixedPointNeuron("conv", ("c",), shape=conv_shape, vth=1, reset_mant=2, bias_mant=np.zeros(conv_shape, np.int32)),
+        n.FixedPointSynapse("d", ("conv",), kind="dense", weight=np.ones((dense, 300), dtype=np.int32)),
+        n.FixedPointNeuron("dense", ("d",), shape=(dense,), vth=1, reset_mant=2, bias_mant=np.zeros(dense, np.int32)),
+        n.FixedPointSynapse("o", ("dense",), kind="dense", weight=np.ones((2, dense), dtype=np.int32)),
+        n.FixedPointAccumulator("out", ("o",), shape=(2,), bias_mant=np.zeros(2, np.int32)),
+    ), timesteps=2)
+    conv = np.zeros((2, 1, *conv_shape), np.uint8)
+    conv[0, 0, 1] = 1  # all 100 neurons of channel 1 at t = 0
+    conv[1, 0, 2, 0, :7] = 1  # 7 neurons of channel 2 at t = 1
+    fc = np.zeros((2, 1, dense), np.uint8)
+    fc[1, 0, 299] = 1  # the last neuron: the last, smaller group
+    counter = ActivityCounter(graph)
+    counter.add_spikes({"conv": conv, "dense": fc}, np.zeros((1, 1, 10, 10), np.float32))
+    raster = {r.layer: r for r in counter.result().raster}
+    assert raster["conv"].mode == "channels" and raster["conv"].group_size == 100
+    assert raster["conv"].counts == [[0, 0], [100, 0], [0, 7]]
+    assert raster["dense"].mode == "groups" and raster["dense"].group_size == 3 and len(raster["dense"].counts) == 100
+    assert raster["dense"].counts[-1] == [0, 1] and sum(map(sum, raster["dense"].counts)) == 1

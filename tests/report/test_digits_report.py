@@ -81,3 +81,49 @@ def test_falls_back_to_the_integer_reference_without_the_fast_simulator(monkeypa
     # No schedule: an inference takes T = 2 steps.
     steps = next(f for f in d["energy"]["tiers"][3]["figures"] if f["name"] == "steps per inference (this model)")
     assert steps["value"] == 2 and d["schedule"] is None
+
+
+@pytest.fixture(scope="module")
+def padded_graph():
+    """The bundled model run at T = 5 on loihi2, whose reset interval must be a power of two: R = 8."""
+    from inflor_deploy.compiler import compile_checkpoint
+    from inflor_deploy.pretrained import DEFAULT_MODEL
+
+    graph = compile_checkpoint(DEFAULT_MODEL, "loihi2", timesteps=5, probe_samples=2).fixed_graph
+    assert graph.schedule.reset_interval == 8
+    return graph
+
+
+def test_padding_steps_are_counted_as_the_chip_emits_them(padded_graph):
+    from inflor_deploy.backends.sim.fixed_point import simulate
+    from inflor_deploy.report import report_from_graph
+    from inflor_deploy.targets import load_target
+
+    images = load_digits("test").images[:24]
+    report = report_from_graph(padded_graph, images, load_target("loihi2"), data_name="digits")
+    tot = report.activity.totals()
+    assert tot["steps_per_inference"] == 8 and tot["padding_steps"] == 3 and report.meta["run"]["view"] == "pipelined"
+    # The simulator's whole-timeline count (what the chip emits) is the samples' windows plus the
+    # pipeline's fill and drain, which see only zero frames and so do not depend on the data: the
+    # difference of two runs is exactly the windows of the extra samples.
+    chip = [sum(simulate(padded_graph, x, view="pipelined").pipeline_spike_counts.values()) for x in (images, images[:1])]
+    first = report_from_graph(padded_graph, images[:1], load_target("loihi2"), data_name="digits").activity.totals()
+    assert tot["spikes"] - first["spikes"] == chip[0] - chip[1]
+    aligned = simulate(padded_graph, images, view="aligned").spike_counts
+    assert tot["spikes"] - sum(aligned.values()) == tot["padding_spikes_per_sample"] * 24 > 0
+    assert tot["neuron_updates_per_sample"] == 8 * sum(x.neurons for x in report.activity.layers)
+
+
+def test_padded_windows_do_not_depend_on_the_simulator(padded_graph, monkeypatch):
+    import sys
+
+    import inflor_deploy.backends.sim as sim
+    from inflor_deploy.report import report_from_graph
+    from inflor_deploy.targets import load_target
+
+    images = load_digits("test").images[:2]
+    fast = report_from_graph(padded_graph, images, load_target("loihi2"), data_name="d").activity.to_dict()
+    monkeypatch.setitem(sys.modules, "inflor_deploy.backends.sim.fixed_point", None)  # import now fails
+    monkeypatch.delattr(sim, "fixed_point", raising=False)
+    report = report_from_graph(padded_graph, images, load_target("loihi2"), data_name="d")
+    assert "integer reference" in report.meta["run"]["simulator"] and report.activity.to_dict() == fast

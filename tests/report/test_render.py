@@ -102,3 +102,32 @@ def test_short_summary_names_tiers_and_sources(digits_report):
     assert "tier 1" in text and "tier 2" in text and "tier 3" in text and "tier 4" in text
     assert "Horowitz" in text and "Davies" in text and "not published" in text
     assert "cores" in text and "status ok" in text
+
+
+def test_title_names_the_model_once_and_the_tags_are_explained_in_every_format(written):
+    from inflor_deploy.targets import TAG_MEANINGS
+
+    data = json.loads(written["json"].read_text())
+    md, html = written["markdown"].read_text(), written["html"].read_text()
+    assert data["tags"] == TAG_MEANINGS and set(data["tags"]) == {"exact", "[P]", "[T]", "[2]", "[D]"}
+    assert md.splitlines()[0] == "# Report: digits_srif_t4 (digits_cnn, T = 4) on loihi2-sim"
+    assert "<h1>Report: digits_srif_t4 (digits_cnn, T = 4) on loihi2-sim</h1>" in html
+    for text in (md, html):
+        assert "digits_cnn (digits_cnn)" not in text and "How to read the tags" in text
+        for meaning in TAG_MEANINGS.values():
+            assert meaning.split(" (")[0].replace("'", "&#x27;") in text or meaning.split(" (")[0] in text
+
+
+@pytest.mark.parametrize("readout, label", [("mean_membrane", "mean membrane over T"), ("spike_count", "spike count")])
+def test_the_readout_row_names_the_readout(readout, label):
+    from inflor_deploy.report import report_from_graph
+    from inflor_deploy.report.render import render_markdown
+    from inflor_deploy.targets import load_target
+    from tests.neuron_cases import compile_graph, conv_images, conv_per_channel_graph
+
+    fixed = compile_graph(conv_per_channel_graph(readout), conv_images(4))[0].graph
+    d = report_from_graph(fixed, conv_images(4), load_target("loihi2-sim")).to_dict()
+    assert validate(d) == []
+    layers = {x["name"]: x for x in d["activity"]["layers"]}
+    assert layers["out"]["readout"] == readout and layers["hard_pc"]["readout"] is None
+    assert f"| out (readout: {label}) |" in render_markdown(d)

@@ -8,14 +8,19 @@
 How each IR node maps (facts read in lava-nc 0.10.0 and pinned by tests/backends/lava):
 
 * ``Input`` -> ``lava.proc.io.source.RingBuffer`` holding every sample's
-  integer frames back to back (sample k, step t in column ``k*R + t``; zero
-  columns pad ``t = T..R-1`` and the tail). Lava sends column ``g - 1`` at
+  integer frames back to back (sample k, step t in column ``k*R + t``: the
+  same frame for every t with direct encoding, frame t of a sequence
+  Input; zero columns pad ``t = T..R-1`` and the tail). It sends int32:
+  graded values beyond 32 bits are refused before. Lava sends column ``g - 1`` at
   step ``g`` (``time_step`` counts from 1). The frames travel as graded
   spikes: connections from the input get ``num_message_bits > 0``, so
   Dense/Sparse compute ``W @ x`` and Conv convolves the payload instead of
   casting it to bool.
 * ``FixedPointSynapse`` ``"dense"`` -> ``Dense`` (``DelayDense`` when the
-  schedule gave it a delay). Lava's fixed_pt Dense clips and truncates the
+  schedule gave it a delay; ``DelaySparse`` for a delayed graded input,
+  because DelayDense multiplies in int32 and a graded product could
+  overflow before the sum: :func:`~inflor_deploy.backends.sim.lava_arith.lava_process`
+  decides, for the simulators too). Lava's fixed_pt Dense clips and truncates the
   weights on its first step according to a *sign mode*, which it guesses
   from the matrix unless told: all >= 0 -> EXCITATORY, clipped to [0, 255];
   all <= 0 -> INHIBITORY, clipped to [-255, 0]; else MIXED, clipped to
@@ -27,7 +32,8 @@ How each IR node maps (facts read in lava-nc 0.10.0 and pinned by tests/backends
 * ``"conv"`` -> ``Conv`` (no clipping, no sign mode, ``weight_exp``
   ignored; a true convolution on ``(W, H, C)`` arrays, summed in float64
   by scipy, exact below 2^53, then wrapped to 24 bits, which the
-  quantizer's ``|a| < 2^17`` never reaches), with the kernel
+  quantizer's ``|a| < 2^17`` never reaches and the simulators model:
+  :mod:`~inflor_deploy.backends.sim.lava_arith`), with the kernel
   flipped and transposed: ``w[:, :, ::-1, ::-1].transpose(0, 3, 2, 1)``,
   padding and stride given as ``(x, y) = (w, h)``. Conv has no delayed
   variant, so a conv with a delay (a residual shortcut) becomes its exact
@@ -35,14 +41,22 @@ How each IR node maps (facts read in lava-nc 0.10.0 and pinned by tests/backends
 * Layout: every 3-D layer lives in Lava as ``(W, H, C)``; the IR's dense
   weights read a ``(C, H, W)``-flattened input, so their columns are
   permuted to Lava's flattening and the source port is reshaped to 1-D.
-* ``FixedPointNeuron`` ``"subtract"`` -> :class:`SoftResetLIF`
-  (``soft_reset="process"``); ``"zero"`` -> Lava's ``LIFReset``. Both reset
-  u and v at the steps ``time_step % R == reset_offset`` before integrating,
-  exactly the schedule's rule.
-* ``FixedPointAccumulator`` -> a ``LIFReset`` with ``du = 4095``, ``dv = 0``
-  and ``vth = 2^17`` (:data:`ACCUMULATOR_VTH`), read once per sample by a
-  ``lava.proc.io.sink.Read`` at step ``k*R + T + depth`` — before the
-  accumulator's own reset at ``(k+1)*R + depth + 1``.
+* ``FixedPointNeuron`` ``"zero"`` with one threshold -> Lava's stock
+  ``LIFReset`` (kept as an independent check against stock Lava); every
+  other layer -> :class:`SoftResetLIF` (``soft_reset="process"``), which
+  holds ``vth`` and ``reset_mant`` per neuron (per-channel values laid out
+  like the layer) and whose ``reset_mode`` is the layer's ``"subtract"``,
+  ``"zero"`` (a per-channel-threshold hard reset, which stock ``LIFReset``
+  cannot express) or ``"none"``. Both reset u and v at the steps
+  ``time_step % R == reset_offset`` before integrating, exactly the
+  schedule's rule.
+* ``FixedPointAccumulator`` -> a ``LIFReset`` with ``du = 4095``, its ``dv``
+  and ``vth = 2^17`` (:data:`ACCUMULATOR_VTH`, never fires). Its integer
+  readout: v read once per sample by a ``lava.proc.io.sink.Read`` at step
+  ``k*R + T + depth`` — before the accumulator's own reset at
+  ``(k+1)*R + depth + 1`` (mean current, spike count); for a mean-membrane
+  readout one ``Read`` samples v at every step and the host sums the T
+  steps ``k*R + t + 1 + depth`` of each sample's window.
 
 The stock-CUBA soft-reset route (``soft_reset="recurrent"``)
 ------------------------------------------------------------
@@ -90,7 +104,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import multiprocessing
 import time
 import types
 from dataclasses import dataclass, field
@@ -103,8 +116,10 @@ from inflor_deploy.errors import InflorError
 from inflor_deploy.ir import nodes as n
 from inflor_deploy.ir.graph import Graph, infer_shapes
 from inflor_deploy.backends.sim.compare import Divergence, first_divergence
-from inflor_deploy.backends.lava.teardown import stop_runtime
-from inflor_deploy.backends.sim.int_reference import quantize_input, run_pipelined
+from inflor_deploy.backends.lava.teardown import create_runtime, guarded_run
+from inflor_deploy.backends.sim.int_reference import check_inputs, quantize_input, readout_scores, run_pipelined
+from inflor_deploy.backends.sim.lava_arith import LavaArithmeticError, lava_process
+from inflor_deploy.backends.sim.lava_arith import encode_dense_weights as _encode_dense_weights
 
 __all__ = [
     "ACCUMULATOR_VTH",
@@ -116,6 +131,7 @@ __all__ = [
     "LavaRun",
     "build_network",
     "compare_floating_pt",
+    "compare_runs",
     "compare_with_simulator",
     "encode_dense_weights",
     "run_lava",
@@ -177,42 +193,16 @@ def _lava() -> types.SimpleNamespace:
 def encode_dense_weights(weight: np.ndarray) -> tuple[np.ndarray, str, int]:
     """Weights, sign mode and ``weight_exp`` with which Lava's fixed_pt Dense/Sparse delivers ``W @ x`` exactly.
 
-    Lava's bit-accurate Dense (and Sparse) clips and truncates its weights
-    on the first step (``clip_weights(w, mode, 8)`` then
-    ``truncate_weights(w, mode, 8)``) and shifts the accumulated current by
-    ``weight_exp``. The encodings tried, first fit wins, with ``m = W >> e``
-    required exact for ``e = 0..7``:
-
-    * EXCITATORY, ``0 <= m <= 255``: kept as is;
-    * INHIBITORY, ``-255 <= m <= 0``: kept as is (note: -256 is not);
-    * MIXED, ``m`` even in ``[-256, 254]``: kept as is (the floored bit is 0);
-    * MIXED with ``2W`` and ``weight_exp = -1`` for any ``W`` in [-128, 127]:
-      ``(2W @ x) >> 1 == W @ x`` because the sum is even.
-
-    Returns:
-        ``(weights, sign mode name, weight_exp)``.
+    See :func:`inflor_deploy.backends.sim.lava_arith.encode_dense_weights`
+    (shared with the simulators, whose wrap depends on ``weight_exp``).
 
     Raises:
-        LavaBackendError: No encoding is exact (e.g. an odd weight of 201 in a mixed-sign matrix).
+        LavaBackendError: No encoding is exact.
     """
-    w = np.asarray(weight, dtype=np.int64)
-    for e in range(8):
-        if e and np.any(w % (1 << e)):
-            break
-        m = w >> e
-        lo, hi = int(m.min(initial=0)), int(m.max(initial=0))
-        if lo >= 0 and hi <= 255:
-            return m, "EXCITATORY", e
-        if hi <= 0 and lo >= -255:
-            return m, "INHIBITORY", e
-        if lo >= -256 and hi <= 254 and not np.any(m % 2):
-            return m, "MIXED", e
-        if e == 0 and lo >= -128 and hi <= 127:
-            return 2 * m, "MIXED", -1
-    raise LavaBackendError(
-        f"weights in [{int(w.min())}, {int(w.max())}] have no exact Lava Dense encoding "
-        "(8-bit mantissa, sign mode, weight_exp 0..7); re-quantize the layer"
-    )
+    try:
+        return _encode_dense_weights(weight)
+    except LavaArithmeticError as err:
+        raise LavaBackendError(str(err)) from err
 
 
 def _lava_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -287,7 +277,8 @@ class LavaNetwork:
         source: The input ``RingBuffer``.
         layers: Layer name -> its neuron Process.
         connections: Synapse name -> its connection Process (recurrent ones as ``"<layer>.recurrent"``).
-        readout: The ``Read`` sampling the accumulator's v once per sample window.
+        readout: The ``Read`` sampling the accumulator's v once per sample window (every
+            step for a mean-membrane readout).
         readout_skip: Reads the readout makes before sample 0's (discarded).
         spike_sinks: Layer name -> sink recording its spikes at every step (when recording).
         voltage_reads: Layer name -> ``Read`` of its v at every step (when recording).
@@ -336,6 +327,8 @@ def _readout_steps(graph: Graph, samples: int) -> int:
 
 def _recurrent_route_problem(node: n.FixedPointNeuron, shape: tuple[int, ...]) -> str | None:
     """Why the stock-CUBA route cannot even approximate this layer, or None."""
+    if np.ndim(node.vth) or np.ndim(node.reset_mant):
+        return "it has per-channel thresholds or reset amounts (stock LIF has one threshold per population)"
     if len(shape) != 1:
         return "it is a conv layer (the route needs a dense layer: one self-synapse per neuron)"
     if node.dv != 0:
@@ -363,6 +356,61 @@ RECURRENT_ROUTE_INEXACT = (
 )
 
 
+def input_frames(graph: Graph, images: np.ndarray, steps: int) -> tuple[np.ndarray, int]:
+    """The input ``RingBuffer``'s data for ``images`` and the message bits the frames need.
+
+    Samples run back to back: column ``k*R + t`` holds sample k's integer frame
+    of step t (t < T) in Lava's layout (:func:`_to_lava`): the same frame at
+    every step (direct encoding) or frame t of the sequence. The other
+    columns are zero.
+
+    Returns:
+        ``(frames [*lava_shape, steps] int64, num_message_bits)``.
+    """
+    R, T = graph.schedule.reset_interval, graph.timesteps
+    sequence = graph.input.encoding == "sequence"
+    x = _to_lava(quantize_input(graph, images), len(graph.input.shape))
+    frames = np.zeros((*x.shape[2 if sequence else 1 :], steps), dtype=np.int64)
+    for k in range(x.shape[0]):
+        for t in range(T):
+            if k * R + t < steps:
+                frames[..., k * R + t] = x[k, t] if sequence else x[k]
+    input_bits = max(1, int(np.abs(x).max(initial=0)).bit_length() + int(np.any(x < 0)))
+    return frames, input_bits
+
+
+def readout_reader(L, graph: Graph, steps: int, samples: int):
+    """``(Read process, reads to skip)`` sampling the accumulator's v as its readout needs.
+
+    Mean current and spike count: one read per sample, after global step
+    ``g = k*R + T + depth`` (``Read`` samples after step g when
+    ``(g - 1) % interval == offset``); mean membrane: v at every step, summed by
+    the host (:func:`readout_values`). Connect it with ``connect_var(<accumulator>.v)``.
+    """
+    s, T = graph.schedule, graph.timesteps
+    if graph.output.readout == "mean_membrane":
+        # v at every step g (buffer index g - 1); the host sums each sample's T steps.
+        return L.Read(buffer=steps, interval=1, offset=0), 0
+    first_read = T + s.depth[graph.output.name]
+    offset = (first_read - 1) % s.reset_interval
+    skip = (first_read - 1 - offset) // s.reset_interval
+    # One spare slot: with T = 1 a recorded run reaches one read past the last sample.
+    return L.Read(buffer=skip + samples + 1, interval=s.reset_interval, offset=offset), skip
+
+
+def readout_values(graph: Graph, data: np.ndarray, samples: int, skip: int) -> np.ndarray:
+    """``[B, *shape]`` readouts (IR layout) from the ``[*lava_shape, reads]`` data of :func:`readout_reader`'s Read."""
+    out = graph.output
+    if out.readout == "mean_membrane":
+        R, d = graph.schedule.reset_interval, graph.schedule.depth[out.name]
+        # Sample k, step t is global step k*R + t + 1 + d: buffer index k*R + t + d.
+        index = np.array([[k * R + t + d for t in range(graph.timesteps)] for k in range(samples)])
+        acc = np.moveaxis(data[..., index].sum(axis=-1), -1, 0)  # exact: float64 sums of integers
+    else:
+        acc = np.moveaxis(data[..., skip : skip + samples], -1, 0)
+    return _from_lava(acc, len(infer_shapes(graph)[out.name]))
+
+
 def build_network(
     graph: Graph,
     images: np.ndarray,
@@ -376,7 +424,8 @@ def build_network(
 
     Args:
         graph: A scheduled fixed-point graph (``QuantizeFixedPoint`` then ``ScheduleTimesteps``).
-        images: ``[B, C, H, W]`` (or ``[B, N]``) float images; quantized with the Input's grade scale.
+        images: ``[B, C, H, W]`` (or ``[B, N]``; ``[B, T, ...]`` for a sequence Input) float inputs inside the
+            Input's declared range; quantized with its grade scale.
         tag: ``"fixed_pt"`` (bit-accurate models; integer parameters as in the IR) or
             ``"floating_pt"`` (Lava's float models with the same parameters as
             reals: ``du -> (du + 1)/4096``, ``dv -> dv/4096``, bias in weight units).
@@ -397,10 +446,14 @@ def build_network(
         raise LavaBackendError(f"soft_reset must be one of {SOFT_RESET_ROUTES}, got {soft_reset!r}")
     shapes = _check_graph(graph)
     images = np.asarray(images)
-    if images.ndim < 2 or images.shape[0] < 1 or tuple(images.shape[1:]) != tuple(graph.input.shape):
+    sequence = graph.input.encoding == "sequence"
+    frame_shape = (graph.timesteps, *graph.input.shape) if sequence else tuple(graph.input.shape)
+    if images.ndim < 2 or images.shape[0] < 1 or tuple(images.shape[1:]) != frame_shape:
         raise LavaBackendError(
-            f"images must be [B, {', '.join(map(str, graph.input.shape))}] with B >= 1, got {images.shape}"
+            f"images must be [B, {', '.join(map(str, frame_shape))}] with B >= 1"
+            f"{' (a sequence: T frames per sample)' if sequence else ''}, got {images.shape}"
         )
+    check_inputs(graph.input, images)  # finite and inside the declared range
     recurrent_layers = []
     if soft_reset == "recurrent":
         for node in graph.of_type(n.FixedPointNeuron):
@@ -415,19 +468,11 @@ def build_network(
 
     L = _lava()
     fixed = tag == "fixed_pt"
-    schedule, samples, T = graph.schedule, images.shape[0], graph.timesteps
-    R = schedule.reset_interval
+    schedule, samples = graph.schedule, images.shape[0]
     steps = _trace_steps(graph, samples) if record else _readout_steps(graph, samples)
 
-    # Input frames, back to back: column k*R + t holds sample k's frame (t < T).
-    x = _to_lava(quantize_input(graph, images), len(graph.input.shape))
-    frames = np.zeros((*x.shape[1:], steps), dtype=np.int64)
-    for k in range(samples):
-        for t in range(T):
-            if k * R + t < steps:
-                frames[..., k * R + t] = x[k]
+    frames, input_bits = input_frames(graph, images, steps)
     source = L.FrameSource(data=frames.astype(np.int32) if fixed else frames.astype(np.float64))
-    input_bits = max(1, int(np.abs(x).max(initial=0)).bit_length() + int(np.any(x < 0)))
 
     layers: dict[str, Any] = {}
     for node in graph.of_type(n.FixedPointNeuron, n.FixedPointAccumulator):
@@ -458,14 +503,8 @@ def build_network(
         proc.a_out.connect(layers[name].a_in)
         connections[f"{name}.recurrent"] = proc
 
-    # One read per sample, at g = k*R + T + depth(out): (g - 1) % R == offset.
-    out_node = graph.output
-    first_read = T + schedule.depth[out_node.name]
-    offset = (first_read - 1) % R
-    skip = (first_read - 1 - offset) // R
-    # One spare slot: with T = 1 a recorded run reaches one read past the last sample.
-    readout = L.Read(buffer=skip + samples + 1, interval=R, offset=offset)
-    readout.connect_var(layers[out_node.name].v)
+    readout, skip = readout_reader(L, graph, steps, samples)
+    readout.connect_var(layers[graph.output.name].v)
 
     spike_sinks, voltage_reads = {}, {}
     if record:
@@ -493,6 +532,19 @@ def build_network(
     )
 
 
+def _per_neuron(value, shape: tuple[int, ...]) -> np.ndarray:
+    """A layer's scalar or per-channel integer as one value per neuron, in Lava's (W, H, C) layout."""
+    array = np.asarray(n.per_channel(np.asarray(value, dtype=np.int64), len(shape)), dtype=np.int64)
+    return np.ascontiguousarray(_to_lava(np.broadcast_to(array, shape), len(shape)))
+
+
+def _uses_stock_lif(node: n.Node) -> bool:
+    """Whether a layer runs on Lava's stock ``LIFReset``: the accumulator, and hard-reset layers with one threshold."""
+    if isinstance(node, n.FixedPointAccumulator):
+        return True
+    return node.reset == "zero" and np.ndim(node.vth) == 0
+
+
 def _neuron(L, node, shape, schedule, fixed: bool, recurrent: bool):
     """The Lava neuron Process of one layer (or the accumulator)."""
     lava_shape = _lava_shape(shape)
@@ -502,8 +554,14 @@ def _neuron(L, node, shape, schedule, fixed: bool, recurrent: bool):
     )
     accumulator = isinstance(node, n.FixedPointAccumulator)
     du = 4095 if accumulator else int(node.du)
-    dv = 0 if accumulator else int(node.dv)
-    vth = ACCUMULATOR_VTH if accumulator else int(node.vth)
+    dv = int(node.dv)
+    stock = _uses_stock_lif(node) or recurrent
+    if accumulator:
+        vth = ACCUMULATOR_VTH
+    elif stock:
+        vth = int(node.vth)
+    else:
+        vth = _per_neuron(node.vth, shape)
     if recurrent:
         # Stock-CUBA route: u holds the membrane (du = 0), v copies u (dv = 4095).
         du, dv = 0, 4095
@@ -514,15 +572,17 @@ def _neuron(L, node, shape, schedule, fixed: bool, recurrent: bool):
         params = dict(
             du=(du + 1) / 4096,
             dv=dv / 4096,
-            vth=float(np.inf) if accumulator else float(vth),
+            vth=float(np.inf) if accumulator else (float(vth) if stock else vth.astype(np.float64)),
             bias_mant=bias * 2.0 ** (int(node.bias_exp) - 6),
             bias_exp=0,
             **common,
         )
-    if isinstance(node, n.FixedPointNeuron) and node.reset == "subtract" and not recurrent:
-        reset = int(node.reset_mant) if fixed else float(node.reset_mant)
-        return L.SoftResetLIF(reset_mant=reset, name=node.name, **params)
-    return L.LIFReset(name=node.name, **params)
+    if stock:
+        return L.LIFReset(name=node.name, **params)
+    reset = _per_neuron(node.reset_mant, shape)
+    return L.SoftResetLIF(
+        reset_mant=reset if fixed else reset.astype(np.float64), reset_mode=node.reset, name=node.name, **params
+    )
 
 
 def _dense_process(L, weight: np.ndarray, delay: int, bits: int, fixed: bool, sparse: bool = False):
@@ -555,11 +615,18 @@ def _connection(L, syn: n.FixedPointSynapse, in_shape, out_shape, bits: int, fix
             f"synapse {syn.name!r} has a delay of {syn.delay} steps; Lava's DelayDense/DelaySparse "
             f"allow at most {MAX_DELAY} (6-bit delays)"
         )
-    if syn.kind == "dense":
+    process = lava_process(syn, graded=bits > 0)
+    if process in ("Dense", "DelayDense"):
         proc = _dense_process(L, _dense_for_lava(syn.weight, in_shape), syn.delay, bits, fixed)
         return proc, proc.s_in, proc.a_out
-    if syn.delay:
-        matrix = _conv_matrix(syn, in_shape, out_shape)
+    if process == "DelaySparse":
+        from scipy.sparse import csr_matrix
+
+        if syn.kind == "conv":
+            matrix = _conv_matrix(syn, in_shape, out_shape)
+        else:
+            matrix = csr_matrix(np.asarray(_dense_for_lava(syn.weight, in_shape), dtype=np.int64))
+            matrix.eliminate_zeros()
         proc = _dense_process(L, matrix, syn.delay, bits, fixed, sparse=True)
         return proc, proc.s_in, proc.a_out
     kernel = _conv_kernel_for_lava(syn.weight)
@@ -583,9 +650,10 @@ class LavaRun:
     """Result of :func:`run_lava`.
 
     Attributes:
-        accumulator: ``[B, classes]`` accumulator v at the end of each sample
-            window: int64 in v units (64 per weight unit) for fixed_pt,
-            float64 in weight units for floating_pt.
+        accumulator: ``[B, classes]`` integer readout of each sample window
+            (v after its last step, or the sum of v over its T steps for a
+            mean-membrane readout): int64 in v units (64 per weight unit) for
+            fixed_pt, float64 in weight units for floating_pt.
         spikes: Neuron layer -> ``[G, ...]`` uint8 spikes at global steps
             ``g = 1..G`` (index ``g - 1``), per-sample shape in the IR's
             ``(C, H, W)`` order: the layout of ``run_pipelined``'s raw traces.
@@ -642,34 +710,21 @@ def run_lava(
     L = _lava()
     shapes = infer_shapes(graph)
     anchor = net.source
-    with interrupts.signals_raise(), interrupts.quiet_children():
-        started_before = set(multiprocessing.active_children())
-        try:
-            t0 = time.perf_counter()
-            # Held back while Lava compiles and forks its workers: raised inside a fork (in another
-            # library's after-fork hook) a signal would be dropped, or leave a lock held.
-            with interrupts.deferred():
-                anchor.create_runtime(run_cfg=L.Loihi2SimCfg(select_tag=tag))
-            t1 = time.perf_counter()
-            _run_watched(anchor, L.RunSteps(num_steps=net.steps, blocking=False))
-            t2 = time.perf_counter()
-            out = graph.output
-            data = np.asarray(net.readout.data.get())  # [*lava_shape, reads]
-            acc = np.moveaxis(data[..., net.readout_skip : net.readout_skip + net.samples], -1, 0)
-            acc = _from_lava(acc, len(shapes[out.name]))
-            spikes = {
-                name: _from_lava(np.moveaxis(np.asarray(sink.data.get()), -1, 0), len(shapes[name])).astype(np.uint8)
-                for name, sink in net.spike_sinks.items()
-            }
-            voltages = {
-                name: _from_lava(np.moveaxis(np.asarray(read.data.get()), -1, 0), len(shapes[name]))
-                for name, read in net.voltage_reads.items()
-            }
-        except BaseException as err:
-            # Failed or interrupted: kill the workers, free the shared memory, and say so.
-            err.add_note(stop_runtime(anchor, graceful=False, started_before=started_before).summary())
-            raise
-        stop_runtime(anchor, graceful=True, started_before=started_before)
+    with guarded_run(anchor):
+        t0 = time.perf_counter()
+        create_runtime(anchor, L.Loihi2SimCfg(select_tag=tag))
+        t1 = time.perf_counter()
+        _run_watched(anchor, L.RunSteps(num_steps=net.steps, blocking=False))
+        t2 = time.perf_counter()
+        acc = readout_values(graph, np.asarray(net.readout.data.get()), net.samples, net.readout_skip)
+        spikes = {
+            name: _from_lava(np.moveaxis(np.asarray(sink.data.get()), -1, 0), len(shapes[name])).astype(np.uint8)
+            for name, sink in net.spike_sinks.items()
+        }
+        voltages = {
+            name: _from_lava(np.moveaxis(np.asarray(read.data.get()), -1, 0), len(shapes[name]))
+            for name, read in net.voltage_reads.items()
+        }
     if tag == "fixed_pt":
         acc = np.rint(acc).astype(np.int64)
         voltages = {k: np.rint(v).astype(np.int64) for k, v in voltages.items()}
@@ -803,11 +858,24 @@ def compare_with_simulator(
 
     t0 = time.perf_counter()
     reference = simulate(graph, images, view="pipelined", record=True)
-    raw = reference.raw
     reference_seconds = time.perf_counter() - t0
     lava = run_lava(
         graph, images, record_layers=True, tag="fixed_pt", soft_reset=soft_reset, allow_inexact=allow_inexact
     )
+    return compare_runs(graph, reference, lava, reference_seconds=reference_seconds)
+
+
+def compare_runs(graph: Graph, reference, lava: LavaRun, *, reference_seconds: float = 0.0) -> LavaParity:
+    """Parity of a recorded fixed_pt Lava run with the simulator's recorded pipelined run of the same samples.
+
+    Args:
+        graph: The scheduled fixed-point graph both ran.
+        reference: ``simulate(graph, images, view="pipelined", record=True)``.
+        lava: A :class:`LavaRun` with every layer's spikes and v recorded
+            (``[G, ...]`` at global steps 1..G, the IR's layout) and the readout.
+        reference_seconds: Wall time of the reference run, reported.
+    """
+    raw = reference.raw
     order = [node.name for node in graph.of_type(n.FixedPointNeuron, n.FixedPointAccumulator)]
     # One "batch" of the whole pipelined run: [G, 1, ...].
     ref = {kind: {k: v[:, None] for k, v in raw[kind].items()} for kind in ("spikes", "voltages")}
@@ -848,7 +916,7 @@ def compare_with_simulator(
         steps=lava.steps,
         lava_seconds=lava.seconds,
         reference_seconds=reference_seconds,
-        soft_reset=soft_reset,
+        soft_reset=lava.soft_reset,
     )
 
 
@@ -862,7 +930,7 @@ class FloatAgreement:
         class_agreement: Fraction of samples whose argmax class equals the integer reference's.
         float_graph_spike_agreement: Layer -> fraction equal vs ``run_float(float_graph)``, when given.
         float_graph_class_agreement: Argmax agreement vs the float graph, when given.
-        max_score_error: Largest ``|score_lava_float - score_int|`` (class scores ``v / (scale * T)``).
+        max_score_error: Largest ``|score_lava_float - score_int|`` (class scores of the graph's readout).
         samples: Samples compared.
     """
 
@@ -898,10 +966,9 @@ def compare_floating_pt(graph: Graph, images: np.ndarray, *, float_graph: Graph 
     lava = run_lava(graph, images, record_layers=True, tag="floating_pt")
     spikes = _deskew(graph, lava.spikes, samples)
     agreement = {name: float(np.mean(spikes[name] == reference.spikes[name])) for name in spikes}
-    out = graph.output
     # Fixed: v in 64ths of a weight unit; float: weight units.
-    int_scores = reference.accumulator / (_V_UNITS * out.scale * graph.timesteps)
-    float_scores = lava.accumulator / (out.scale * graph.timesteps)
+    int_scores = readout_scores(graph, reference.accumulator)
+    float_scores = readout_scores(graph, lava.accumulator * _V_UNITS)
     class_agreement = float(np.mean(int_scores.argmax(1) == float_scores.argmax(1)))
     fg_spikes = fg_class = None
     if float_graph is not None:

@@ -27,10 +27,12 @@ the private attributes above are used on purpose, and only here.
 from __future__ import annotations
 
 import contextlib
+import multiprocessing
 import os
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Iterator
 
 from inflor_deploy import interrupts
 
@@ -112,6 +114,43 @@ def stop_runtime(anchor, *, graceful: bool, started_before: set | None = None,
         if os.path.isdir(_SHM_DIR):
             result.leftover_segments = [s for s in names if os.path.exists(os.path.join(_SHM_DIR, s.lstrip("/")))]
         return result
+
+
+@contextlib.contextmanager
+def guarded_run(anchor) -> Iterator[None]:
+    """Run a Lava network inside the block so that no fault leaves a worker or a segment behind.
+
+    Inside the block SIGINT, SIGTERM and SIGHUP raise
+    :class:`~inflor_deploy.interrupts.Interrupted`, and every process Lava
+    forks ignores them and dies with this one
+    (:func:`~inflor_deploy.interrupts.quiet_children`). When the block ends
+    the runtime of ``anchor``'s network is stopped: gracefully after a
+    normal end; after an exception or a signal the workers are killed, the
+    shared memory freed, strays reaped, and what was stopped is added to the
+    exception as a note (the CLI's one line reports it). Every Lava runner
+    (ours, NetX) starts its runtime inside this block with
+    :func:`create_runtime`.
+    """
+    with interrupts.signals_raise(), interrupts.quiet_children():
+        started_before = set(multiprocessing.active_children())
+        try:
+            yield
+        except BaseException as err:
+            err.add_note(stop_runtime(anchor, graceful=False, started_before=started_before).summary())
+            raise
+        stop_runtime(anchor, graceful=True, started_before=started_before)
+
+
+def create_runtime(anchor, run_cfg) -> None:
+    """``anchor.create_runtime(run_cfg=run_cfg)`` with termination signals held back until it returns.
+
+    Lava compiles and forks its workers here; a signal handled inside another
+    library's after-fork hook would be dropped, or leave that library's lock
+    held, so it is raised when the workers exist (and :func:`guarded_run`
+    then stops them).
+    """
+    with interrupts.deferred():
+        anchor.create_runtime(run_cfg=run_cfg)
 
 
 def _alive(process) -> bool:

@@ -7,7 +7,9 @@ ONNX runtime reproduces :func:`inflor_deploy.backends.sim.int_reference.run_alig
 timestep of the aligned view (every layer at the same t; synaptic delays
 only matter in the pipelined view and are ignored, as ``run_aligned`` does)::
 
-    inputs : image [batch, C, H, W]   float32, the static frame
+    inputs : image [batch, C, H, W]   float32, the frame of step t (the same frame at
+                                      every step for direct encoding; frame t of a
+                                      sequence Input: ``inflor.input_encoding``)
              <layer>.u, <layer>.v     int64 [batch, *shape], u and v of every neuron
                                       layer and of the accumulator after step t-1
     outputs: <neuron>.spikes          uint8, the step's spikes
@@ -34,17 +36,20 @@ Operators, and why each is exact:
   onnxruntime has no float64 ``Conv`` kernel, so such a conv synapse raises
   :class:`ExportError`.
 * Currents into a layer are summed in int64 (``Add``, ``<layer>.current``).
-* ``FixedPointNeuron``: one node ``inflor.LoihiNeuron(A, U, V, B) -> (S, U_next, V_next)``
-  with attributes ``vth``, ``reset`` ("subtract"/"zero"), ``reset_mant``,
-  ``du``, ``dv``, ``bias_exp`` and the bias mantissas as input ``B``
-  (initializer ``<neuron>.bias_mant``, int64, layer shape). Its
-  FunctionProto body is int64 ONNX, step for step the reference::
+* ``FixedPointNeuron``: one node ``inflor.LoihiNeuron(A, U, V, B, VTH, RESET) -> (S, U_next, V_next)``
+  with attributes ``reset`` ("subtract"/"zero"/"none"), ``du``, ``dv``,
+  ``bias_exp``; the bias mantissas as input ``B`` (initializer
+  ``<neuron>.bias_mant``, int64, layer shape), the threshold and reset
+  mantissas as inputs ``VTH`` and ``RESET`` (initializers ``<neuron>.vth``,
+  ``<neuron>.reset_mant``, int64, shape ``[]`` or per channel ``[C, 1, 1]`` /
+  ``[C]``). Its FunctionProto body is int64 ONNX, step for step the reference::
 
+      a = wrap_32(a)                                 (Lava's int32 arithmetic)
       u = sign(u*(4095-du)) * (|u*(4095-du)| // 4096)
-      u = u + a*64 ;  u' = Where(u > 2^23, u - 2^24, u) ;  u = Where(u' <= -2^23, u + 2^24, u')
+      u = wrap_32(u + wrap_32(a*64)) ;  u' = Where(u > 2^23, u - 2^24, u) ;  u = Where(u' <= -2^23, u + 2^24, u')
       v = sign(v*(4096-dv)) * (|v*(4096-dv)| // 4096)
-      v = Clip(v + u + eb, -(2^23-1), 2^23-1)          eb = b * 2^e  or  floor(b / 2^-e)
-      s = v > vth*64 ;  v = v - Where(s, reset_mant*64, 0)  |  Where(s, 0, v)
+      v = Clip(wrap_32(wrap_32(v + u) + eb), -(2^23-1), 2^23-1)   eb = b * 2^e  or  floor(b / 2^-e)
+      s = v > vth*64 ;  v = v - Where(s, reset_mant*64, 0)  |  Where(s, 0, v)  |  v (none)
 
   ``x << 6`` is written ``x * 64`` (the same integer for either sign; ONNX
   ``BitShift`` is defined for unsigned types only). Every ``Div`` divides a
@@ -54,12 +59,18 @@ Operators, and why each is exact:
   runtime-dependent trap. The right shift of a negative bias by ``-e`` is
   built as ``-ceil(|b| / 2^-e)`` for the same reason.
 * ``FixedPointAccumulator``: ``inflor.LoihiAccumulator(A, U, V, B) -> (U_next, V_next)``
-  with attributes ``du`` (4095), ``dv`` (0), ``bias_exp``: the same update
-  without spike and reset.
+  with attributes ``du`` (4095), ``dv`` (its leak; 0 but for a mean-membrane
+  readout), ``bias_exp``: the same update without spike and reset. The
+  node's ``metadata_props`` ``inflor.readout`` names the readout;
+  :func:`run_fixed_onnx` forms the integer readout from the states (v after
+  the last step, or the sum of v over the T steps).
 
 The model's ``metadata_props`` hold ``inflor.timesteps``, ``inflor.model_name``,
 ``inflor.input_node``, ``inflor.grade_scale``, ``inflor.input_bound`` (the
-largest ``|image|`` the exactness proof covers) and ``inflor.semantics``.
+largest ``|image|`` the exactness proof covers; by default the larger end of
+the Input's declared range), ``inflor.input_range`` (that range:
+:func:`run_fixed_onnx` refuses inputs outside it), ``inflor.input_encoding``
+and ``inflor.semantics``.
 :func:`run_fixed_onnx` steps the model with onnxruntime.
 """
 
@@ -85,7 +96,8 @@ from inflor_deploy.backends.onnx.float_model import (
 from inflor_deploy.errors import ExportError
 from inflor_deploy.ir import nodes as n
 from inflor_deploy.ir.graph import Graph, validate
-from inflor_deploy.backends.sim.int_reference import ACT_SHIFT, DECAY_UNIT, U_LIMIT, V_LIMIT, VTH_SHIFT
+from inflor_deploy.backends.sim.int_reference import ACT_SHIFT, DECAY_UNIT, GRADED_LIMIT, U_LIMIT, V_LIMIT, VTH_SHIFT
+from inflor_deploy.backends.sim.lava_arith import INT32_LIMIT, INT32_MIN, synapse_arithmetic
 
 __all__ = [
     "ACCUMULATOR_OP",
@@ -111,7 +123,7 @@ FLOAT32_EXACT_LIMIT = 2**24
 #: The same for float64 (dense synapses only; onnxruntime has no float64 Conv).
 FLOAT64_EXACT_LIMIT = 2**53
 
-_NEURON_ATTRIBUTES = ("vth", "reset", "reset_mant", "du", "dv", "bias_exp")
+_NEURON_ATTRIBUTES = ("reset", "du", "dv", "bias_exp")
 _ACCUMULATOR_ATTRIBUTES = ("du", "dv", "bias_exp")
 
 _META_TIMESTEPS = "inflor.timesteps"
@@ -120,6 +132,8 @@ _META_INPUT = "inflor.input_node"
 _META_SEMANTICS = "inflor.semantics"
 _META_GRADE_SCALE = "inflor.grade_scale"
 _META_INPUT_BOUND = "inflor.input_bound"
+_META_INPUT_RANGE = "inflor.input_range"
+_META_INPUT_ENCODING = "inflor.input_encoding"
 
 
 # =========================================================================== functions
@@ -153,6 +167,24 @@ def _decay(x: str, factor: str, out: str) -> list[onnx.NodeProto]:
         make("Abs", [f"{out}_product"], [f"{out}_abs"]),
         make("Div", [f"{out}_abs", "decay_unit"], [f"{out}_magnitude"]),
         make("Mul", [f"{out}_sign", f"{out}_magnitude"], [out]),
+    ]
+
+
+def _wrap_nodes(x: str, out: str, bits: int, prefix: str | None = None) -> list[onnx.NodeProto]:
+    """``out = Mod(x + 2^(bits-1), 2^bits) - 2^(bits-1)``: Lava's two's complement wrap, in int64.
+
+    Inside a function body the constants are local tensors; in the main
+    graph (``prefix`` given) they are named after the node that wraps.
+    """
+    make = helper.make_node
+    p = prefix or out
+    half, period = f"{p}_half{bits}", f"{p}_period{bits}"
+    return [
+        _int_constant(half, 1 << (bits - 1)),
+        _int_constant(period, 1 << bits),
+        make("Add", [x, half], [f"{p}_shifted"]),
+        make("Mod", [f"{p}_shifted", period], [f"{p}_mod"], fmod=0),  # floors: in [0, 2^bits)
+        make("Sub", [f"{p}_mod", half], [out]),
     ]
 
 
@@ -190,22 +222,28 @@ def _cuba_body(v_out: str) -> list[onnx.NodeProto]:
         make("Where", ["bias_nonneg", "bias_floor_pos", "bias_floor_neg"], ["bias_right"]),
         make("GreaterOrEqual", ["bias_exp", "zero"], ["exp_nonneg"]),
         make("Where", ["exp_nonneg", "bias_left", "bias_right"], ["eb"]),
-        # u = decay(u, 4096 - (du + 1)) + a << 6, wrapped once into (-2^23, 2^23]
+        # u = wrap_32(decay(u, 4096 - (du + 1)) + wrap_32(wrap_32(a) << 6)), then wrapped once
+        # into (-2^23, 2^23] (Lava's int32 arithmetic, then its single 24-bit wrap)
+        *_wrap_nodes("A", "a_int32", 32),
         make("Sub", ["decay_max", "du"], ["u_factor"]),
         *_decay("U", "u_factor", "u_decayed"),
-        make("Mul", ["A", "act_unit"], ["a_shifted"]),
-        make("Add", ["u_decayed", "a_shifted"], ["u_raw"]),
+        make("Mul", ["a_int32", "act_unit"], ["a_times_64"]),
+        *_wrap_nodes("a_times_64", "a_shifted", 32),
+        make("Add", ["u_decayed", "a_shifted"], ["u_sum"]),
+        *_wrap_nodes("u_sum", "u_raw", 32),
         make("Greater", ["u_raw", "u_limit"], ["u_over"]),
         make("Sub", ["u_raw", "u_period"], ["u_down"]),
         make("Where", ["u_over", "u_down", "u_raw"], ["u_once"]),
         make("LessOrEqual", ["u_once", "u_neg_limit"], ["u_under"]),
         make("Add", ["u_raw", "u_period"], ["u_up"]),  # from the unwrapped u, as Lava does
         make("Where", ["u_under", "u_up", "u_once"], ["U_next"]),
-        # v = clip(decay(v, 4096 - dv) + u + eb)
+        # v = clip(wrap_32(wrap_32(decay(v, 4096 - dv) + u) + eb))
         make("Sub", ["decay_unit", "dv"], ["v_factor"]),
         *_decay("V", "v_factor", "v_decayed"),
-        make("Add", ["v_decayed", "U_next"], ["v_plus_u"]),
-        make("Add", ["v_plus_u", "eb"], ["v_raw"]),
+        make("Add", ["v_decayed", "U_next"], ["v_plus_u_sum"]),
+        *_wrap_nodes("v_plus_u_sum", "v_plus_u", 32),
+        make("Add", ["v_plus_u", "eb"], ["v_sum"]),
+        *_wrap_nodes("v_sum", "v_raw", 32),
         make("Clip", ["v_raw", "v_min", "v_max"], [v_out]),
     ]
 
@@ -214,25 +252,26 @@ def loihi_neuron_function() -> onnx.FunctionProto:
     """``inflor.LoihiNeuron(A, U, V, B) -> (S, U_next, V_next)`` in int64 ONNX (module docstring)."""
     make = helper.make_node
     body = _cuba_body("v_clipped") + [
-        _attribute_constant("vth", "vth"),
-        _attribute_constant("reset_mant", "reset_mant"),
         _attribute_constant("reset_mode", "reset", kind="value_string"),
         make("Constant", [], ["subtract"], value=helper.make_tensor("subtract", TensorProto.STRING, [], [b"subtract"])),
+        make("Constant", [], ["zero_mode"], value=helper.make_tensor("zero_mode", TensorProto.STRING, [], [b"zero"])),
         _int_constant("vth_unit", 2**VTH_SHIFT),
-        make("Mul", ["vth", "vth_unit"], ["threshold"]),
+        make("Mul", ["VTH", "vth_unit"], ["threshold"]),
         make("Greater", ["v_clipped", "threshold"], ["fired"]),  # strict, as the hardware
         make("Cast", ["fired"], ["S"], to=TensorProto.UINT8),
-        make("Mul", ["reset_mant", "act_unit"], ["reset_amount"]),
+        make("Mul", ["RESET", "act_unit"], ["reset_amount"]),
         make("Where", ["fired", "reset_amount", "zero"], ["removed"]),
         make("Sub", ["v_clipped", "removed"], ["v_soft"]),
         make("Where", ["fired", "zero", "v_clipped"], ["v_hard"]),
         make("Equal", ["reset_mode", "subtract"], ["is_soft"]),
-        make("Where", ["is_soft", "v_soft", "v_hard"], ["V_next"]),
+        make("Equal", ["reset_mode", "zero_mode"], ["is_hard"]),
+        make("Where", ["is_hard", "v_hard", "v_clipped"], ["v_hard_or_none"]),
+        make("Where", ["is_soft", "v_soft", "v_hard_or_none"], ["V_next"]),
     ]
     return helper.make_function(
         DOMAIN,
         NEURON_OP,
-        ["A", "U", "V", "B"],
+        ["A", "U", "V", "B", "VTH", "RESET"],
         ["S", "U_next", "V_next"],
         body,
         [helper.make_opsetid("", OPSET)],
@@ -280,7 +319,7 @@ def _value_info(name: str, dtype: int, shape: tuple[int, ...]) -> onnx.ValueInfo
 
 
 class _Writer:
-    def __init__(self, graph: Graph, input_bound: float) -> None:
+    def __init__(self, graph: Graph, input_bound: float) -> None:  # noqa: D107
         self.graph = graph
         self.shapes = validate(graph)
         self.input_bound = input_bound
@@ -320,6 +359,11 @@ class _Writer:
         ]
         # round() is monotone, so |image| <= input_bound gives |graded| <= rint(input_bound * scale).
         input_max = int(np.rint(np.float64(self.input_bound) * np.float64(scale)))
+        if input_max >= GRADED_LIMIT:
+            raise ExportError(
+                f"input bound {self.input_bound:g} x grade scale {scale:g} exceeds the 32-bit graded payload; "
+                "reduce the input range or the grade scale"
+            )
         self.tensor[node.name] = (graded, TensorProto.DOUBLE, abs(input_max))
 
     def add_synapse(self, node: n.FixedPointSynapse) -> None:
@@ -330,41 +374,117 @@ class _Writer:
         # The input itself must also survive the Cast (it does whenever some weight is nonzero).
         bound = max(synapse_sum_bound(node, input_max), input_max)
         if bound < FLOAT32_EXACT_LIMIT:
-            dtype, np_type = TensorProto.FLOAT, np.float32
+            exact, compute = self.sum_in_float(node, TensorProto.FLOAT), "float32"
         elif node.kind == "dense" and bound < FLOAT64_EXACT_LIMIT:
-            dtype, np_type = TensorProto.DOUBLE, np.float64
+            exact, compute = self.sum_in_float(node, TensorProto.DOUBLE), "float64"
         else:
-            raise ExportError(
-                f"synapse {name!r} ({node.kind}): its partial sums can reach {bound} "
-                f"(sum |w| per output x input bound {input_max}), beyond what "
-                + ("float32 (2^24) holds exactly, and onnxruntime has no float64 Conv"
-                   if node.kind == "conv" else "float64 (2^53) holds exactly")
-                + "; requantize with smaller weights or a smaller grade_scale, or export a smaller input_bound"
-            )  # fmt: skip
+            exact, compute = self.sum_in_limbs(node, input_max), "float32 limbs"
+        proto = self.nodes[-2] if compute != "float32 limbs" else None
+        if proto is not None:
+            _set_meta(proto, "inflor.sum_bound", bound)
+            _set_meta(proto, "inflor.compute_type", compute)
+            _set_meta(proto, "inflor.delay", node.delay)
+        arith = synapse_arithmetic(node, isinstance(self.graph.node(source), n.Input))
+        if arith.can_wrap(bound):
+            make = helper.make_node
+            wrapped_input = exact
+            if arith.process == "Conv":  # Lava casts its float64 sum to int32: -2^31 out of range
+                limit, low, big, cast = (f"{name}.{s}" for s in ("int32_limit", "int32_min", "out_of_int32", "as_int32"))
+                self.initializers += [
+                    numpy_helper.from_array(np.array(INT32_LIMIT, np.int64), limit),
+                    numpy_helper.from_array(np.array(INT32_MIN, np.int64), low),
+                ]
+                self.nodes += [
+                    make("Abs", [exact], [f"{name}.abs"], name=f"{name}.abs"),
+                    make("GreaterOrEqual", [f"{name}.abs", limit], [big], name=big),
+                    make("Where", [big, low, exact], [cast], name=cast),
+                ]
+                wrapped_input = cast
+            wraps = _wrap_nodes(wrapped_input, name, arith.wrap_bits, prefix=f"{name}.wrap")
+            for i, proto_ in enumerate(wraps):
+                proto_.name = f"{name}.wrap_{i}"
+            self.nodes += wraps
+            _set_meta(self.nodes[-1], "inflor.lava_wrap_bits", arith.wrap_bits)
+        else:
+            self.nodes.append(helper.make_node("Identity", [exact], [name], name=name + ".current"))
+        self.tensor[name] = (name, TensorProto.INT64, bound)
+
+    def sum_in_float(self, node: n.FixedPointSynapse, dtype: int) -> str:
+        """The exact sum, computed in float32/float64 (proven exact by the bound) and cast to int64."""
+        name = node.name
         weight = np.asarray(node.weight)
         weight_name = f"{name}.weight"
+        np_type = np.float32 if dtype == TensorProto.FLOAT else np.float64
         self.initializers.append(numpy_helper.from_array(weight.astype(np_type), weight_name))
-        x = self.as_type(source, dtype)
-        total = f"{name}.sum"
+        total = self.emit_sum(node, self.as_type(node.sources[0], dtype), weight_name, f"{name}.sum", name)
+        exact = f"{name}.exact"
+        self.nodes.append(helper.make_node("Cast", [total], [exact], name=f"{name}.to_int64", to=TensorProto.INT64))
+        return exact
+
+    def emit_sum(self, node: n.FixedPointSynapse, x: str, weight_name: str, total: str, proto_name: str) -> str:
+        """Conv or (Flatten +) Gemm of x with the weights into ``total``."""
+        weight = np.asarray(node.weight)
         if node.kind == "conv":
             proto = helper.make_node(
-                "Conv", [x, weight_name], [total], name=name,
+                "Conv", [x, weight_name], [total], name=proto_name,
                 kernel_shape=list(weight.shape[2:]), strides=list(node.stride),
                 pads=[node.padding[0], node.padding[1], node.padding[0], node.padding[1]],
                 dilations=[1, 1], group=int(node.groups),
             )  # fmt: skip
         else:
-            if len(self.shapes[source]) != 1:
-                flat = f"{name}.flatten"
+            if len(self.shapes[node.sources[0]]) != 1:
+                flat = f"{total}.flatten"
                 self.nodes.append(helper.make_node("Flatten", [x], [flat], name=flat, axis=1))
                 x = flat
-            proto = helper.make_node("Gemm", [x, weight_name], [total], name=name, transB=1)
-        _set_meta(proto, "inflor.sum_bound", bound)
-        _set_meta(proto, "inflor.compute_type", "float32" if dtype == TensorProto.FLOAT else "float64")
-        _set_meta(proto, "inflor.delay", node.delay)
+            proto = helper.make_node("Gemm", [x, weight_name], [total], name=proto_name, transB=1)
         self.nodes.append(proto)
-        self.nodes.append(helper.make_node("Cast", [total], [name], name=f"{name}.to_int64", to=TensorProto.INT64))
-        self.tensor[name] = (name, TensorProto.INT64, bound)
+        return total
+
+    def sum_in_limbs(self, node: n.FixedPointSynapse, input_max: int) -> str:
+        """The exact sum of a synapse too large for one float pass: limbs of k bits (module docstring)."""
+        name = node.name
+        reach = synapse_sum_bound(node, 1)
+        k = 0
+        while reach * ((1 << (k + 1)) - 1) < FLOAT32_EXACT_LIMIT:
+            k += 1
+        if k < 1:
+            raise ExportError(
+                f"synapse {name!r}: sum |w| = {reach} per output reaches 2^24, so not even one-bit limbs of its "
+                "input sum exactly in float32; requantize with smaller weights"
+            )
+        limbs = max(1, -(-max(int(input_max), 1).bit_length() // k))
+        make = helper.make_node
+        weight_name = f"{name}.weight"
+        self.initializers.append(numpy_helper.from_array(np.asarray(node.weight).astype(np.float32), weight_name))
+        x = self.as_type(node.sources[0], TensorProto.INT64)
+        sign, magnitude, base = f"{name}.sign", f"{name}.magnitude", f"{name}.limb_base"
+        self.initializers.append(numpy_helper.from_array(np.array(1 << k, np.int64), base))
+        self.nodes += [make("Sign", [x], [sign], name=sign), make("Abs", [x], [magnitude], name=magnitude)]
+        total = None
+        for j in range(limbs):
+            shift, digit, signed, as_float = (f"{name}.limb{j}_{s}" for s in ("shift", "digit", "signed", "float"))
+            self.initializers.append(numpy_helper.from_array(np.array(1 << (j * k), np.int64), shift))
+            quotient = f"{name}.limb{j}_quotient"
+            self.nodes += [
+                make("Div", [magnitude, shift], [quotient], name=quotient),  # non-negative: exact floor
+                make("Mod", [quotient, base], [digit], name=digit, fmod=0),
+                make("Mul", [sign, digit], [signed], name=signed),
+                make("Cast", [signed], [as_float], name=as_float, to=TensorProto.FLOAT),
+            ]
+            part = self.emit_sum(node, as_float, weight_name, f"{name}.limb{j}_sum", f"{name}.limb{j}")
+            _set_meta(self.nodes[-1], "inflor.compute_type", f"float32 limb {j} of {limbs} ({k} bits)")
+            part_int, scaled = f"{name}.limb{j}_int", f"{name}.limb{j}_scaled"
+            self.nodes += [
+                make("Cast", [part], [part_int], name=part_int, to=TensorProto.INT64),
+                make("Mul", [part_int, shift], [scaled], name=scaled),
+            ]
+            if total is None:
+                total = scaled
+            else:
+                added = f"{name}.limb{j}_total"
+                self.nodes.append(make("Add", [total, scaled], [added], name=added))
+                total = added
+        return total
 
     def current(self, node: n.Node) -> str:
         """The int64 sum of the source synapses' currents, in source order."""
@@ -388,21 +508,26 @@ class _Writer:
         u, v, u_next, v_next = f"{name}.u", f"{name}.v", f"{name}.u_next", f"{name}.v_next"
         inputs = [self.current(node), u, v, bias_name]
         if isinstance(node, n.FixedPointNeuron):
-            if node.reset not in ("subtract", "zero"):
-                raise ExportError(f"neuron {name!r}: reset {node.reset!r} must be 'subtract' or 'zero'")
+            if node.reset not in n.RESET_MODES:
+                raise ExportError(f"neuron {name!r}: reset {node.reset!r} must be one of {n.RESET_MODES}")
+            for field, value in (("vth", node.vth), ("reset_mant", node.reset_mant)):
+                # One value, or one per channel shaped to broadcast over [batch, C, ...].
+                array = np.asarray(n.per_channel(np.asarray(value, dtype=np.int64), len(shape)), dtype=np.int64)
+                self.initializers.append(numpy_helper.from_array(array, f"{name}.{field}"))
+                inputs.append(f"{name}.{field}")
             spikes = f"{name}.spikes"
             proto = helper.make_node(
                 NEURON_OP, inputs, [spikes, u_next, v_next], name=name, domain=DOMAIN,
-                vth=int(node.vth), reset=str(node.reset), reset_mant=int(node.reset_mant),
-                du=int(node.du), dv=int(node.dv), bias_exp=int(node.bias_exp),
+                reset=str(node.reset), du=int(node.du), dv=int(node.dv), bias_exp=int(node.bias_exp),
             )  # fmt: skip
             self.outputs.append(_value_info(spikes, TensorProto.UINT8, shape))
             self.tensor[name] = (spikes, TensorProto.UINT8, 1)
         else:
             proto = helper.make_node(
                 ACCUMULATOR_OP, inputs, [u_next, v_next], name=name, domain=DOMAIN,
-                du=DECAY_UNIT - 1, dv=0, bias_exp=int(node.bias_exp),
+                du=DECAY_UNIT - 1, dv=int(node.dv), bias_exp=int(node.bias_exp),
             )  # fmt: skip
+            _set_meta(proto, "inflor.readout", node.readout)
         _set_meta(proto, "inflor.scale", repr(float(node.scale)))
         self.nodes.append(proto)
         self.inputs += [_value_info(u, TensorProto.INT64, shape), _value_info(v, TensorProto.INT64, shape)]
@@ -424,15 +549,16 @@ class _Writer:
         check_unique_names(self.nodes, self.initializers, self.inputs)
 
 
-def fixed_graph_to_onnx(graph: Graph, input_bound: float = 1.0) -> onnx.ModelProto:
+def fixed_graph_to_onnx(graph: Graph, input_bound: float | None = None) -> onnx.ModelProto:
     """Write a quantized IR graph as a per-timestep ONNX model, bit-exact with ``run_aligned``.
 
     Args:
         graph: A valid fixed-point graph (after ``QuantizeFixedPoint``; a
             schedule, if any, is not used: the ONNX graph is the aligned view).
         input_bound: The largest ``|image|`` value the exactness proof of the
-            input synapses covers (images are in [0, 1] in this project);
-            :func:`run_fixed_onnx` refuses images beyond it.
+            input synapses covers; None: the larger end of the Input's declared
+            ``value_range``. :func:`run_fixed_onnx` refuses images beyond it
+            and outside the declared range.
 
     Returns:
         The model (layout in the module docstring); it passes
@@ -446,6 +572,8 @@ def fixed_graph_to_onnx(graph: Graph, input_bound: float = 1.0) -> onnx.ModelPro
     """
     if not graph.is_fixed_point:
         raise ExportError("fixed_graph_to_onnx writes quantized graphs; run QuantizeFixedPoint first")
+    if input_bound is None:
+        input_bound = max(abs(float(v)) for v in graph.input.value_range)
     if not (math.isfinite(input_bound) and input_bound > 0):
         raise ExportError(f"input_bound must be a finite number > 0, got {input_bound}")
     writer = _Writer(graph, float(input_bound))
@@ -475,12 +603,14 @@ def fixed_graph_to_onnx(graph: Graph, input_bound: float = 1.0) -> onnx.ModelPro
             _META_SEMANTICS: SEMANTICS,
             _META_GRADE_SCALE: repr(float(graph.input.grade_scale)),
             _META_INPUT_BOUND: repr(float(input_bound)),
+            _META_INPUT_RANGE: ",".join(repr(float(v)) for v in graph.input.value_range),
+            _META_INPUT_ENCODING: graph.input.encoding,
         },
     )
     return model
 
 
-def save_fixed_onnx(graph: Graph, path: str | Path, input_bound: float = 1.0) -> Path:
+def save_fixed_onnx(graph: Graph, path: str | Path, input_bound: float | None = None) -> Path:
     """Export a quantized graph with :func:`fixed_graph_to_onnx` and write it atomically."""
     return save_onnx(fixed_graph_to_onnx(graph, input_bound), path)
 
@@ -492,7 +622,8 @@ class FixedOnnxRun(NamedTuple):
     """What :func:`run_fixed_onnx` returns (unpacks as ``accumulator, spikes, voltages``).
 
     Attributes:
-        accumulator: ``[B, classes]`` int64 accumulator v after the last step.
+        accumulator: ``[B, classes]`` int64 integer readout (v after the last step; the sum
+            of v over the T steps for a mean-membrane readout).
         spikes: Neuron name -> ``[T, B, ...]`` uint8.
         voltages: Neuron/accumulator name -> ``[T, B, ...]`` int64 v after the step's reset.
     """
@@ -517,7 +648,8 @@ def run_fixed_onnx(
 
     Args:
         model: The fixed-point per-timestep model.
-        images: ``[B, C, H, W]`` images; fed as float32, so their values
+        images: ``[B, C, H, W]`` images (``[B, T, C, H, W]`` for a sequence
+            Input: frame t is fed at step t); fed as float32, so their values
             must be float32 numbers (``run_aligned`` reads them as float64).
         timesteps: T; default: the model's ``inflor.timesteps`` metadata.
         optimize: Let onnxruntime rewrite the graph (ORT_ENABLE_ALL) instead
@@ -525,7 +657,9 @@ def run_fixed_onnx(
         threads: onnxruntime intra-op threads.
 
     Returns:
-        ``(accumulator, spikes, voltages)`` as a :class:`FixedOnnxRun`.
+        ``(accumulator, spikes, voltages)`` as a :class:`FixedOnnxRun`; ``accumulator``
+        is the integer readout (v after the last step, or the sum of v over the
+        steps for a mean-membrane readout: node metadata ``inflor.readout``).
 
     Raises:
         OnnxFormatError: Not a fixed-point model, no timesteps, or images
@@ -548,6 +682,15 @@ def run_fixed_onnx(
             f"images must be finite with |value| <= {bound}, the input bound the export proved exact; "
             "export with a larger input_bound"
         )
+    low, high = (float(v) for v in meta.get(_META_INPUT_RANGE, f"{-bound},{bound}").split(","))
+    if images.size and (float(images.min()) < low or float(images.max()) > high):
+        raise OnnxFormatError(
+            f"images span [{float(images.min()):g}, {float(images.max()):g}], outside the range [{low:g}, {high:g}] "
+            "the network was compiled for"
+        )
+    sequence = meta.get(_META_INPUT_ENCODING, "direct") == "sequence"
+    if sequence and (images.ndim < 2 or images.shape[1] != timesteps):
+        raise OnnxFormatError(f"a sequence model takes [B, T = {timesteps}, ...] inputs; got shape {images.shape}")
     batch = images.shape[0]
 
     layers = [p for p in model.graph.node if p.domain == DOMAIN and p.op_type in (NEURON_OP, ACCUMULATOR_OP)]
@@ -563,6 +706,7 @@ def run_fixed_onnx(
         v_next[p.name] = v_out
     neurons = [p for p in layers if p.op_type == NEURON_OP]
     graph_inputs = {v.name: v for v in model.graph.input}
+    readout_kind = {p.key: p.value for p in readouts[0].metadata_props}.get("inflor.readout", "mean_current")
     state = {}
     for name in feedback:
         dims = graph_inputs[name].type.tensor_type.shape.dim[1:]
@@ -573,15 +717,19 @@ def run_fixed_onnx(
     fetch = [p.output[0] for p in neurons] + list(feedback.values())
     spikes: dict[str, list[np.ndarray]] = {p.name: [] for p in neurons}
     voltages: dict[str, list[np.ndarray]] = {p.name: [] for p in layers}
-    for _ in range(timesteps):
-        values = dict(zip(fetch, session.run(fetch, {n.INPUT_NAME: images, **state})))
+    readout = None
+    for t in range(timesteps):
+        frame = np.ascontiguousarray(images[:, t]) if sequence else images
+        values = dict(zip(fetch, session.run(fetch, {n.INPUT_NAME: frame, **state})))
         for p in neurons:
             spikes[p.name].append(values[p.output[0]])
         for name, out in v_next.items():
             voltages[name].append(values[out])
         state = {name: values[out] for name, out in feedback.items()}
+        v = state[readouts[0].input[2]]
+        readout = v if readout is None or readout_kind != "mean_membrane" else readout + v
     return FixedOnnxRun(
-        accumulator=state[readouts[0].input[2]],
+        accumulator=readout,
         spikes={k: np.stack(v).astype(np.uint8) for k, v in spikes.items()},
         voltages={k: np.stack(v) for k, v in voltages.items()},
     )

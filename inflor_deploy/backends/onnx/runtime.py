@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import onnxruntime as ort
+from onnx import helper
 
 from inflor_deploy.backends.onnx.float_model import DOMAIN, OnnxFormatError
 from inflor_deploy.backends.sim.float_ir import FloatRun
@@ -77,7 +78,8 @@ def run_onnx(
         model: A per-timestep model written by
             :func:`~inflor_deploy.backends.onnx.float_model.graph_to_onnx`.
         images: ``[B, C, H, W]`` float images (direct encoding: the same
-            frame at every step).
+            frame at every step), or ``[B, T, C, H, W]`` when the model's
+            ``inflor.input_encoding`` is ``sequence`` (frame t at step t).
         timesteps: T; default: the model's ``inflor.timesteps`` metadata.
         optimize: Let onnxruntime rewrite the graph (ORT_ENABLE_ALL) instead
             of running it as written.
@@ -85,7 +87,8 @@ def run_onnx(
 
     Returns:
         A :class:`~inflor_deploy.backends.sim.float_ir.FloatRun` with ``scores``
-        (``A[T-1] / T``, float32) and ``spikes`` (neuron name -> ``[T, B, ...]``
+        (float32, per the Accumulator's ``readout``: ``A[T-1] / T``, the mean of
+        ``A[t]``, or ``A[T-1]``) and ``spikes`` (neuron name -> ``[T, B, ...]``
         uint8); ``membranes`` stays empty.
 
     Raises:
@@ -94,6 +97,9 @@ def run_onnx(
     timesteps = model_timesteps(model, timesteps)
     images = np.ascontiguousarray(images, dtype=np.float32)
     batch = images.shape[0]
+    sequence = {p.key: p.value for p in model.metadata_props}.get("inflor.input_encoding") == "sequence"
+    if sequence and (images.ndim < 2 or images.shape[1] != timesteps):
+        raise OnnxFormatError(f"a sequence model takes [B, T = {timesteps}, ...] inputs; got shape {images.shape}")
 
     neurons = [p for p in model.graph.node if p.domain == DOMAIN and p.op_type == "Neuron"]
     readouts = [p for p in model.graph.node if p.domain == DOMAIN and p.op_type == "Accumulator"]
@@ -105,6 +111,12 @@ def run_onnx(
     feedback[readout.input[1]] = readout.output[0]
     graph_inputs = {v.name: v for v in model.graph.input}
     state = {name: np.zeros(_state_dims(graph_inputs[name], batch), np.float32) for name in feedback}
+    for p in neurons:  # a neuron's membrane starts at its v_reset (SpikingJelly)
+        v_reset = next((helper.get_attribute_value(a) for a in p.attribute if a.name == "v_reset"), 0.0)
+        state[p.input[1]] += np.float32(v_reset)
+    attrs = {a.name: helper.get_attribute_value(a) for a in readout.attribute}
+    kind = attrs.get("readout", b"mean_current")
+    kind = kind.decode() if isinstance(kind, bytes) else kind
     initializers = {i.name for i in model.graph.initializer}
     image_names = [v for v in graph_inputs if v not in feedback and v not in initializers]
     if len(image_names) != 1:
@@ -115,12 +127,22 @@ def run_onnx(
     spike_outputs = [p.output[0] for p in neurons]
     fetch = spike_outputs + list(feedback.values())
     spikes: dict[str, list[np.ndarray]] = {_name(p): [] for p in neurons}
-    for _ in range(timesteps):
-        values = dict(zip(fetch, session.run(fetch, {image_names[0]: images, **state})))
+    total = None
+    for t in range(timesteps):
+        frame = np.ascontiguousarray(images[:, t]) if sequence else images
+        values = dict(zip(fetch, session.run(fetch, {image_names[0]: frame, **state})))
         for proto in neurons:
             spikes[_name(proto)].append(values[proto.output[0]] != 0)
         state = {name: values[next_name] for name, next_name in feedback.items()}
-    scores = state[readout.input[1]] / np.float32(timesteps)
+        membrane = state[readout.input[1]]
+        total = membrane if total is None else total + membrane
+    # The readout's score, as run_float computes it (float32).
+    if kind == "mean_membrane":
+        scores = total / np.float32(timesteps)
+    elif kind == "spike_count":
+        scores = state[readout.input[1]]
+    else:
+        scores = state[readout.input[1]] / np.float32(timesteps)
     return FloatRun(
         scores=scores.astype(np.float32),
         spikes={name: np.stack(steps).astype(np.uint8) for name, steps in spikes.items()},

@@ -265,7 +265,7 @@ def float_tie_tolerance(
     """
     values = np.abs(np.asarray(membrane, dtype=np.float64))
     finite = values[np.isfinite(values)]
-    scale = max(float(finite.max()) if finite.size else 0.0, abs(float(threshold)))
+    scale = max(float(finite.max()) if finite.size else 0.0, float(np.abs(threshold).max()))
     return float(ulps) * float(np.spacing(dtype(scale)))
 
 
@@ -288,7 +288,8 @@ def spike_mismatches(
         membranes: Layer -> ``[T, B, ...]`` reference membranes ``H`` (the value
             compared with the threshold); needed only for layers with mismatches.
         thresholds: Layer -> the threshold ``H`` is compared with (for a layer
-            with MPR, the folded threshold ``phi^-1(vth)``).
+            with MPR, the folded threshold ``phi^-1(vth)``): a number, or a
+            ``(C,)`` array of per-channel thresholds.
         tie_tolerance: Absolute distance ``|H - threshold|`` within which a
             mismatch counts as a near-tie; one number, or one per layer
             (see :func:`float_tie_tolerance`).
@@ -316,7 +317,11 @@ def spike_mismatches(
             h = np.asarray(h, dtype=np.float64)
             if h.shape != ref.shape:
                 raise ValueError(f"layer {layer!r}: membranes have shape {h.shape}, spikes {ref.shape}")
-            threshold = float(_layer_value(thresholds, layer, "threshold"))
+            threshold = _layer_value(thresholds, layer, "threshold")
+            if isinstance(threshold, np.ndarray):  # one per channel: broadcast over [T, B, C, ...]
+                threshold = threshold.astype(np.float64).reshape((-1,) + (1,) * (h.ndim - 3))
+            else:
+                threshold = float(threshold)
             tolerance = float(
                 _layer_value(tie_tolerance, layer, "tie tolerance")
                 if isinstance(tie_tolerance, Mapping)

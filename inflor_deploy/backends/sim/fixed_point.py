@@ -45,6 +45,22 @@ the simulator disables NNPACK, cuDNN and TF32 while it runs, and checks the
 convolution backend torch selects against an allow-list of summing
 backends; a convolution that would run elsewhere sums in int64 instead.
 
+*Wraps.* Lava delivers a synapse's exact sum ``S`` wrapped to 24 bits
+(Conv) or 32 bits (Dense, Sparse; 31 for the ``weight_exp = -1``
+encoding), then adds the currents, shifts and integrates in int32 before
+the single 24-bit wrap of u (:mod:`~inflor_deploy.backends.sim.lava_arith`).
+Every such wrap is the identity while the values stay inside its range:
+a synapse whose ``bound`` is below its wrap limit delivers ``S`` itself, and
+a layer with ``64 A <= 2^23 - 1`` (below) never leaves 24 bits, so neither
+``a``, nor ``a << 6``, nor ``u`` can overflow int32. A synapse whose bound
+reaches its limit (``can_wrap``) computes ``S`` exactly as above and then
+applies Lava's wrap in int64; its range becomes the whole wrapped range,
+so its layer's ``A`` exceeds the float32 limit and the layer runs the
+int64 kernel, which (when ``u`` can wrap) performs the int32 wraps of
+``a``, ``a << 6`` and ``u + a << 6`` line by line as Lava does. The two
+int32 additions of v cannot wrap (``|u| <= 2^31 - 2^24`` after the single
+wrap, ``|v| <= 2^23``, ``|bias| <= 2^19``), so the kernel does not write them.
+
 *Layers.* With ``A = max(hi_total, -lo_total)`` the bound on ``|a|`` of a
 layer, a layer runs the float32 kernel when
 
@@ -52,12 +68,14 @@ layer, a layer runs the float32 kernel when
   v does not leak);
 * ``64 A <= 2^23 - 1``: u = a << 6 stays inside (-2^23, 2^23), so the wrap
   is the identity and never counts;
-* ``0 <= vth << 6 <= 2^24``, ``reset_mant << 6 <= 2^24`` and
-  ``|bias << bias_exp| <= 2^22``.
+* ``0 <= vth << 6 <= 2^24``, ``reset_mant << 6 <= 2^24`` (for every
+  channel, when the layer has per-channel values: the bounds take the
+  largest) and ``|bias << bias_exp| <= 2^22``.
 
 Then v always holds an integer in ``(-2^24, 2^23)`` between steps (the
 clip leaves ``|v| <= 2^23 - 1``; a subtract reset removes at most 2^24
-from a v above ``vth << 6 >= 0``). The step computes ``v + u``
+from a v above ``vth << 6 >= 0``; a zero reset or none only keeps v in
+range). The step computes ``v + u``
 (``|u| < 2^23``) and then ``+ bias``: an addition whose exact result has
 magnitude <= 2^24 is exact; one whose exact result exceeds 2^24 is off by
 at most one unit and leaves a result beyond ``2^24 - 2^22 - 2 > 2^23 - 1``
@@ -72,9 +90,10 @@ wrap) runs the int64 kernel, a line-by-line transcription of the reference.
 Views
 -----
 ``view="aligned"``: every layer at the same timestep t = 0..T-1, samples in
-parallel, synaptic delays ignored (``run_aligned``). The input frame is the
-same at every step (direct encoding), so the synapses reading the Input run
-once per batch, not once per step.
+parallel, synaptic delays ignored (``run_aligned``). With direct encoding the
+input frame is the same at every step, so the synapses reading the Input run
+once per batch, not once per step; a sequence Input (``[B, T, *shape]``)
+shows frame t at step t, so they run at every step.
 
 ``view="pipelined"``: what ``run_pipelined`` (and Lava) compute on the
 global timeline g = 1..G, ``G = S*R + latency + 1`` for S samples and reset
@@ -87,7 +106,7 @@ the same t*. Windows never interact, so window k of every layer depends on
 window k of the input stream alone:
 
 * windows k = 0..S-1 are the samples: R steps from a zero state, the image
-  for t < T and zero frames for t = T..R-1 (equal to the aligned run for
+  (sequence: frame t) for t < T and zero frames for t = T..R-1 (equal to the aligned run for
   t < T); they run in parallel, like the aligned view;
 * windows k < 0 (the *prefix*: steps before sample 0 reaches a layer) see
   zero frames but are cut at g = 1: a layer at depth d begins window k at
@@ -128,7 +147,10 @@ import torch.nn.functional as F
 from inflor_deploy.ir import nodes as n
 from inflor_deploy.ir.graph import Graph, IRError, infer_shapes
 from inflor_deploy.memory import batch_size_for
-from inflor_deploy.backends.sim.int_reference import ACT_SHIFT, DECAY_UNIT, U_LIMIT, V_LIMIT, VTH_SHIFT, IntRun, quantize_input
+from inflor_deploy.backends.sim.int_reference import (
+    ACT_SHIFT, DECAY_UNIT, U_LIMIT, V_LIMIT, VTH_SHIFT, IntRun, check_inputs, quantize_input,
+)  # fmt: skip
+from inflor_deploy.backends.sim.lava_arith import check_sum_bound, lava_current, synapse_arithmetic, wrap
 
 __all__ = ["LayerPlan", "SimPlan", "SimRun", "SimTiming", "SynapsePlan", "plan", "simulate"]
 
@@ -165,6 +187,9 @@ class SynapsePlan:
         bound: No partial sum of its products exceeds this in magnitude.
         prescaled: The weights carry the factor 64 (the target layer runs the
             float32 kernel and receives ``u = a << 6`` directly).
+        lava_process: The Lava Process that runs it (``Conv``, ``Dense``, ...).
+        wrap_bits: Lava delivers the sum wrapped to this many bits.
+        can_wrap: ``bound`` reaches the wrap's limit: the wrap is applied (int64).
     """
 
     name: str
@@ -175,6 +200,9 @@ class SynapsePlan:
     input_max: int
     bound: int
     prescaled: bool
+    lava_process: str = "Dense"
+    wrap_bits: int = 32
+    can_wrap: bool = False
 
 
 @dataclass(frozen=True)
@@ -228,6 +256,7 @@ class SimPlan:
             lines.append(
                 f"  synapse {s.name:<30} {s.op:<8} {s.dtype:<7} |partial sums| <= {s.bound}"
                 f"{'  (weights x64)' if s.prescaled else ''}"
+                f"{f'; Lava {s.lava_process} wraps it to {s.wrap_bits} bits' if s.can_wrap else ''}"
             )
         for layer in self.layers.values():
             flags = [f for f, on in (("u can wrap", layer.can_wrap), ("v can saturate", layer.can_saturate)) if on]
@@ -254,20 +283,19 @@ def input_range(graph: Graph, images: np.ndarray | None = None) -> tuple[int, in
 
     ``quantize_input`` multiplies by a positive scale and rounds half to
     even; both are monotone, so the extremes of the quantized values are
-    the quantized extremes. Without images, pixels in [0, 1] are assumed.
+    the quantized extremes. Without images, the Input's declared
+    ``value_range`` is assumed; images outside it are refused.
     """
     scale = graph.input.grade_scale
     if scale is None:
         raise IRError("the graph's Input has no grade_scale: quantize the graph first")
     if images is None:
-        lo, hi = 0.0, 1.0
+        lo, hi = graph.input.value_range
     else:
-        images = np.asarray(images)
+        images = check_inputs(graph.input, images)
         if images.size == 0:
             return 0, 0
         lo, hi = float(images.min()), float(images.max())
-        if not (math.isfinite(lo) and math.isfinite(hi)):
-            raise IRError("the images contain NaN or infinite values")
     q = np.rint(np.array([lo, hi], dtype=np.float64) * np.float64(scale))
     return int(q[0]), int(q[1])
 
@@ -314,7 +342,7 @@ def plan(
     Args:
         graph: A quantized graph (also scheduled, for the pipelined view).
         images: The images that will run (their range bounds the input);
-            None assumes pixels in [0, 1].
+            None assumes the Input's declared ``value_range``.
         view: ``"aligned"`` (windows of T steps) or ``"pipelined"`` (R steps).
         precision: ``"auto"`` picks the fastest exact arithmetic; ``"int64"``
             runs every layer in the int64 kernel with float64 (or int64)
@@ -341,18 +369,27 @@ def plan(
     layer_plans: dict[str, LayerPlan] = {}
     for layer in graph.of_type(n.FixedPointNeuron, n.FixedPointAccumulator):
         synapses = [graph.node(s) for s in layer.sources]
-        ranges = {}
+        ranges, ariths = {}, {}
         for syn in synapses:
-            src_lo, src_hi = (x_lo, x_hi) if isinstance(graph.node(syn.sources[0]), n.Input) else (0, 1)
-            ranges[syn.name] = (src_lo, src_hi, *_current_range(syn, src_lo, src_hi))
+            graded = isinstance(graph.node(syn.sources[0]), n.Input)
+            src_lo, src_hi = (x_lo, x_hi) if graded else (0, 1)
+            lo, hi = _current_range(syn, src_lo, src_hi)
+            arith = ariths[syn.name] = synapse_arithmetic(syn, graded)
+            bound = int(max(np.max(hi, initial=0), -np.min(lo, initial=0)))
+            check_sum_bound(syn, arith, bound)
+            if arith.can_wrap(bound):  # Lava's wrap can put the current anywhere in its range
+                lo, hi = np.full(lo.shape, -arith.limit, dtype=object), np.full(hi.shape, arith.limit - 1, dtype=object)
+            ranges[syn.name] = (src_lo, src_hi, lo, hi, bound)
         lo_total = sum(r[2] for r in ranges.values())
         hi_total = sum(r[3] for r in ranges.values())
         a_bound = int(max(np.max(hi_total, initial=0), -np.min(lo_total, initial=0)))
         is_neuron = isinstance(layer, n.FixedPointNeuron)
         du = layer.du if is_neuron else DECAY_UNIT - 1
-        dv = layer.dv if is_neuron else 0
-        vth64 = layer.vth << VTH_SHIFT if is_neuron else 0
-        reset64 = layer.reset_mant << ACT_SHIFT if is_neuron and layer.reset == "subtract" else 0
+        dv = layer.dv
+        # Per-channel thresholds and resets: the bounds take the extreme channel.
+        vth64 = int(np.max(layer.vth)) << VTH_SHIFT if is_neuron else 0
+        vth64_min = int(np.min(layer.vth)) << VTH_SHIFT if is_neuron else 0
+        reset64 = int(np.max(layer.reset_mant)) << ACT_SHIFT if is_neuron and layer.reset == "subtract" else 0
         bias_max = int(np.abs(_bias(layer, shapes[layer.name])).max(initial=0))
         # |u_t| <= f |u_{t-1}| + 64 A with f = (4095 - du) / 4096 (the decay rounds toward zero),
         # so |u| <= 64 A * min(n, 1 / (1 - f)) = 64 A * min(n, 4096 / (du + 1)) from a zero state.
@@ -369,7 +406,7 @@ def plan(
             reasons.append(f"voltage leak dv={dv}")
         if _SCALE * a_bound > U_LIMIT - 1:
             reasons.append(f"u = a << 6 can wrap (|a| <= {a_bound})")
-        if not 0 <= vth64 <= FLOAT32_EXACT or abs(reset64) > FLOAT32_EXACT:
+        if not 0 <= vth64_min <= vth64 <= FLOAT32_EXACT or abs(reset64) > FLOAT32_EXACT:
             reasons.append("threshold or reset outside [0, 2^24] v units")
         if bias_max > 2**22:
             reasons.append("|bias| beyond 2^22 v units")
@@ -379,8 +416,8 @@ def plan(
             can_wrap=u_bound > U_LIMIT - 1, can_saturate=v_bound > V_LIMIT, reason="; ".join(reasons),
         )  # fmt: skip
         for syn in synapses:
-            src_lo, src_hi, lo, hi = ranges[syn.name]
-            bound = int(max(np.max(hi, initial=0), -np.min(lo, initial=0)))
+            src_lo, src_hi, _, _, bound = ranges[syn.name]
+            arith = ariths[syn.name]
             if kernel == "float32" or (precision == "auto" and bound <= FLOAT32_EXACT):
                 dtype = "float32"  # a float32 kernel layer has bound <= a_bound < 2^17
             elif bound <= FLOAT64_EXACT:
@@ -390,6 +427,7 @@ def plan(
             synapse_plans[syn.name] = SynapsePlan(
                 name=syn.name, target=layer.name, op="diagonal" if _diagonal(syn) is not None else syn.kind,
                 dtype=dtype, input_min=src_lo, input_max=src_hi, bound=bound, prescaled=kernel == "float32",
+                lava_process=arith.process, wrap_bits=arith.wrap_bits, can_wrap=arith.can_wrap(bound),
             )  # fmt: skip
     in_order = {s.name: synapse_plans[s.name] for s in graph.of_type(n.FixedPointSynapse)}
     return SimPlan(view=view, window=window, input_range=(x_lo, x_hi), synapses=in_order, layers=layer_plans)
@@ -474,8 +512,9 @@ class SimRun(IntRun):
     """Result of :func:`simulate`: an :class:`~inflor_deploy.backends.sim.int_reference.IntRun` (same six fields, same `scores`) plus counts.
 
     Attributes:
-        accumulator: ``[B, classes]`` int64 accumulator v at the end of each
-            sample window (t = T - 1); 64 units per weight unit.
+        accumulator: ``[B, classes]`` int64 integer readout of each sample
+            window: v after t = T - 1, or the sum of v over t < T (mean
+            membrane); 64 units per weight unit.
         spikes: Neuron name -> ``[T, B, ...]`` uint8 (when recorded).
         voltages: Neuron/accumulator name -> ``[T, B, ...]`` int64 v after the reset (when recorded).
         currents: Neuron/accumulator name -> ``[T, B, ...]`` int64 u (when recorded).
@@ -512,7 +551,8 @@ class SimRun(IntRun):
 class _Synapse:
     """One synapse on the device, summing in the dtype its plan proved exact."""
 
-    def __init__(self, node: n.FixedPointSynapse, sp: SynapsePlan, device: torch.device, out_dtype: torch.dtype):
+    def __init__(self, node: n.FixedPointSynapse, sp: SynapsePlan, device: torch.device, out_dtype: torch.dtype,
+                 graded: bool = False):  # fmt: skip
         self.name, self.source, self.node, self.plan = node.name, node.sources[0], node, sp
         self.device, self.out_dtype = device, out_dtype
         self.dtype = _DTYPES[sp.dtype]
@@ -525,9 +565,11 @@ class _Synapse:
             self.weight = weight.to(device=device, dtype=self.dtype)
         self._int_weight: torch.Tensor | None = None
         self._summing: dict[tuple, bool] = {}
+        # Lava's wrap, applied to the exact int64 sum (only planned for int64-kernel layers: module docstring).
+        self.arith = synapse_arithmetic(node, graded) if sp.can_wrap else None
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """The synapse's current for source output x ``[B, ...]``, in the target layer's dtype."""
+        """The synapse's current for source output x ``[B, ...]``, in the target layer's dtype (wrapped as Lava wraps it)."""
         node = self.node
         if self.plan.op == "diagonal":
             y = self._select(x) * self.diag
@@ -537,11 +579,12 @@ class _Synapse:
             y = F.conv2d(x.to(self.dtype), self.weight, None, node.stride, node.padding, 1, node.groups)
         else:
             y = F.linear(x.to(self.dtype).reshape(x.shape[0], -1), self.weight)
-        return y if y.dtype == self.out_dtype else y.to(self.out_dtype)
+        y = y if y.dtype == self.out_dtype else y.to(self.out_dtype)
+        return y if self.arith is None else lava_current(self.arith, y)
 
     def add_into(self, y: torch.Tensor, x: torch.Tensor) -> None:
         """``y += current(x)`` for a diagonal synapse, in place (y is a fresh tensor of the layer)."""
-        if y.dtype == self.dtype:
+        if y.dtype == self.dtype and self.arith is None:
             y.addcmul_(self._select(x), self.diag)
         else:
             y.add_(self(x))
@@ -610,6 +653,19 @@ def _exact_backends(device: torch.device) -> Iterator[None]:
 # --------------------------------------------------------------------------- layer kernels
 
 
+def _layer_constant(value, shift: int, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device):
+    """``value << shift`` for a layer: a Python number when scalar, else a ``(1, C, 1, ..)`` tensor.
+
+    Per-channel values are integers below 2^24 after the shift (the plan checks it),
+    so float32 holds them exactly.
+    """
+    array = np.asarray(value, dtype=np.int64) << shift
+    if array.ndim == 0:
+        return float(array) if dtype.is_floating_point else int(array)
+    per = n.per_channel(array, len(shape))
+    return torch.from_numpy(np.ascontiguousarray(per[None])).to(device=device, dtype=dtype)
+
+
 def _count(mask: torch.Tensor) -> torch.Tensor:
     """Nonzero entries per sample, ``[B]`` (int64 for bool masks; exact float sums for 0/1 floats)."""
     if mask.dim() == 1:
@@ -637,9 +693,10 @@ class _Float32Layer:
         self.is_neuron = isinstance(node, n.FixedPointNeuron)
         bias = _bias(node, shape)
         self.bias = torch.from_numpy(bias.astype(np.float32)).to(device) if bias.any() else None
-        self.vth = float(node.vth << VTH_SHIFT) if self.is_neuron else 0.0
+        self.vth = _layer_constant(node.vth, VTH_SHIFT, shape, torch.float32, device) if self.is_neuron else 0.0
         self.subtract = self.is_neuron and node.reset == "subtract"
-        self.reset = float(node.reset_mant << ACT_SHIFT) if self.subtract else 0.0
+        self.zero = self.is_neuron and node.reset == "zero"
+        self.reset = _layer_constant(node.reset_mant, ACT_SHIFT, shape, torch.float32, device) if self.subtract else 0.0
         self.can_saturate = lp.can_saturate
         self.v = self.u = None
 
@@ -663,8 +720,11 @@ class _Float32Layer:
         if self.is_neuron:
             spikes = torch.gt(v, self.vth, out=buffers.take(v))  # 1.0 where v > vth << 6, else 0.0
             if self.subtract:
-                v.add_(spikes, alpha=-self.reset)
-            else:
+                if isinstance(self.reset, torch.Tensor):
+                    v.addcmul_(spikes, self.reset, value=-1.0)  # per channel: exact integer products
+                else:
+                    v.add_(spikes, alpha=-self.reset)
+            elif self.zero:
                 v.addcmul_(v, spikes, value=-1.0)  # v - v * s: zero where fired
         u = y if keep_u else None
         if live is not None:
@@ -693,10 +753,13 @@ class _Int64Layer:
         self.device = device
         self.bias = torch.from_numpy(np.ascontiguousarray(_bias(node, shape))).to(device)
         self.du_factor = DECAY_UNIT - ((node.du if self.is_neuron else DECAY_UNIT - 1) + 1)
-        self.dv_factor = DECAY_UNIT - (node.dv if self.is_neuron else 0)
-        self.vth = node.vth << VTH_SHIFT if self.is_neuron else 0
+        self.dv_factor = DECAY_UNIT - node.dv
+        self.vth = _layer_constant(node.vth, VTH_SHIFT, shape, torch.int64, device) if self.is_neuron else 0
         self.subtract = self.is_neuron and node.reset == "subtract"
-        self.reset = node.reset_mant << ACT_SHIFT if self.subtract else 0
+        self.zero = self.is_neuron and node.reset == "zero"
+        self.reset = _layer_constant(node.reset_mant, ACT_SHIFT, shape, torch.int64, device) if self.subtract else 0
+        # Lava's int32 arithmetic of a, a << 6 and u + (a << 6) (module docstring); the identity unless u can wrap.
+        self.int32 = lp.can_wrap
 
     def start(self, batch: int) -> None:
         self.u = torch.zeros((batch, *self.shape), dtype=torch.int64, device=self.device)
@@ -708,7 +771,11 @@ class _Int64Layer:
         return torch.div(x * factor, DECAY_UNIT, rounding_mode="trunc")
 
     def step(self, a: torch.Tensor, live: torch.Tensor | None, keep_u: bool, buffers: "_Buffers"):
-        u = a * _SCALE if self.du_factor == 0 else self._decay(self.u, self.du_factor) + a * _SCALE
+        if self.int32:
+            a_shifted = wrap(wrap(a, 32) * _SCALE, 32)
+            u = a_shifted if self.du_factor == 0 else wrap(self._decay(self.u, self.du_factor) + a_shifted, 32)
+        else:
+            u = a * _SCALE if self.du_factor == 0 else self._decay(self.u, self.du_factor) + a * _SCALE
         # One wrap into (-2^23, 2^23]; the second test reads the first's result, as in Lava.
         wrapped = torch.where(u > U_LIMIT, u - 2 * U_LIMIT, u)
         wrapped = torch.where(wrapped <= -U_LIMIT, u + 2 * U_LIMIT, wrapped)
@@ -721,7 +788,10 @@ class _Int64Layer:
         spikes = None
         if self.is_neuron:
             fired = v > self.vth
-            v = v - fired * self.reset if self.subtract else torch.where(fired, 0, v)
+            if self.subtract:
+                v = v - fired * self.reset
+            elif self.zero:
+                v = torch.where(fired, 0, v)
             spikes = fired.to(torch.float32)
         if live is not None:
             m = live.view(-1, *([1] * (v.dim() - 1)))
@@ -747,13 +817,18 @@ class _Network:
     def __init__(self, graph: Graph, sim_plan: SimPlan, shapes: dict[str, tuple[int, ...]], device: torch.device):
         self.device = device
         self.input_name = graph.input.name
+        self.sequence = graph.input.encoding == "sequence"
         self.output_name = graph.output.name
+        self.readout = graph.output.readout
         self.layers = []
         for layer in graph.of_type(n.FixedPointNeuron, n.FixedPointAccumulator):
             lp = sim_plan.layers[layer.name]
             kernel = (_Float32Layer if lp.kernel == "float32" else _Int64Layer)(layer, lp, shapes[layer.name], device)
             out_dtype = torch.float32 if lp.kernel == "float32" else torch.int64
-            synapses = [_Synapse(graph.node(s), sim_plan.synapses[s], device, out_dtype) for s in layer.sources]
+            synapses = [
+                _Synapse(graph.node(s), sim_plan.synapses[s], device, out_dtype, graph.node(s).sources[0] == self.input_name)
+                for s in layer.sources
+            ]
             # Conv/dense first: their fresh output can then take the diagonal ones in place.
             synapses.sort(key=lambda s: s.plan.op == "diagonal")
             self.layers.append((layer.name, kernel, synapses))
@@ -786,7 +861,8 @@ class _WindowResult:
 
     Attributes:
         spikes, wraps, saturations: Layer name -> ``[steps, B]`` int64 counts per step and window.
-        accumulator: ``[B, ...]`` v of the output layer after step T - 1.
+        accumulator: ``[B, ...]`` the output layer's integer readout: v after step T - 1,
+            or the sum of v over steps 0..T-1 (mean membrane).
         traces: ``{"spikes" | "voltages" | "currents": {name: [steps, B, ...]}}`` when recorded.
     """
 
@@ -809,7 +885,8 @@ def _run_windows(
 
     Args:
         net: The network.
-        frames: ``[B, *input_shape]`` int64 quantized frames, shown at steps t < frame_steps.
+        frames: ``[B, *input_shape]`` int64 quantized frames, shown at steps t < frame_steps
+            (sequence Input: ``[B, T, *input_shape]``, frame t at step t).
         steps: Steps to run (T aligned, R pipelined).
         frame_steps: T; later steps see zero frames (the padding of a pipelined window).
         record: Keep spikes, voltages and currents of every step.
@@ -818,10 +895,15 @@ def _run_windows(
     """
     device, batch = net.device, frames.shape[0]
     x = torch.from_numpy(np.ascontiguousarray(frames)).to(device)
-    if x.dim() == 4:
-        x = x.contiguous(memory_format=torch.channels_last)  # what oneDNN convolves fastest
-    # Direct encoding: the frame is the same at every step, so the synapses reading it run once.
-    constant = {syn.name: syn(x) for _, _, synapses in net.layers for syn in synapses if syn.source == net.input_name}
+    input_synapses = [syn for _, _, synapses in net.layers for syn in synapses if syn.source == net.input_name]
+
+    def layout(frame: torch.Tensor) -> torch.Tensor:
+        return frame.contiguous(memory_format=torch.channels_last) if frame.dim() == 4 else frame  # oneDNN's fastest
+
+    if not net.sequence:
+        # Direct encoding: the frame is the same at every step, so the synapses reading it run once.
+        x = layout(x)
+        from_input = {syn.name: syn(x) for syn in input_synapses}
     live_t = None if live is None else {k: torch.from_numpy(v).to(device) for k, v in live.items()}
     for _, kernel, _ in net.layers:
         kernel.start(batch)
@@ -830,6 +912,9 @@ def _run_windows(
     traces: dict[str, dict[str, list]] = {"spikes": {}, "voltages": {}, "currents": {}}
     accumulator = None
     for t in range(steps):
+        if net.sequence and t < frame_steps:  # a new frame: its synapses run at every step
+            frame = layout(x[:, t])
+            from_input = {syn.name: syn(frame) for syn in input_synapses}
         outputs: dict[str, torch.Tensor] = {}
         for i, (name, kernel, synapses) in enumerate(net.layers):
             y, fresh = None, False  # fresh: y was made this step, so it may be added to in place
@@ -837,7 +922,7 @@ def _run_windows(
                 if syn.source == net.input_name:
                     if t >= frame_steps:
                         continue  # a zero frame: no current
-                    part, part_fresh = constant[syn.name], False
+                    part, part_fresh = from_input[syn.name], net.sequence
                 elif fresh and syn.plan.op == "diagonal":
                     syn.add_into(y, outputs[syn.source])
                     continue
@@ -850,7 +935,7 @@ def _run_windows(
                 else:
                     y, fresh = y + part, True
             if y is None:  # only zero frames reach this layer now
-                y = torch.zeros_like(constant[synapses[0].name])
+                y = torch.zeros_like(from_input[synapses[0].name])
             spikes, wraps, saturations = kernel.step(y, None if live_t is None else live_t[name][t], record, buffers)
             for kind, value in (("wraps", wraps), ("saturations", saturations)):
                 if value is not None:
@@ -863,8 +948,12 @@ def _run_windows(
                     traces["spikes"].setdefault(name, []).append(spikes.to(torch.uint8).cpu().numpy())
                 traces["voltages"].setdefault(name, []).append(kernel.voltage().cpu().numpy())
                 traces["currents"].setdefault(name, []).append(kernel.current().cpu().numpy())
-            if name == net.output_name and t == frame_steps - 1:
-                accumulator = kernel.voltage().cpu().numpy().copy()
+            if name == net.output_name and t < frame_steps:
+                if net.readout == "mean_membrane":  # R = sum of v over the sample's T steps
+                    v = kernel.voltage().cpu().numpy()
+                    accumulator = v.astype(np.int64) if accumulator is None else accumulator + v
+                elif t == frame_steps - 1:  # R = v after the last step
+                    accumulator = kernel.voltage().cpu().numpy().copy()
             for source in net.release[i]:
                 if source in outputs:
                     buffers.give(outputs.pop(source))
@@ -903,7 +992,8 @@ def simulate(
     Args:
         graph: A fixed-point graph (after QuantizeFixedPoint; also after
             ScheduleTimesteps for the pipelined view).
-        images: ``[B, *input_shape]`` images, quantized with
+        images: ``[B, *input_shape]`` images (``[B, T, *input_shape]`` for a
+            sequence Input) inside the Input's declared range, quantized with
             :func:`~inflor_deploy.backends.sim.int_reference.quantize_input`.
         view: ``"aligned"`` (as ``run_aligned``) or ``"pipelined"`` (as ``run_pipelined``).
         record: Keep every spike, v and u as ``[T, B, ...]`` traces (and the
@@ -927,10 +1017,9 @@ def simulate(
     """
     started = time.perf_counter()
     shapes = _check_graph(graph)
-    images = np.asarray(images)
-    expected = tuple(graph.input.shape)
-    if images.ndim != len(expected) + 1 or tuple(images.shape[1:]) != expected:
-        raise IRError(f"images of shape {tuple(images.shape)} do not fit the graph's input: need [B, *{expected}]")
+    images = check_inputs(graph.input, images)
+    if graph.input.encoding == "sequence" and images.shape[1] != graph.timesteps:
+        raise IRError(f"sequence inputs have {images.shape[1]} frames; the graph runs T = {graph.timesteps} steps")
     if images.shape[0] < 1:
         raise IRError("simulate needs at least one image")
     if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
@@ -1013,7 +1102,8 @@ def _simulate_pipelined(net: _Network, graph: Graph, batches, record: bool, samp
             begin = (prefix - row) * R - depth[name]  # first step t of window k with g >= 1
             mask[: min(max(begin, 0), R), row] = False
         live[name] = mask
-    edges = _run_windows(net, np.zeros((prefix + 1, *graph.input.shape), dtype=np.int64), R, T, record, live)
+    frame_shape = (T, *graph.input.shape) if net.sequence else tuple(graph.input.shape)
+    edges = _run_windows(net, np.zeros((prefix + 1, *frame_shape), dtype=np.int64), R, T, record, live)
 
     def timeline(per_step: list[np.ndarray], edge: np.ndarray, d: int) -> int:
         """A counter over g = 1..G: samples' windows + live prefix steps + the tail's steps up to G."""

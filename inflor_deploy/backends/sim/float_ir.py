@@ -24,7 +24,8 @@ class FloatRun:
     """Result of :func:`run_float`.
 
     Attributes:
-        scores: ``[B, classes]`` class scores, ``A[T-1] / T``.
+        scores: ``[B, classes]`` class scores as the accumulator's ``readout`` defines them
+            (``A[T-1] / T`` for InfLoR's mean current).
         spikes: Neuron name -> ``[T, B, ...]`` uint8 spikes (when recorded).
         membranes: Neuron name -> ``[T, B, ...]`` H[t], the membrane before
             reset that the threshold is compared with (when recorded).
@@ -40,20 +41,92 @@ def _t(array: np.ndarray | None, dtype: torch.dtype) -> torch.Tensor | None:
     return None if array is None else torch.from_numpy(np.array(array)).to(dtype)
 
 
+def _parameter(value, like: torch.Tensor):
+    """A scalar as is (torch rounds a Python float to the tensor's dtype); a per-channel array as a tensor.
+
+    ``like`` is ``[B, ...]``; the ``(C,)`` array becomes ``(C, 1, ..)`` in ``like``'s dtype,
+    which is how a framework's float32 per-channel buffer enters the same arithmetic.
+    """
+    if isinstance(value, np.ndarray):
+        return torch.from_numpy(np.array(n.per_channel(value, like.dim() - 1))).to(like.dtype)
+    return value
+
+
+def _charge(node: n.Neuron, u: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """H from U[t-1] and X[t], operation by operation as the framework computes it (``Neuron.charge``)."""
+    charge, vr, k = node.charge, node.v_reset, node.decay
+    if charge == "affine":
+        decayed = node.tau * u if node.tau != 1.0 else u
+        return decayed + (node.gain * x if node.gain != 1.0 else x)
+    # SpikingJelly (_ops/lif/cpu.py, _ops/plif/cpu.py), literally.
+    if charge == "decay_divide_input":
+        return u + (x - (u - vr)) / k
+    if charge == "decay_divide":
+        return u - (u - vr) / k + x
+    if charge == "decay_multiply_input":
+        return u + (x - (u - vr)) * k
+    if charge == "decay_multiply":
+        return u - (u - vr) * k + x
+    raise IRError(f"neuron {node.name!r}: unknown charge {charge!r}")
+
+
 def _neuron(node: n.Neuron, current: torch.Tensor, record: bool):
-    """Run one neuron layer over time; current is [T, B, ...]. Returns 0/1 spikes and H."""
+    """Run one neuron layer over time; current is [T, B, ...]. Returns 0/1 spikes and H.
+
+    Every variant of :class:`~inflor_deploy.ir.nodes.Neuron` runs literally, in
+    the framework's operation order (InfLoR's own; SpikingJelly's
+    ``_ops/if_/cpu.py`` and ``_ops/lif/cpu.py``; snnTorch's ``Leaky``), so a
+    framework's float32 spikes are reproduced bit for bit.
+    """
     u = torch.zeros_like(current[0])
-    reset_amount = node.spike_value if node.reset_amount is None else node.reset_amount
+    if node.v_reset != 0.0:
+        u = u + node.v_reset  # SpikingJelly's membrane starts at v_reset
+    vth = _parameter(node.vth, u)
+    amount = _parameter(node.spike_value if node.reset_amount is None else node.reset_amount, u)
+    fires = torch.ge if node.compare == ">=" else torch.gt
+    delayed = node.reset_timing == "next_step"
     spikes, membranes = [], []
     for x_t in current:
-        h = node.tau * u + x_t if node.tau != 1.0 else u + x_t
+        if delayed:
+            # snnTorch Leaky (reset_delay=True): the reset of the spike decided from U[t-1]
+            # lands now, undecayed; U holds the pre-reset membrane.
+            r = fires(u, vth).to(u.dtype)
+            if node.reset == "subtract":
+                h = _charge(node, u, x_t) - r * amount
+            elif node.reset == "zero":
+                h = _charge(node, (1 - r) * u, x_t)
+            else:
+                h = _charge(node, u, x_t)
+        else:
+            h = _charge(node, u, x_t)
         compared = phi(h) if node.mpr else h
-        o = (compared >= node.vth).to(h.dtype)
-        u = h - reset_amount * o if node.reset == "subtract" else h * (1.0 - o)
+        o = fires(compared, vth).to(h.dtype)
+        if delayed or node.reset == "none":
+            u = h
+        elif node.reset == "subtract":
+            u = h - amount * o
+        elif node.v_reset == 0.0:
+            u = h * (1.0 - o)
+        else:
+            u = o * node.v_reset + (1 - o) * h  # SpikingJelly's hard reset, literally
         spikes.append(o)
         if record:
             membranes.append(h)
     return torch.stack(spikes), (torch.stack(membranes) if record else None)
+
+
+def _readout(node: n.Accumulator, current: torch.Tensor) -> torch.Tensor:
+    """Class scores from the accumulator's input current [T, B, ...] (``Accumulator.readout``)."""
+    if node.readout == "mean_current":
+        return current.mean(0)  # as the PyTorch OutputAccumulator
+    if node.readout == "spike_count":
+        return current.sum(0)
+    m = torch.zeros_like(current[0])
+    total = torch.zeros_like(current[0])
+    for x_t in current:
+        m = node.tau * m + x_t if node.tau != 1.0 else m + x_t
+        total = total + m
+    return total / current.shape[0]
 
 
 @torch.no_grad()
@@ -64,11 +137,12 @@ def run_float(
     dtype: torch.dtype = torch.float32,
     forced_spikes: dict[str, np.ndarray] | None = None,
 ) -> FloatRun:
-    """Run a float graph on a batch of static images for ``graph.timesteps`` steps.
+    """Run a float graph on a batch of inputs for ``graph.timesteps`` steps.
 
     Args:
         graph: A float IR graph (before quantization).
-        images: ``[B, C, H, W]``, the direct-encoded input frames.
+        images: ``[B, C, H, W]``, the direct-encoded input frames, or for a
+            sequence Input ``[B, T, C, H, W]`` (frame t at step t).
         record: Keep every neuron's spikes and membranes.
         dtype: torch.float32 (as trained) or torch.float64.
         forced_spikes: Neuron name -> ``[T, B, ...]`` spikes to send downstream
@@ -81,15 +155,28 @@ def run_float(
     T = graph.timesteps
     x = torch.from_numpy(np.ascontiguousarray(images)).to(dtype)
     batch = x.shape[0]
+    sequence = graph.input.encoding == "sequence"
+    if sequence and (x.dim() < 2 or x.shape[1] != T):
+        raise IRError(f"a sequence Input takes [B, T = {T}, ...] inputs; got shape {tuple(x.shape)}")
     # value[name] is [T*B, ...] (time-major); neurons view it as [T, B, ...].
     value: dict[str, torch.Tensor] = {}
     result = FloatRun(scores=np.zeros(0))
     for node in graph:
         src = [value[s] for s in node.sources]
         if isinstance(node, n.Input):
-            out = x.unsqueeze(0).expand(T, *x.shape).reshape(T * batch, *x.shape[1:])
+            if sequence:  # frame t at step t: [B, T, ...] -> time-major [T*B, ...]
+                out = x.transpose(0, 1).reshape(T * batch, *x.shape[2:])
+            else:
+                out = x.unsqueeze(0).expand(T, *x.shape).reshape(T * batch, *x.shape[1:])
+        elif isinstance(node, n.Normalize):
+            view = (1, -1) + (1,) * (src[0].dim() - 2)
+            out = (src[0] - _t(node.mean, dtype).view(view)) / _t(node.std, dtype).view(view)
         elif isinstance(node, n.Conv2d):
-            out = F.conv2d(src[0], _t(node.weight, dtype), _t(node.bias, dtype), node.stride, node.padding, 1, node.groups)
+            per_position = node.bias is not None and node.bias.ndim == 3
+            bias = None if per_position else _t(node.bias, dtype)
+            out = F.conv2d(src[0], _t(node.weight, dtype), bias, node.stride, node.padding, 1, node.groups)
+            if per_position:
+                out = out + _t(node.bias, dtype)
         elif isinstance(node, n.Linear):
             out = F.linear(src[0].flatten(1), _t(node.weight, dtype), _t(node.bias, dtype))
         elif isinstance(node, n.BatchNorm):
@@ -118,8 +205,7 @@ def run_float(
             current = src[0]
             for extra in src[1:]:
                 current = current + extra
-            # Class score = mean over T, as the PyTorch OutputAccumulator.
-            result.scores = current.reshape(T, batch, *current.shape[1:]).mean(0).numpy()
+            result.scores = _readout(node, current.reshape(T, batch, *current.shape[1:])).numpy()
             out = current
         else:
             raise IRError(f"run_float cannot execute {type(node).__name__} {node.name!r}")

@@ -1,17 +1,32 @@
 """The integer reference: the quantized IR's semantics written for clarity, not speed.
 
 Every value is an int64 numpy array and every step follows Lava's
-``PyLifModelBitAcc`` (lava-nc 0.10.0, ``proc/lif/models.py``) literally:
+``PyLifModelBitAcc`` (lava-nc 0.10.0, ``proc/lif/models.py``) literally,
+with its int32 arithmetic written out (``wrap_32``)::
 
+    a = wrap_32(sum of the synapses' currents)
     u = sign(u * (4096 - (du + 1))) * (|u * (4096 - (du + 1))| >> 12)
-    u = u + (a << 6);  u -= 2^24 where u > 2^23;  u += 2^24 where u <= -2^23
+    u = wrap_32(u + wrap_32(a << 6));  u -= 2^24 where u > 2^23;  u += 2^24 where u <= -2^23
     v = sign(v * (4096 - dv)) * (|v * (4096 - dv)| >> 12)
-    v = clip(v + u + (bias_mant << bias_exp), -(2^23 - 1), 2^23 - 1)
-    s = v > (vth << 6);  v -= reset_mant << 6 (subtract) or v = 0 (zero) where s
+    v = clip(wrap_32(wrap_32(v + u) + (bias_mant << bias_exp)), -(2^23 - 1), 2^23 - 1)
+    s = v > (vth << 6);  v -= reset_mant << 6 (subtract) or v = 0 (zero) where s, v kept (none)
 
-(the wrap is applied once, exactly as Lava does). Synaptic currents are
-exact integer sums (convolutions by im2col + int64 matmul). The fast
-simulator is checked against this module bit for bit (parity level 2).
+(vth and reset_mant per channel where the layer has them). The accumulator
+is a never-firing neuron with ``dv`` from its readout's leak; its integer
+readout per sample is ``v[T-1]`` (mean current, spike count) or
+``sum_{t<T} v[t]`` (mean membrane), see :class:`~inflor_deploy.ir.FixedPointAccumulator`.
+
+(the 24-bit wrap is applied once, exactly as Lava does). A synapse's
+current is the exact integer sum (convolutions by im2col + int64 matmul)
+passed through the wrap of the Lava Process that runs it
+(:mod:`~inflor_deploy.backends.sim.lava_arith`: Conv 24 bits, Dense and
+Sparse 32). The fast simulator is checked against this module bit for bit
+(parity level 2).
+
+Inputs: :func:`quantize_input` refuses values outside the Input's declared
+``value_range`` and graded values beyond the 32-bit payload; a sequence
+Input (:class:`~inflor_deploy.ir.nodes.Input`) takes ``[B, T, *shape]`` and
+shows frame t at step t.
 
 Two views of one run:
 
@@ -30,6 +45,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from inflor_deploy.backends.sim.lava_arith import check_sum_bound, lava_current, synapse_arithmetic, weight_reach, wrap
 from inflor_deploy.ir import nodes as n
 from inflor_deploy.ir.graph import Graph, IRError, infer_shapes
 
@@ -45,8 +61,10 @@ class IntRun:
     """Result of an integer run.
 
     Attributes:
-        accumulator: ``[B, classes]`` int64 accumulator v at the end of each
-            sample window (units: 64 per weight unit).
+        accumulator: ``[B, classes]`` int64 integer readout of each sample
+            window: the accumulator's v after step T-1 (mean current, spike
+            count) or its sum over the window's T steps (mean membrane);
+            units: 64 per weight unit.
         spikes: Neuron name -> ``[T, B, ...]`` uint8 (when recorded).
         voltages: Neuron/accumulator name -> ``[T, B, ...]`` int64 v after the
             step's reset (when recorded).
@@ -63,17 +81,81 @@ class IntRun:
     v_saturations: dict[str, int] = field(default_factory=dict)
 
     def scores(self, graph: Graph) -> np.ndarray:
-        """Float class scores ``v / (64 * scale * T)``, comparable with the float model's."""
-        out = graph.output
-        return self.accumulator / (2**ACT_SHIFT * out.scale * graph.timesteps)
+        """Float class scores, comparable with the float model's: ``R / (64 * scale * T)``, or ``/ (64 * scale)`` for a count."""
+        return readout_scores(graph, self.accumulator)
+
+
+def readout_scores(graph: Graph, readout: np.ndarray) -> np.ndarray:
+    """Class scores from the integer readouts ``R`` (v units) of the graph's accumulator (see FixedPointAccumulator)."""
+    out = graph.output
+    return readout / (2**ACT_SHIFT * out.scale * n.readout_divisor(out, graph.timesteps))
+
+
+#: A graded input value travels as int32 (Lava's RingBuffer; the Loihi 2 graded payload is 32 bits).
+GRADED_LIMIT = 2**31
+
+
+def check_inputs(node: n.Input, images: np.ndarray) -> np.ndarray:
+    """``images`` as an array, or :class:`IRError` if they do not fit the Input.
+
+    Checks the shape (``[B, *shape]`` direct, ``[B, T, *shape]`` sequence,
+    with T the graph's timesteps when given) and that every value is finite
+    and inside the declared ``value_range``: a backend never runs inputs the
+    network was not compiled for.
+    """
+    images = np.asarray(images)
+    shape = tuple(node.shape)
+    sequence = node.encoding == "sequence"
+    expected = ("[B, T, " if sequence else "[B, ") + ", ".join(map(str, shape)) + "]"
+    lead = 2 if sequence else 1
+    if images.ndim != len(shape) + lead or tuple(images.shape[lead:]) != shape:
+        raise IRError(f"inputs of shape {tuple(images.shape)} do not fit the graph's {node.encoding} input {expected}")
+    if images.size:
+        lo, hi = float(np.min(images)), float(np.max(images))
+        if not (np.isfinite(lo) and np.isfinite(hi)):
+            raise IRError("the inputs contain NaN or infinite values")
+        low, high = node.value_range
+        # A bound is also met by its float32 rounding (float32 data cannot hold e.g. 0.1 exactly).
+        if lo < min(low, float(np.float32(low))) or hi > max(high, float(np.float32(high))):
+            raise _outside(lo, hi, node)
+    return images
+
+
+def _outside(lo: float, hi: float, node: n.Input) -> IRError:
+    low, high = node.value_range
+    return IRError(
+        f"inputs span [{lo:g}, {hi:g}], outside the range [{low:g}, {high:g}] the network was compiled "
+        "for; convert the data to that range, or compile with --input-range covering it"
+    )
 
 
 def quantize_input(graph: Graph, images: np.ndarray) -> np.ndarray:
-    """Integer graded input ``round(image * grade_scale)`` (half to even), int64."""
+    """Integer graded input ``round(image * grade_scale)`` (half to even), int64.
+
+    Raises:
+        IRError: No grade scale yet, inputs that do not fit the Input
+            (:func:`check_inputs`), or graded values beyond 32 bits.
+    """
     scale = graph.input.grade_scale
     if scale is None:
         raise IRError("the graph's Input has no grade_scale: quantize the graph first")
-    return np.rint(np.asarray(images, dtype=np.float64) * scale).astype(np.int64)
+    images = check_inputs(graph.input, images)
+    graded = np.rint(np.asarray(images, dtype=np.float64) * scale)
+    # The quantizer planned for exactly these integers: the graded ends of the declared range.
+    g_low, g_high = (float(np.rint(np.float64(v) * scale)) for v in graph.input.value_range)
+    if graded.size and (float(graded.min()) < g_low or float(graded.max()) > g_high):
+        raise _outside(float(np.min(images)), float(np.max(images)), graph.input)
+    if graded.size and float(np.abs(graded).max()) >= GRADED_LIMIT:
+        raise IRError(
+            f"graded inputs reach {float(np.abs(graded).max()):.0f}, beyond the 32-bit graded payload "
+            f"(|round(x * {scale:g})| < 2^31); reduce the input range or the grade scale"
+        )
+    return graded.astype(np.int64)
+
+
+def frame(graph: Graph, x: np.ndarray, t: int) -> np.ndarray:
+    """The input frame of step t: ``x`` itself (direct encoding) or ``x[:, t]`` (sequence)."""
+    return x[:, t] if graph.input.encoding == "sequence" else x
 
 
 def _decay(x: np.ndarray, factor: int) -> np.ndarray:
@@ -83,6 +165,7 @@ def _decay(x: np.ndarray, factor: int) -> np.ndarray:
 
 
 def _wrap_u(u: np.ndarray) -> tuple[np.ndarray, int]:
+    """Lava's single 24-bit wrap of u (``subthr_dynamics``), and how many values it changed."""
     wrapped = np.where(u > U_LIMIT, u - 2 * U_LIMIT, u)
     wrapped = np.where(wrapped <= -U_LIMIT, u + 2 * U_LIMIT, wrapped)
     return wrapped, int(np.count_nonzero(wrapped != u))
@@ -110,11 +193,23 @@ def _conv_int(x: np.ndarray, node: n.FixedPointSynapse) -> np.ndarray:
     return out
 
 
-def synapse_current(node: n.FixedPointSynapse, x: np.ndarray) -> np.ndarray:
-    """The integer current a synapse delivers for source output x [B, ...]."""
+def synapse_current(node: n.FixedPointSynapse, x: np.ndarray, graded: bool = False) -> np.ndarray:
+    """The integer current Lava delivers for source output x [B, ...]: the exact sum, then its wrap.
+
+    Args:
+        node: The synapse.
+        x: ``[B, ...]`` int64 spikes (0/1) or graded input values.
+        graded: x is the graded Input (else spikes); picks the Lava Process
+            (:func:`~inflor_deploy.backends.sim.lava_arith.synapse_arithmetic`).
+    """
+    arith = synapse_arithmetic(node, graded)
+    reach = int(np.abs(x).max(initial=0)) if graded else 1
+    check_sum_bound(node, arith, weight_reach(node) * reach)
     if node.kind == "conv":
-        return _conv_int(x, node)
-    return x.reshape(x.shape[0], -1) @ node.weight.astype(np.int64).T
+        exact = _conv_int(x, node)
+    else:
+        exact = x.reshape(x.shape[0], -1) @ node.weight.astype(np.int64).T
+    return lava_current(arith, exact)
 
 
 class _LayerState:
@@ -127,6 +222,10 @@ class _LayerState:
         bias = np.broadcast_to(node.bias_mant.astype(np.int64), shape)
         e = node.bias_exp
         self.bias = bias << e if e >= 0 else bias >> -e
+        if isinstance(node, n.FixedPointNeuron):
+            # One threshold / reset amount per layer, or per channel (broadcast over [B, C, ...]).
+            self.threshold = n.per_channel(np.asarray(node.vth, dtype=np.int64), len(shape)) << VTH_SHIFT
+            self.reset_amount = n.per_channel(np.asarray(node.reset_mant, dtype=np.int64), len(shape)) << ACT_SHIFT
         self.wraps = 0
         self.saturations = 0
 
@@ -137,19 +236,20 @@ class _LayerState:
     def step(self, a: np.ndarray) -> np.ndarray | None:
         node = self.node
         du = node.du if isinstance(node, n.FixedPointNeuron) else DECAY_UNIT - 1
-        dv = node.dv if isinstance(node, n.FixedPointNeuron) else 0
-        u = _decay(self.u, DECAY_UNIT - (du + 1)) + (a << ACT_SHIFT)
+        dv = node.dv
+        a = wrap(a, 32)  # the InPort adds the int32 channels in int32
+        u = wrap(_decay(self.u, DECAY_UNIT - (du + 1)) + wrap(a << ACT_SHIFT, 32), 32)
         self.u, wraps = _wrap_u(u)
         self.wraps += wraps
-        v = _decay(self.v, DECAY_UNIT - dv) + self.u + self.bias
+        v = wrap(wrap(_decay(self.v, DECAY_UNIT - dv) + self.u, 32) + self.bias, 32)
         self.saturations += int(np.count_nonzero((v > V_LIMIT) | (v < -V_LIMIT)))
         self.v = np.clip(v, -V_LIMIT, V_LIMIT)
         if isinstance(node, n.FixedPointAccumulator):
             return None
-        fired = self.v > (np.int64(node.vth) << VTH_SHIFT)
+        fired = self.v > self.threshold
         if node.reset == "subtract":
-            self.v = self.v - np.where(fired, np.int64(node.reset_mant) << ACT_SHIFT, 0)
-        else:
+            self.v = self.v - np.where(fired, self.reset_amount, 0)
+        elif node.reset == "zero":
             self.v = np.where(fired, 0, self.v)
         return fired.astype(np.int64)
 
@@ -168,11 +268,13 @@ def run_aligned(graph: Graph, images: np.ndarray, record: bool = False) -> IntRu
     states = {node.name: _LayerState(node, batch, shapes[node.name])
               for node in graph.of_type(n.FixedPointNeuron, n.FixedPointAccumulator)}  # fmt: skip
     traces: dict[str, dict[str, list]] = {"spikes": {}, "voltages": {}, "currents": {}}
-    for _ in range(T):
-        value: dict[str, np.ndarray] = {graph.input.name: x}
+    out = graph.output
+    readout = np.zeros((batch, *shapes[out.name]), dtype=np.int64)
+    for t in range(T):
+        value: dict[str, np.ndarray] = {graph.input.name: frame(graph, x, t)}
         for node in graph:
             if isinstance(node, n.FixedPointSynapse):
-                value[node.name] = synapse_current(node, value[node.sources[0]])
+                value[node.name] = synapse_current(node, value[node.sources[0]], node.sources[0] == graph.input.name)
             elif isinstance(node, (n.FixedPointNeuron, n.FixedPointAccumulator)):
                 a = sum(value[s] for s in node.sources)
                 state = states[node.name]
@@ -183,12 +285,16 @@ def run_aligned(graph: Graph, images: np.ndarray, record: bool = False) -> IntRu
                         traces["spikes"].setdefault(node.name, []).append(fired.astype(np.uint8))
                     traces["voltages"].setdefault(node.name, []).append(state.v.copy())
                     traces["currents"].setdefault(node.name, []).append(state.u.copy())
-    return _result(graph, states, traces)
+        if out.readout == "mean_membrane":
+            readout += states[out.name].v
+    if out.readout != "mean_membrane":
+        readout = states[out.name].v.copy()
+    return _result(graph, states, traces, readout)
 
 
-def _result(graph: Graph, states, traces) -> IntRun:
+def _result(graph: Graph, states, traces, readout: np.ndarray) -> IntRun:
     run = IntRun(
-        accumulator=states[graph.output.name].v.copy(),
+        accumulator=readout,
         u_wraps={k: s.wraps for k, s in states.items()},
         v_saturations={k: s.saturations for k, s in states.items()},
     )
@@ -223,12 +329,15 @@ def run_pipelined(graph: Graph, images: np.ndarray, record: bool = False) -> tup
     zeros = {name: np.zeros((1, *shapes[name]), dtype=np.int64) for name in history}
     keep = 2 + max((s.delay for s in graph.of_type(n.FixedPointSynapse)), default=0)
     out = graph.output.name
-    read_at = {k * R + T + schedule.depth[out]: k for k in range(samples)}  # global step -> sample
+    # Global step -> the sample whose readout reads v then: after its last step (k*R + T + depth),
+    # or after each of its T steps (k*R + t + 1 + depth) for the mean membrane.
+    steps_read = range(T) if graph.output.readout == "mean_membrane" else [T - 1]
+    read_at = {k * R + t + 1 + schedule.depth[out]: k for k in range(samples) for t in steps_read}
     accumulator = np.zeros((samples, *shapes[out]), dtype=np.int64)
     raw: dict[str, dict[str, list]] = {"spikes": {}, "voltages": {}}
     for g in range(1, total + 1):
         k, t = divmod(g - 1, R)
-        history[graph.input.name][g] = x[k : k + 1] if k < samples and t < T else zeros[graph.input.name]
+        history[graph.input.name][g] = frame(graph, x[k : k + 1], t) if k < samples and t < T else zeros[graph.input.name]
         for node in graph.of_type(n.FixedPointNeuron, n.FixedPointAccumulator):
             state = states[node.name]
             if g % R == schedule.reset_offset[node.name]:
@@ -237,7 +346,7 @@ def run_pipelined(graph: Graph, images: np.ndarray, record: bool = False) -> tup
             for syn_name in node.sources:
                 syn = graph.node(syn_name)
                 src = syn.sources[0]
-                a = a + synapse_current(syn, history[src].get(g - 1 - syn.delay, zeros[src]))
+                a = a + synapse_current(syn, history[src].get(g - 1 - syn.delay, zeros[src]), src == graph.input.name)
             fired = state.step(a)
             if fired is not None:
                 history[node.name][g] = fired
@@ -246,7 +355,7 @@ def run_pipelined(graph: Graph, images: np.ndarray, record: bool = False) -> tup
                     raw["spikes"].setdefault(node.name, []).append(fired[0].astype(np.uint8))
                 raw["voltages"].setdefault(node.name, []).append(state.v[0].copy())
         if g in read_at:
-            accumulator[read_at[g]] = states[out].v[0]
+            accumulator[read_at[g]] += states[out].v[0]
         for per_step in history.values():
             per_step.pop(g - keep, None)
     run = IntRun(

@@ -436,3 +436,30 @@ def test_an_interrupted_run_leaves_no_process_or_shared_memory(digits, monkeypat
     with pytest.raises(KeyboardInterrupt):
         lb.run_lava(graph, np.repeat(images, 30, axis=0))
     _assert_nothing_left(shared_memory_names)
+
+
+# --------------------------------------------------------------------------- framework neurons and readouts
+
+
+@pytest.mark.lava
+@pytest.mark.parametrize("readout", ["mean_current", "mean_membrane", "spike_count"])
+def test_per_channel_hard_reset_delayed_subtract_none_and_each_readout_are_bit_exact(readout):
+    """Per-channel thresholds (hard reset and snnTorch's subtract), no reset, a stock hard-reset layer, each readout."""
+    from tests.neuron_cases import compile_graph, conv_images, conv_per_channel_graph
+
+    result, _ = compile_graph(conv_per_channel_graph(readout), conv_images(6))
+    graph = result.graph
+    net = lb.build_network(graph, conv_images(1))
+    kinds = {name: (type(p).__name__, p.proc_params.get("reset_mode")) for name, p in net.layers.items()}
+    assert kinds == {
+        "hard_pc": ("SoftResetLIF", "zero"), "snn_pc": ("SoftResetLIF", "subtract"),
+        "none": ("SoftResetLIF", "none"), "hard": ("LIFReset", None), "out": ("LIFReset", None),
+    }  # fmt: skip
+    parity = _assert_bit_exact(graph, conv_images(2, seed=4))
+    assert parity.samples == 2
+    if readout == "mean_membrane":
+        # Without recording, the run stops at the last readout; the host sums v over each sample's T steps.
+        run = lb.run_lava(graph, conv_images(2, seed=4))
+        reference, _ = run_pipelined(graph, conv_images(2, seed=4))
+        assert run.steps == graph.schedule.reset_interval + graph.timesteps + graph.schedule.latency
+        np.testing.assert_array_equal(run.accumulator, reference.accumulator)

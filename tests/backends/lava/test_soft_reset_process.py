@@ -129,3 +129,29 @@ def test_unknown_or_invalid_parameters_are_refused():
         SoftResetLIF(shape=(1,), vth=1, reset_mant=-1)
     with pytest.raises(ValueError, match="reset_interval"):
         SoftResetLIF(shape=(1,), vth=1, reset_mant=1, reset_interval=0)
+
+
+@pytest.mark.lava
+def test_per_neuron_thresholds_and_the_zero_and_none_reset_modes():
+    # Three neurons, thresholds 4, 6, 9 (one per neuron); input 5 weight units every step.
+    frames = np.full((3, 4), 5)
+    v = {}
+    for mode in ("zero", "none", "subtract"):
+        neuron = SoftResetLIF(shape=(3,), vth=np.array([4, 6, 9]), reset_mant=np.array([1, 2, 3]),
+                              reset_mode=mode, du=4095, bias_exp=6, reset_interval=100)  # fmt: skip
+        v[mode], _, s = _drive(neuron, frames)
+        v[mode] = v[mode] / 64
+        if mode == "zero":
+            # 5 > 4 fires at once and resets to 0; 10 > 6 fires at step 2; 15 > 9 at step 2 too.
+            assert s.T.tolist() == [[1, 1, 1, 1], [0, 1, 0, 1], [0, 1, 0, 1]]
+            assert v[mode].T.tolist() == [[0, 0, 0, 0], [5, 0, 5, 0], [5, 0, 5, 0]]
+    # none: v integrates 5 per step and every neuron fires whenever v > vth.
+    assert v["none"].T.tolist() == [[5, 10, 15, 20]] * 3
+    # subtract, per neuron: 5 - 1 | 4 + 5 - 1 | ... for vth 4, reset 1.
+    assert v["subtract"][:, 0].tolist() == [4, 8, 12, 16]
+    assert v["subtract"][:, 2].tolist() == [5, 10 - 3, 12 - 3, 14 - 3]
+
+
+def test_reset_mode_is_checked():
+    with pytest.raises(ValueError, match="reset_mode"):
+        SoftResetLIF(shape=(1,), vth=1, reset_mant=1, reset_mode="hard")

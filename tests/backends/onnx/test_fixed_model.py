@@ -12,7 +12,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, numpy_helper
 
 from inflor_deploy.backends.onnx.fixed_model import (
     ACCUMULATOR_OP,
@@ -59,7 +59,7 @@ def corner_graph() -> Graph:
     s1, s2 = (4, 4, 4), (4, 4, 4)
     return Graph(
         (
-            n.Input(name="image", sources=(), shape=(1, 4, 4), grade_scale=1000.0),
+            n.Input(name="image", sources=(), shape=(1, 4, 4), grade_scale=1000.0, value_range=(-1.0, 1.0)),
             # a reaches ~3.6e5 > 2^17: a << 6 exceeds 2^23 and u wraps
             n.FixedPointSynapse(name="c1", sources=("image",), kind="conv", weight=_rng_weights(rng, (4, 1, 3, 3), 40),
                                 padding=(1, 1)),
@@ -156,8 +156,12 @@ def test_structure_checker_and_metadata():
         "n1": NEURON_OP, "n2": NEURON_OP, "n3": NEURON_OP, "readout": ACCUMULATOR_OP,
     }  # fmt: skip
     attrs = {a.name: helper.get_attribute_value(a) for a in layers["n1"].attribute}
-    assert attrs == {"vth": 30000, "reset": b"zero", "reset_mant": 100, "du": 3000, "dv": 500, "bias_exp": 7}
-    assert list(layers["n2"].input) == ["n2.current", "n2.u", "n2.v", "n2.bias_mant"]
+    assert attrs == {"reset": b"zero", "du": 3000, "dv": 500, "bias_exp": 7}
+    # Threshold and reset mantissas are int64 initializer inputs: one value, or one per channel.
+    values = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    assert values["n1.vth"].dtype == np.int64 and values["n1.vth"].shape == () and int(values["n1.vth"]) == 30000
+    assert int(values["n1.reset_mant"]) == 100
+    assert list(layers["n2"].input) == ["n2.current", "n2.u", "n2.v", "n2.bias_mant", "n2.vth", "n2.reset_mant"]
     assert list(layers["n2"].output) == ["n2.spikes", "n2.u_next", "n2.v_next"]
     assert list(layers["readout"].output) == ["readout.u_next", "readout.v_next"]
     assert {a.name: helper.get_attribute_value(a) for a in layers["readout"].attribute} == {
@@ -253,7 +257,7 @@ def test_strict_threshold_at_minus_one_equal_plus_one():
     """v = vth<<6 - 1, vth<<6, vth<<6 + 1 after step 0: only the last fires (hardware '>')."""
     graph = Graph(
         (
-            n.Input(name="image", sources=(), shape=(1, 1, 1), grade_scale=1.0),
+            n.Input(name="image", sources=(), shape=(1, 1, 1), grade_scale=1.0, value_range=(0.0, 2.0)),
             n.FixedPointSynapse(name="d", sources=("image",), kind="dense", weight=np.ones((3, 1), np.int32)),
             neuron("n", ["d"], (3,), vth=2, reset="zero", bias_mant=np.array([-1, 0, 1], np.int32), bias_exp=0),
             n.FixedPointSynapse(name="o", sources=("n",), kind="dense", weight=np.eye(3, dtype=np.int32)),
@@ -274,7 +278,7 @@ def test_dense_synapse_beyond_float32_runs_in_float64_exactly():
     rng = np.random.default_rng(11)
     graph = Graph(
         (
-            n.Input(name="image", sources=(), shape=(1, 2, 2), grade_scale=float(2**22)),
+            n.Input(name="image", sources=(), shape=(1, 2, 2), grade_scale=float(2**22), value_range=(-1.0, 1.0)),
             n.FixedPointSynapse(name="d", sources=("image",), kind="dense", weight=_rng_weights(rng, (3, 4), 200)),
             neuron("n", ["d"], (3,), vth=2**16, reset="zero", du=1000, dv=300),
             n.FixedPointSynapse(name="o", sources=("n",), kind="dense", weight=_rng_weights(rng, (2, 3), 50)),
@@ -296,11 +300,26 @@ def test_dense_synapse_beyond_float32_runs_in_float64_exactly():
 # --------------------------------------------------------------------------- errors and files
 
 
-def test_conv_synapse_beyond_float32_is_refused_with_its_name():
+def test_conv_synapse_beyond_float32_sums_in_limbs_and_wraps_as_lava():
+    # Graded inputs up to 2^22 * 2^8 = 2^30: the conv's sums pass 2^24 (no float64 Conv in onnxruntime),
+    # so the export splits the input into limbs that sum exactly in float32, then applies Lava's
+    # Conv semantics: the int32 cast (-2^31 beyond it) and the 24-bit wrap.
     graph = corner_graph()
-    nodes = [n.Input(name="image", sources=(), shape=(1, 4, 4), grade_scale=float(2**22)), *graph.nodes[1:]]
-    with pytest.raises(ExportError, match=r"synapse 'c1' \(conv\).*no float64 Conv"):
-        fixed_graph_to_onnx(graph.replace_nodes(nodes))
+    nodes = [
+        n.Input(name="image", sources=(), shape=(1, 4, 4), grade_scale=float(2**22), value_range=(-256.0, 256.0)),
+        *graph.nodes[1:],
+    ]
+    graph = graph.replace_nodes(nodes)
+    model = fixed_graph_to_onnx(graph)
+    onnx.checker.check_model(model, full_check=True)
+    limbs = [p for p in model.graph.node if p.op_type == "Conv" and p.name.startswith("c1.limb")]
+    assert len(limbs) >= 2
+    assert any(m.key == "inflor.lava_wrap_bits" and m.value == "24" for p in model.graph.node for m in p.metadata_props)
+    images = np.random.default_rng(8).uniform(-256, 256, size=(6, 1, 4, 4)).astype(np.float32)
+    images[0] = 1.0  # small sums: exact, no wrap
+    reference = run_aligned(graph, images, record=True)
+    assert sum(reference.u_wraps.values()) > 0
+    assert_bit_exact(reference, run_fixed_onnx(model, images), graph)
 
 
 def test_float_graph_and_unquantized_input_are_refused():

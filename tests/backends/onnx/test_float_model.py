@@ -90,23 +90,30 @@ def test_digits_onnx_layout_and_checker():
     ]
     neuron = next(p for p in model.graph.node if p.name == "unit1.neuron")
     attrs = {a.name: helper.get_attribute_value(a) for a in neuron.attribute}
-    assert attrs == {"vth": 0.5, "tau": 1.0, "reset": b"subtract", "reset_amount": 1.0,
-                     "reset_is_spike_value": 1, "mpr": 1, "spike_value": 1.0}  # fmt: skip
-    assert list(neuron.input) == ["unit1.bn", "unit1.neuron.u"]
+    assert attrs == {"tau": 1.0, "gain": 1.0, "reset": b"subtract", "reset_is_spike_value": 1,
+                     "reset_timing": b"same_step", "compare": b">=", "v_reset": 0.0, "charge": b"affine",
+                     "decay": 1.0, "mpr": 1, "spike_value": 1.0}  # fmt: skip
+    # Threshold and reset amount are float64 initializers (one value, or one per channel).
+    assert list(neuron.input) == ["unit1.bn", "unit1.neuron.u", "unit1.neuron.vth", "unit1.neuron.reset_amount"]
+    values = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    assert values["unit1.neuron.vth"].dtype == np.float64 and values["unit1.neuron.vth"].shape == ()
+    assert float(values["unit1.neuron.vth"]) == 0.5 and float(values["unit1.neuron.reset_amount"]) == 1.0
     assert list(neuron.output) == ["unit1.neuron.spikes", "unit1.neuron.u_next"]
     assert {(f.domain, f.name) for f in model.functions} == {(DOMAIN, "Neuron"), (DOMAIN, "Accumulator")}
     meta = {p.key: p.value for p in model.metadata_props}
     assert meta["inflor.timesteps"] == "4" and meta["inflor.model_name"] == "digits_cnn"
     opsets = {o.domain: o.version for o in model.opset_import}
-    assert opsets[DOMAIN] == 1 and opsets[""] >= 17
+    assert opsets[DOMAIN] == 2 and opsets[""] >= 17
 
 
 def test_neuron_function_body_is_standard_onnx_with_attribute_references():
     fn = neuron_function()
     assert {node.domain for node in fn.node} == {""}
     refs = {a.ref_attr_name for node in fn.node for a in node.attribute if a.ref_attr_name}
-    assert refs == {"vth", "tau", "reset", "reset_amount", "mpr", "spike_value"}
-    assert [node.op_type for node in accumulator_function().node] == ["Add"]
+    assert refs == {"tau", "gain", "reset", "reset_timing", "compare", "v_reset", "charge", "decay", "mpr",
+                    "spike_value"}  # fmt: skip
+    assert list(fn.input) == ["X", "U", "VTH", "A"]
+    assert [node.op_type for node in accumulator_function().node] == ["Constant", "Mul", "Add"]
 
 
 def test_residual_sum_is_an_add_named_after_the_neuron():
@@ -156,9 +163,9 @@ def test_edited_float_attribute_wins_over_stale_exact_value():
     model = graph_to_onnx(hand_built_graph())
     neuron = next(p for p in model.graph.node if p.name == "lif")
     for a in neuron.attribute:
-        if a.name == "vth":
-            a.f = 0.25
-    assert onnx_to_graph(model).node("lif").vth == 0.25
+        if a.name == "tau":
+            a.f = 0.75
+    assert onnx_to_graph(model).node("lif").tau == 0.75
 
 
 def test_save_onnx_writes_atomically(tmp_path):
@@ -174,10 +181,17 @@ def test_save_onnx_writes_atomically(tmp_path):
 
 
 def _neuron_node(x, name, **overrides):
-    attrs = dict(vth=0.5, tau=1.0, reset="subtract", reset_amount=1.0, reset_is_spike_value=1, mpr=0, spike_value=1.0)
+    attrs = dict(tau=1.0, gain=1.0, reset="subtract", reset_is_spike_value=1, reset_timing="same_step", compare=">=",
+                 v_reset=0.0, charge="affine", decay=1.0, mpr=0, spike_value=1.0)  # fmt: skip
     attrs.update(overrides)
     outputs = [f"{name}_out", f"{name}_next"]
-    return helper.make_node("Neuron", [x, f"{name}_state"], outputs, name=name, domain=DOMAIN, **attrs)
+    inputs = [x, f"{name}_state", f"{name}_vth", f"{name}_amount"]
+    return helper.make_node("Neuron", inputs, outputs, name=name, domain=DOMAIN, **attrs)
+
+
+def _neuron_parameters(name, vth=0.5, amount=1.0):
+    return [numpy_helper.from_array(np.array(vth, np.float64), f"{name}_vth"),
+            numpy_helper.from_array(np.array(amount, np.float64), f"{name}_amount")]  # fmt: skip
 
 
 def _foreign_model(extra_node=None):
@@ -196,9 +210,10 @@ def _foreign_model(extra_node=None):
         helper.make_node("Flatten", ["id_out"], ["flat_out"], name="flat"),
         helper.make_node("MatMul", ["flat_out", "w_mm"], ["mm_out"], name="mm"),
         helper.make_node("Add", ["mm_out", "b_mm"], ["mm_biased"], name="mm_bias"),
-        _neuron_node("mm_biased", "n2", vth=0.25),
+        _neuron_node("mm_biased", "n2"),
         helper.make_node("Gemm", ["n2_out", "w_gemm", "b_gemm"], ["gemm_out"], name="gemm", transB=0),
-        helper.make_node("Accumulator", ["gemm_out", "acc_state"], ["acc_next"], name="acc", domain=DOMAIN),
+        helper.make_node("Accumulator", ["gemm_out", "acc_state"], ["acc_next"], name="acc", domain=DOMAIN,
+                         tau=1.0, readout="mean_current"),
     ]
     if extra_node is not None:
         nodes.insert(2, extra_node)
@@ -209,11 +224,12 @@ def _foreign_model(extra_node=None):
         [vi("pixels", 1, 5, 5), vi("n1_state", 3, 5, 5), vi("n2_state", 4), vi("acc_state", 2)],
         [vi("n1_next", 3, 5, 5), vi("n2_next", 4), vi("acc_next", 2)],
         initializer=[numpy_helper.from_array(a, k) for k, a in
-                     dict(w_conv=w_conv, w_mm=w_mm, b_mm=b_mm, w_gemm=w_gemm, b_gemm=b_gemm).items()],
+                     dict(w_conv=w_conv, w_mm=w_mm, b_mm=b_mm, w_gemm=w_gemm, b_gemm=b_gemm).items()]
+        + _neuron_parameters("n1") + _neuron_parameters("n2", vth=0.25),
     )  # fmt: skip
     model = helper.make_model(
         graph,
-        opset_imports=[helper.make_opsetid("", 19), helper.make_opsetid(DOMAIN, 1)],
+        opset_imports=[helper.make_opsetid("", 19), helper.make_opsetid(DOMAIN, 2)],
         functions=[neuron_function(), accumulator_function()],
         ir_version=10,
     )
@@ -268,3 +284,78 @@ def test_unsupported_settings_of_a_known_operator():
     conv.attribute.append(helper.make_attribute("dilations", [2, 2]))
     with pytest.raises(UnsupportedOperatorError, match=r"'conv' \(op Conv\).*dilations"):
         onnx_to_graph(model, timesteps=2)
+
+
+def declared_input_graph(encoding: str = "direct") -> Graph:
+    """A declared input (signed range, no pixel levels, an encoding), a Normalize and a conv bias map."""
+    rng = np.random.default_rng(4)
+    f32 = lambda *shape: rng.standard_normal(shape).astype(np.float32)  # noqa: E731
+    nodes = [
+        n.Input("frames", (), shape=(2, 4, 3), encoding=encoding, value_range=(-1.5, 1.0 / 3.0), pixel_levels=None),
+        n.Normalize("norm", ("frames",), mean=f32(2), std=np.abs(f32(2)) + 0.1),
+        n.Conv2d("c1", ("norm",), weight=f32(3, 2, 3, 3), bias=f32(3, 4, 3), padding=(1, 1)),
+        n.Neuron("n1", ("c1",), vth=0.5, reset_amount=1.0),
+        n.Conv2d("c2", ("n1",), weight=f32(2, 3, 1, 1), bias=f32(2)),
+        n.Neuron("n2", ("c2",), vth=0.5, reset_amount=1.0),
+        n.Linear("fc", ("n2",), weight=f32(2, 24), bias=f32(2)),
+        n.Accumulator("out", ("fc",)),
+    ]
+    return Graph(tuple(nodes), timesteps=3, name="declared")
+
+
+@pytest.mark.parametrize("encoding", ["direct", "sequence"])
+def test_round_trip_of_the_declared_input_normalize_and_bias_map(encoding, tmp_path):
+    from inflor_deploy.ir.serialize import load_graph, save_graph
+
+    graph = declared_input_graph(encoding)
+    model = graph_to_onnx(graph)
+    onnx.checker.check_model(model, full_check=True)
+    ops = [p.op_type for p in model.graph.node]
+    assert ops[:2] == ["Sub", "Div"] and ops.count("Add") == 1  # the normalization; c1's bias map
+    meta = {p.key: p.value for p in model.metadata_props}
+    assert meta["inflor.input_encoding"] == encoding and meta["inflor.pixel_levels"] == "none"
+    assert_same_graph(graph, onnx_to_graph(model))
+    assert_same_graph(graph, load_graph(save_graph(graph, tmp_path / "declared.npz")))
+    quantized_input = dataclasses.replace(graph.input, grade_scale=127.5)
+    back = onnx_to_graph(graph_to_onnx(graph.replace_nodes([quantized_input, *graph.nodes[1:]])))
+    assert back.input.grade_scale == 127.5
+
+
+def test_onnx_runner_feeds_frame_t_of_a_sequence():
+    from inflor_deploy.backends.onnx.runtime import run_onnx
+    from inflor_deploy.backends.sim.float_ir import run_float
+
+    graph = declared_input_graph("sequence")
+    frames = np.random.default_rng(1).uniform(-1.5, 1 / 3, size=(4, 3, 2, 4, 3)).astype(np.float32)
+    reference = run_float(graph, frames, record=True)
+    onnx_run = run_onnx(graph_to_onnx(graph), frames)
+    np.testing.assert_allclose(onnx_run.scores, reference.scores, rtol=1e-5, atol=1e-5)
+    # Changing only the last frame changes only the last step's spikes.
+    edited = frames.copy()
+    edited[:, -1] = 0.0
+    again = run_float(graph, edited, record=True)
+    assert np.array_equal(again.spikes["n1"][:-1], reference.spikes["n1"][:-1])
+    assert not np.array_equal(again.spikes["n1"][-1], reference.spikes["n1"][-1])
+
+
+@pytest.mark.parametrize("encoding", ["direct", "sequence"])
+def test_declared_input_and_framework_neurons_round_trip_together(encoding, tmp_path):
+    """Normalize + signed range + encoding (the Input's fields) beside per-channel thresholds, a delayed reset,
+    v_reset, gain and a leaky mean-membrane readout (the neuron's): one ONNX file, one npz, both exact."""
+    from inflor_deploy.backends.onnx.runtime import run_onnx
+    from inflor_deploy.backends.sim.float_ir import run_float
+    from inflor_deploy.ir.serialize import load_graph, save_graph
+    from tests.neuron_cases import declared_inputs, declared_neuron_graph
+
+    graph = declared_neuron_graph(encoding)
+    model = graph_to_onnx(graph)
+    onnx.checker.check_model(model, full_check=True)
+    assert_same_graph(graph, onnx_to_graph(model))
+    assert_same_graph(graph, load_graph(save_graph(graph, tmp_path / "g.npz")))
+    x = declared_inputs(graph)
+    reference = run_float(graph, x, record=True)
+    ort = run_onnx(model, x)
+    for name in ("snn_pc", "sj_hard"):
+        assert reference.spikes[name].any(), name
+        np.testing.assert_array_equal(ort.spikes[name], reference.spikes[name], err_msg=name)
+    np.testing.assert_allclose(ort.scores, reference.scores, rtol=1e-6, atol=1e-6)

@@ -8,6 +8,7 @@ ulps of the threshold). Scores must agree to float32 rounding.
 
 import numpy as np
 import pytest
+from onnx import numpy_helper
 
 from inflor_deploy.backends.onnx.float_model import graph_to_onnx
 from inflor_deploy.backends.onnx.runtime import run_onnx
@@ -119,10 +120,8 @@ def test_a_changed_threshold_is_caught_and_named():
     images = images_for(DIGITS, 32)
     graph = model_to_ir(randomized_model(DIGITS, images))
     model = graph_to_onnx(graph)
-    neuron = next(p for p in model.graph.node if p.name == "unit2.neuron")
-    for attribute in neuron.attribute:
-        if attribute.name == "vth":
-            attribute.f = 0.45
+    threshold = next(t for t in model.graph.initializer if t.name == "unit2.neuron.vth")
+    threshold.CopyFrom(numpy_helper.from_array(np.array(0.45), threshold.name))
     reference = run_float(graph, images, record=True)
     candidate = run_onnx(model, images)
     result = spike_mismatches(

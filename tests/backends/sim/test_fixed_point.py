@@ -151,19 +151,21 @@ def test_plan_falls_back_where_float32_is_not_proven():
     assert p.input_range == (140000, 140000)
     assert p.layers["n"].kernel == "int64" and p.layers["n"].can_wrap
     assert p.synapses["w_in"].dtype == "float32" and p.synapses["w_in"].bound == 3 * 140000
-    # Inputs beyond 2^24 / 2^53 push the synapse to float64 / int64.
+    # Sums beyond 2^24 / 2^53 push the synapse to float64 / int64 (graded inputs stay within 32 bits).
     big = hand_graph([3, -1], timesteps=2, vth=5, reset="zero", grade_scale=2.0**30)
     assert plan(big, np.ones((1, 1))).synapses["w_in"].dtype == "float64"
-    huge = hand_graph([3, -1], timesteps=2, vth=5, reset="zero", grade_scale=2.0**52)
+    huge = hand_graph([2**24, -1], timesteps=2, vth=5, reset="zero", grade_scale=2.0**30)
     assert plan(huge, np.ones((1, 1))).synapses["w_in"].dtype == "int64"
     assert plan(huge, np.ones((1, 1)), precision="int64").layers["acc"].kernel == "int64"
 
 
-@pytest.mark.parametrize("scale", [2.0**30, 2.0**52, 2.0**60])
-def test_float64_and_int64_synapses_match_the_reference(scale):
-    # u wraps every step and v saturates: the int64 kernel, fed by float64 (2^30) or int64 sums
-    # (2^52; at 2^60, a << 6 overflows int64 and both implementations wrap modulo 2^64 alike).
-    graph = hand_graph([3, -1, 0], timesteps=3, vth=100, reset="subtract", reset_mant=7, grade_scale=scale)
+@pytest.mark.parametrize("weights", [[3, -1, 0], [2**24, -(2**23) + 1, 0], [2**30, -(2**29), 5]])
+def test_float64_and_int64_synapses_match_the_reference(weights):
+    # u wraps every step and v saturates: the int64 kernel, fed by float64 sums (bound 3 * 2^30) or
+    # int64 sums (bound 2^54 and 2^60); Lava's 32-bit wrap of the Dense output and its int32 a << 6
+    # wrap them alike in both implementations.
+    graph = hand_graph(weights, timesteps=3, vth=100, reset="subtract", reset_mant=7, grade_scale=2.0**30,
+                       value_range=(-1.0, 1.0))  # fmt: skip
     images = np.array([[1.0], [0.5], [-0.25]])
     assert_bit_exact(run_aligned(graph, images, record=True), simulate(graph, images, record=True), graph)
 
@@ -180,9 +182,12 @@ def test_a_convolution_backend_off_the_allow_list_sums_in_int64(digits_fixed, di
     assert_bit_exact(run_aligned(digits_fixed, digits_images, record=True), sim, digits_fixed)
 
 
-def test_input_range_without_images_assumes_unit_pixels(digits_fixed):
+def test_input_range_without_images_is_the_declared_range(digits_fixed):
+    assert digits_fixed.input.value_range == (0.0, 1.0)
     assert input_range(digits_fixed) == (0, 255)
-    assert input_range(digits_fixed, np.array([[-0.5, 0.25]])) == (-128, 64)  # -127.5 -> -128 (half to even)
+    assert input_range(digits_fixed, np.full((1, 1, 8, 8), 0.5)) == (128, 128)  # 127.5 -> 128 (half to even)
+    with pytest.raises(IRError, match=r"outside the range \[0, 1\]"):
+        input_range(digits_fixed, np.full((1, 1, 8, 8), -0.5))
 
 
 # --------------------------------------------------------------------------- parity with the reference

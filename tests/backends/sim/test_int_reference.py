@@ -28,6 +28,7 @@ def hand_graph(
     *,
     timesteps: int,
     grade_scale: float = 1.0,
+    value_range: tuple[float, float] = (0.0, 1.0),
     w_out: int = 1,
     acc_bias: int = 0,
     bias_mant: list[int] | None = None,
@@ -42,7 +43,7 @@ def hand_graph(
     size = len(weights)
     graph = Graph(
         nodes=(
-            n.Input("x", (), shape=(1,), grade_scale=grade_scale),
+            n.Input("x", (), shape=(1,), grade_scale=grade_scale, value_range=value_range),
             n.FixedPointSynapse("w_in", ("x",), kind="dense", weight=np.array(weights, np.int32).reshape(size, 1)),
             n.FixedPointNeuron(
                 "n", ("w_in",), shape=(size,),
@@ -305,10 +306,26 @@ def test_wrap_is_applied_once_into_the_half_open_interval():
 
 
 def test_quantize_input_rounds_half_to_even():
-    graph = hand_graph([1], timesteps=1, vth=1, reset="zero", grade_scale=2.0)
+    graph = hand_graph([1], timesteps=1, vth=1, reset="zero", grade_scale=2.0, value_range=(-1.0, 2.0))
     # 0.25 * 2 = 0.5 -> 0, 0.75 * 2 = 1.5 -> 2, 1.25 * 2 = 2.5 -> 2, -0.75 * 2 = -1.5 -> -2
     q = quantize_input(graph, np.array([[0.25], [0.75], [1.25], [-0.75]]))
     assert q.dtype == np.int64 and q[:, 0].tolist() == [0, 2, 2, -2]
+
+
+def test_inputs_outside_the_declared_range_are_refused():
+    graph = hand_graph([1], timesteps=1, vth=1, reset="zero", grade_scale=2.0, value_range=(0.0, 1.0))
+    for bad in ([[-0.25]], [[1.5]], [[np.nan]]):
+        with pytest.raises(IRError, match="outside the range|NaN"):
+            run_aligned(graph, np.array(bad))
+    with pytest.raises(IRError, match="do not fit"):
+        quantize_input(graph, np.zeros((2, 3)))
+
+
+def test_graded_inputs_beyond_32_bits_are_refused():
+    graph = hand_graph([1], timesteps=1, vth=1, reset="zero", grade_scale=1.0, value_range=(-2.0**40, 2.0**40))
+    assert quantize_input(graph, np.array([[2.0**31 - 1]]))[0, 0] == 2**31 - 1
+    with pytest.raises(IRError, match="32-bit graded payload"):
+        quantize_input(graph, np.array([[2.0**31]]))
 
 
 def test_reference_refuses_float_and_unscheduled_graphs():

@@ -1,10 +1,16 @@
 """SoftResetLIF: a CUBA (current-based LIF) neuron whose spike subtracts a fixed amount.
 
-Lava's stock LIF neurons reset the voltage to zero on a spike (hard reset).
-InfLoR's SRIF neuron subtracts instead (``U[t] = H[t] - reset * O[t]``), and
-nothing in Lava 0.10.0 does that, so this Process adds it. Its dynamics are
-Lava's ``LIF`` dynamics with one changed line, plus the periodic state reset
-of ``LIFReset`` that lets many samples run back to back:
+Lava's stock LIF neurons reset the voltage to zero on a spike (hard reset)
+and have one threshold per population. InfLoR's SRIF neuron subtracts
+instead (``U[t] = H[t] - reset * O[t]``), SpikingJelly and snnTorch layers
+may carry one threshold (and reset amount) per channel, and snnTorch's
+``reset_mechanism="none"`` never resets; nothing in Lava 0.10.0 does these,
+so this Process adds them: ``vth`` and ``reset_mant`` are per-neuron Vars,
+and ``reset_mode`` picks what a spike does (``"subtract"``, the default;
+``"zero"``, Lava's own hard reset, for per-channel thresholds; ``"none"``).
+Its dynamics are Lava's ``LIF`` dynamics with the reset line changed, plus
+the periodic state reset of ``LIFReset`` that lets many samples run back to
+back:
 
 Fixed point (``fixed_pt``, bit-accurate; integers, state 24 bit)::
 
@@ -13,15 +19,17 @@ Fixed point (``fixed_pt``, bit-accurate; integers, state 24 bit)::
     u = wrap24(u + (a_in << 6))
     v = sign(v * (4096 - dv)) * (|v * (4096 - dv)| >> 12)
     v = clip(v + u + (bias_mant << bias_exp), -(2^23 - 1), 2^23 - 1)
-    s = v > (vth << 6)
-    v = v - (reset_mant << 6)   where s          # stock LIF: v = 0 where s
+    s = v > (vth << 6)                           # vth per neuron
+    v = v - (reset_mant << 6)   where s          # reset_mode "subtract" (stock LIF: v = 0 where s)
+    v = 0                       where s          # reset_mode "zero"
+                                                 # reset_mode "none": v kept
 
 Floating point (``floating_pt``; du, dv are fractions in [0, 1])::
 
     u = u * (1 - du) + a_in
     v = v * (1 - dv) + u + bias_mant             # bias_exp ignored, as in Lava
     s = v > vth
-    v = v - reset_mant          where s
+    v = v - reset_mant          where s          # (zero: v = 0; none: kept)
 
 ``reset_mant`` counts in the same units as ``vth`` (weight units in fixed
 point: one weight unit is 64 units of v).
@@ -42,6 +50,8 @@ from lava.magma.core.process.variable import Var  # noqa: E402
 from lava.proc.lif.process import AbstractLIF  # noqa: E402
 
 Values = ty.Union[float, list, np.ndarray]
+#: What a spike does to v.
+RESET_MODES = ("subtract", "zero", "none")
 
 
 class SoftResetLIF(AbstractLIF):
@@ -54,8 +64,11 @@ class SoftResetLIF(AbstractLIF):
 
     Args:
         shape: Shape of the neuron population.
-        vth: Threshold (fixed point: 17-bit mantissa, compared as ``vth << 6``).
-        reset_mant: What a spike subtracts from v (fixed point: ``reset_mant << 6``); >= 0.
+        vth: Threshold, one for all neurons or an array of ``shape`` (fixed
+            point: 17-bit mantissa, compared as ``vth << 6``).
+        reset_mant: What a spike subtracts from v (fixed point: ``reset_mant << 6``); >= 0;
+            one value or an array of ``shape``.
+        reset_mode: ``"subtract"`` (default), ``"zero"`` or ``"none"``.
         u: Initial current.
         v: Initial voltage.
         du: Current decay (fixed point: 12-bit, 4095 makes u the current input).
@@ -72,8 +85,9 @@ class SoftResetLIF(AbstractLIF):
         self,
         *,
         shape: tuple[int, ...],
-        vth: float,
-        reset_mant: float,
+        vth: Values,
+        reset_mant: Values,
+        reset_mode: str = "subtract",
         u: Values = 0,
         v: Values = 0,
         du: float = 0,
@@ -107,9 +121,13 @@ class SoftResetLIF(AbstractLIF):
             raise ValueError(f"SoftResetLIF: reset_interval must be an int >= 1, got {reset_interval!r}")
         if int(reset_offset) != reset_offset or reset_offset < 0:
             raise ValueError(f"SoftResetLIF: reset_offset must be an int >= 0, got {reset_offset!r}")
-        if reset_mant < 0:
+        if np.any(np.asarray(reset_mant) < 0):
             raise ValueError(f"SoftResetLIF: reset_mant must be >= 0 (it is subtracted), got {reset_mant!r}")
-        self.vth = Var(shape=(1,), init=vth)
-        self.reset_mant = Var(shape=(1,), init=reset_mant)
+        if reset_mode not in RESET_MODES:
+            raise ValueError(f"SoftResetLIF: reset_mode must be one of {RESET_MODES}, got {reset_mode!r}")
+        # Per-neuron Vars (a scalar is broadcast), so that thresholds may differ per channel.
+        self.vth = Var(shape=tuple(shape), init=np.broadcast_to(np.asarray(vth), tuple(shape)).copy())
+        self.reset_mant = Var(shape=tuple(shape), init=np.broadcast_to(np.asarray(reset_mant), tuple(shape)).copy())
+        self.proc_params["reset_mode"] = reset_mode
         self.proc_params["reset_interval"] = int(reset_interval)
         self.proc_params["reset_offset"] = int(reset_offset)
