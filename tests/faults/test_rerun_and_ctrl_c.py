@@ -5,6 +5,7 @@ default artifact directory existed ("pass --force"); Ctrl-C printed a
 traceback (and one per Lava worker).
 """
 
+import json
 import shutil
 import signal
 
@@ -34,6 +35,13 @@ def test_verify_on_a_checkpoint_twice_reuses_then_rebuilds_when_the_checkpoint_c
     assert second[0] == 0, second[1]
     assert "reusing artifacts/model-loihi2-sim: compiled from this checkpoint (sha256" in second[1]
     assert "compiled model.pt" not in second[1]  # not compiled again
+    # verify.json, written under the artifact's lock, holds the whole ladder: level 0 rebuilt the
+    # reused artifact bit for bit, and level 4 records its limits.
+    written = json.loads((tmp_path / "artifacts" / "model-loihi2-sim" / "verify.json").read_text())
+    assert [level["level"] for level in written["levels"]] == [0, 1, 2, 3, 4]
+    assert written["levels"][0]["ok"] is True and written["levels"][0]["kind"] == "bit-exact"
+    assert written["levels"][4]["metrics"]["max_accuracy_drop"] == 0.01
+    assert written["levels"][4]["metrics"]["min_spike_agreement"] == 0.9
 
     payload = torch.load(model, weights_only=True)  # the same model, one weight changed
     name = next(k for k in payload["state_dict"] if k.endswith("weight"))
@@ -44,6 +52,25 @@ def test_verify_on_a_checkpoint_twice_reuses_then_rebuilds_when_the_checkpoint_c
     assert "recompiling artifacts/model-loihi2-sim: it does not match this request (checkpoint sha256" in third[1]
     assert "compiled model.pt" in third[1]
     assert partial_entries(tmp_path / "artifacts") == []
+
+
+def test_verify_never_reuses_nor_silently_replaces_an_artifact_changed_after_compiling(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    model = tmp_path / "model.pt"
+    shutil.copy(DEFAULT_MODEL, model)
+    out = tmp_path / "artifacts" / "model-loihi2-sim"
+    assert _verify(model)[0] == 0
+    report = out / "quantization_report.json"
+    report.write_text(report.read_text() + " ")
+    edited = report.read_bytes()
+    code, output = _verify(model)
+    assert code == 1 and "Traceback" not in output
+    assert "will not be reused" in output and "quantization_report.json differs from what compile wrote" in output
+    assert "--force" in output and "parity ladder" not in output
+    assert report.read_bytes() == edited  # left as found: it is the evidence
+    code, output = _verify(model, "--force")
+    assert code == 0, output
+    assert "compiled model.pt" in output and report.read_bytes() != edited
 
 
 def test_verify_never_replaces_a_directory_that_is_not_an_artifact(tmp_path, monkeypatch):
