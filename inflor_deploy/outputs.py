@@ -13,6 +13,9 @@
   the lock file). The kernel drops the lock when its holder dies, so a
   killed compile never blocks the next one. Locks are re-entrant within a
   process (a compile locks, then writes its artifact).
+* :func:`reserve_file` does both for a single-file output (``export``'s
+  file): checked before the work, refused if it exists (without
+  ``--force``), locked while the work runs.
 * :func:`rename_into_place` moves a finished directory to its path without
   replacing anything (``renameat2(RENAME_NOREPLACE)``) or, when replacing,
   swaps old and new in one step (``RENAME_EXCHANGE``), so a reader sees the
@@ -50,6 +53,7 @@ __all__ = [
     "output_error",
     "output_lock",
     "rename_into_place",
+    "reserve_file",
     "sibling_name",
 ]
 
@@ -270,6 +274,36 @@ def output_lock(target: str | Path, *, wait: bool) -> Iterator[None]:
         with contextlib.suppress(OSError):
             os.unlink(lock_path)
         os.close(fd)
+
+
+@contextlib.contextmanager
+def reserve_file(out: str | Path, force: bool, *, need_bytes: int = 0, what: str = "output file") -> Iterator[None]:
+    """Check the file ``out`` before the work and hold its lock while the block computes and writes it.
+
+    The block writes with ``write_file_atomically(out, ..., replace=force)``.
+    Without ``force`` an existing ``out`` is refused, before the work and
+    again under the lock, and a second writer fails at once naming this
+    one; with ``force`` the block waits for another writer of ``out`` to
+    finish, then replaces its file (the last one wins, atomically).
+
+    Raises:
+        OutputError: ``out`` cannot be written (:func:`check_output_path`),
+            is a directory, exists (without ``force``), or is being written
+            by another process (without ``force``).
+    """
+    out = Path(out)
+
+    def refuse_existing() -> None:
+        if os.path.isdir(out):
+            raise OutputError(f"{_short(out)} is a directory; give the path of the {what} to write with -o")
+        if not force and os.path.lexists(out):
+            raise OutputError(f"{_short(out)} already exists; choose another -o or pass --force to replace it")
+
+    check_output_path(out, need_bytes=need_bytes, what=what)
+    refuse_existing()
+    with output_lock(out, wait=force):
+        refuse_existing()  # again under the lock: a writer may have finished meanwhile
+        yield
 
 
 # --------------------------------------------------------------------------- renaming

@@ -82,3 +82,18 @@ def test_sigkill_during_a_lava_run_still_takes_the_workers_and_segments_along(di
     assert run.returncode == -signal.SIGKILL
     assert run.segments
     assert_nothing_left(run)
+
+
+def test_sigterm_during_a_netx_export_check_leaves_no_worker_no_segment_and_no_file(digits_artifact, tmp_path):
+    # lava-dl's NetX network runs inside the same teardown as ours (teardown.guarded_run). 300 samples
+    # through the written file (~1,200 recorded steps) are long enough to be caught mid-run.
+    out = tmp_path / "model.net"
+    args = ["export", str(digits_artifact), "--format", "netx", "--allow-inexact", "--check", "300", "-o", str(out)]
+    run = run_cli(args, tmp_path, send=signal.SIGTERM, when=lava_running())
+    assert run.returncode == 143
+    assert_one_line(run, "interrupted by SIGTERM", "Lava processes", "shared-memory segments",
+                    "nothing was left behind")  # fmt: skip
+    assert len(run.tree) >= 11 and run.segments, "the signal did not land while lava-dl's network ran"
+    assert_nothing_left(run)
+    # Neither the file, nor its temporary copy, nor the export's lock stays.
+    assert not out.exists() and partial_entries(tmp_path) == []
