@@ -117,7 +117,7 @@ def train(arch, data_spec, timesteps, neuron, mpr, epochs, lr, seed, output, for
     model = build_model(model_config)
     checkpoint_bytes = sum(t.numel() * t.element_size() for t in model.state_dict().values()) + (1 << 20)
     check_output_path(output, need_bytes=checkpoint_bytes, what="checkpoint")
-    training_estimate(model, timesteps, train_config.batch_size).require()
+    training_estimate(model, timesteps, train_config.batch_size, sequence=sequence).require()
     result = run_training(model_config, train_data, test_data, train_config)
     save_checkpoint(
         output,

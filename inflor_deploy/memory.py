@@ -6,11 +6,21 @@ the kernel's OOM killer (no message, no cleanup); compile, verify and
 holds, for each sample in flight, every layer's activations at every
 timestep, so memory is linear in ``T x samples``:
 
-    bytes ~= B_kind x activations x T x samples (+ 16 B x parameters when training)
+    bytes ~= (B_kind x activations + 12 B x sequence inputs) x T x samples
+             (+ 16 B x parameters when training)
 
 ``activations`` is the number of values one sample produces in one
 timestep: the sum of the output sizes of every node of the IR (the shapes
-``report`` shows). ``B_kind``, per activation, per timestep, per sample:
+``report`` shows). Every readout is counted there: the accumulator of each
+readout mode, the identity synapse a spike-count readout adds, and the
+mean-membrane readout's v at every step (one accumulator value per step).
+``sequence inputs`` is the size of one input frame when the Input is a
+sequence (event data ``[N, T, C, H, W]``; 0 for direct encoding): every
+one of a sample's T frames is held for the whole run, as the caller's
+float32 data and as the int64 grades the simulators quantize the window
+to: measured 12.4 B per frame value on the fixed-point simulator (a
+2x64x64 event input, T = 64), where a direct input holds one frame per
+sample (no factor T). ``B_kind``, per activation, per timestep, per sample:
 
 ============ ===== =========================================================================
 kind           B   where the figure comes from
@@ -49,11 +59,14 @@ __all__ = [
     "available_bytes",
     "batch_size_for",
     "samples_estimate",
+    "sequence_inputs",
     "training_estimate",
 ]
 
 #: Bytes per activation, per timestep, per sample in flight (see the module docstring).
 BYTES_PER_ACTIVATION = {"train": 16, "recorded": 24, "forward": 4, "simulate": 4}
+#: Bytes per value of a sequence Input's frames, per timestep, per sample (see the module docstring).
+SEQUENCE_INPUT_BYTES = 12
 #: Bytes per parameter while training: weight, gradient and Adam's two moments, float32.
 TRAIN_BYTES_PER_PARAMETER = 16
 #: Batched work may use this fraction of the available memory (the rest is for everything else).
@@ -104,6 +117,12 @@ def activations(graph) -> int:
     return sum(math.prod(shape) for shape in infer_shapes(graph).values())
 
 
+def sequence_inputs(graph) -> int:
+    """Values of one input frame when the Input is a sequence (a new frame held for every step), else 0."""
+    source = graph.input
+    return math.prod(source.shape) if source.encoding == "sequence" else 0
+
+
 @dataclass(frozen=True)
 class Estimate:
     """Memory a run needs.
@@ -135,24 +154,32 @@ class Estimate:
 
 
 def _estimate(kind: str, what: str, elements: int, timesteps: int, samples: int, lower: str,
-              extra: int = 0, extra_text: str = "") -> Estimate:  # fmt: skip
+              extra: int = 0, extra_text: str = "", frames: int = 0) -> Estimate:  # fmt: skip
     per = BYTES_PER_ACTIVATION[kind]
     plural = "s" if samples != 1 else ""
-    formula = f"{per} B x {elements:,} activations x T={timesteps:,} x {samples:,} sample{plural}{extra_text}"
-    per_timestep = per * elements * samples
+    held = f"{per} B x {elements:,} activations"
+    if frames:
+        held = f"({held} + {SEQUENCE_INPUT_BYTES} B x {frames:,} sequence input values)"
+    formula = f"{held} x T={timesteps:,} x {samples:,} sample{plural}{extra_text}"
+    per_timestep = (per * elements + SEQUENCE_INPUT_BYTES * frames) * samples
     return Estimate(what, per_timestep * timesteps + extra, formula, lower, per_timestep, extra)
 
 
-def training_estimate(model, timesteps: int, batch_size: int) -> Estimate:
-    """Memory one training step of ``model`` needs (activations kept for the backward pass, Adam's state)."""
+def training_estimate(model, timesteps: int, batch_size: int, sequence: bool = False) -> Estimate:
+    """Memory one training step of ``model`` needs (activations kept for the backward pass, Adam's state).
+
+    ``sequence``: the model is trained on event data (a new frame per step), whose T frames are held too.
+    """
     from inflor_deploy.frontends.zoo import model_to_ir
 
+    graph = model_to_ir(model)
     parameters = sum(p.numel() for p in model.parameters())
     extra = TRAIN_BYTES_PER_PARAMETER * parameters
     return _estimate(
         "train", f"training {getattr(getattr(model, 'config', None), 'arch', 'the model')} with T={timesteps:,}",
-        activations(model_to_ir(model)), timesteps, batch_size, f"-T (training batches are "
+        activations(graph), timesteps, batch_size, f"-T (training batches are "
         f"{batch_size} samples)", extra, f" + {TRAIN_BYTES_PER_PARAMETER} B x {parameters:,} parameters",
+        frames=math.prod(graph.input.shape) if sequence else 0,
     )  # fmt: skip
 
 
@@ -173,7 +200,7 @@ def batch_size_for(graph, kind: str, what: str, *, timesteps: int | None = None,
         MemoryLimitError: One sample alone exceeds the available memory.
     """
     steps = steps_per_sample or timesteps or graph.timesteps
-    one = _estimate(kind, what, activations(graph), steps, 1, lower)
+    one = _estimate(kind, what, activations(graph), steps, 1, lower, frames=sequence_inputs(graph))
     available = available_bytes()
     one.require(available)
     return max(1, min(wanted, int(available * BATCH_FRACTION) // max(one.bytes, 1)))
@@ -181,4 +208,5 @@ def batch_size_for(graph, kind: str, what: str, *, timesteps: int | None = None,
 
 def samples_estimate(graph, kind: str, what: str, samples: int, lower: str, steps_per_sample: int | None = None) -> Estimate:
     """The estimate of ``samples`` samples held at once (work that cannot be batched)."""
-    return _estimate(kind, what, activations(graph), steps_per_sample or graph.timesteps, samples, lower)
+    return _estimate(kind, what, activations(graph), steps_per_sample or graph.timesteps, samples, lower,
+                     frames=sequence_inputs(graph))

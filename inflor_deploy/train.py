@@ -7,6 +7,7 @@ and, for SRIF+MPR, through phi (MPR's whole effect is on training).
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 
@@ -67,7 +68,11 @@ def evaluate(model: torch.nn.Module, data: Dataset, batch_size: int | None = Non
         from inflor_deploy.frontends.zoo import model_to_ir
         from inflor_deploy.memory import batch_size_for
 
-        batch_size = batch_size_for(model_to_ir(model), "forward", "evaluating one sample", wanted=256, lower="-T")
+        graph = model_to_ir(model)
+        if data.is_sequence:  # event data: each sample's T frames are held too (memory.SEQUENCE_INPUT_BYTES)
+            sequence = dataclasses.replace(graph.input, encoding="sequence")
+            graph = graph.replace_nodes(sequence if node is graph.input else node for node in graph)
+        batch_size = batch_size_for(graph, "forward", "evaluating one sample", wanted=256, lower="-T")
     model.eval()
     predictions = []
     for start in range(0, len(data), batch_size):
