@@ -169,6 +169,15 @@ def test_too_little_free_space_is_refused_before_compiling(tmp_path, monkeypatch
     assert "compiled" not in output and list(tmp_path.iterdir()) == []
 
 
+def test_the_free_space_estimate_covers_what_a_compile_writes(digits_artifact):
+    from inflor_deploy.outputs import artifact_bytes_per_checkpoint_byte
+
+    written = sum(p.stat().st_size for p in digits_artifact.rglob("*") if p.is_file())
+    checkpoint = DEFAULT_MODEL.stat().st_size
+    # Without the fixed overhead: the per-file ratios alone must cover every IR step the pipeline writes.
+    assert written <= artifact_bytes_per_checkpoint_byte() * checkpoint, (written / checkpoint)
+
+
 # --------------------------------------------------------------------------- failing while writing
 
 
