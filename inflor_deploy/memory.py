@@ -6,7 +6,7 @@ the kernel's OOM killer (no message, no cleanup); compile, verify and
 holds, for each sample in flight, every layer's activations at every
 timestep, so memory is linear in ``T x samples``:
 
-    bytes ~= (B_kind x activations + 12 B x sequence inputs) x T x samples
+    bytes ~= (B_kind x activations + 16 B x sequence inputs) x T x samples
              (+ 16 B x parameters when training)
 
 ``activations`` is the number of values one sample produces in one
@@ -16,11 +16,13 @@ readout mode, the identity synapse a spike-count readout adds, and the
 mean-membrane readout's v at every step (one accumulator value per step).
 ``sequence inputs`` is the size of one input frame when the Input is a
 sequence (event data ``[N, T, C, H, W]``; 0 for direct encoding): every
-one of a sample's T frames is held for the whole run, as the caller's
-float32 data and as the int64 grades the simulators quantize the window
-to: measured 12.4 B per frame value on the fixed-point simulator (a
-2x64x64 event input, T = 64), where a direct input holds one frame per
-sample (no factor T). ``B_kind``, per activation, per timestep, per sample:
+one of a sample's T frames is held for the whole run, and the simulators
+quantize the whole window at once (``quantize_input``: the float64 product
+and its rounding alive together, then the int64 grades): measured 16.0 B
+per frame value as peak RSS on the fixed-point simulator (2x64x64 events,
+T = 48, 24 samples; the caller's float32 data come on top, loaded before
+the estimate reads the available memory). A direct input holds one frame
+per sample (no factor T). ``B_kind``, per activation, per timestep, per sample:
 
 ============ ===== =========================================================================
 kind           B   where the figure comes from
@@ -66,7 +68,7 @@ __all__ = [
 #: Bytes per activation, per timestep, per sample in flight (see the module docstring).
 BYTES_PER_ACTIVATION = {"train": 16, "recorded": 24, "forward": 4, "simulate": 4}
 #: Bytes per value of a sequence Input's frames, per timestep, per sample (see the module docstring).
-SEQUENCE_INPUT_BYTES = 12
+SEQUENCE_INPUT_BYTES = 16
 #: Bytes per parameter while training: weight, gradient and Adam's two moments, float32.
 TRAIN_BYTES_PER_PARAMETER = 16
 #: Batched work may use this fraction of the available memory (the rest is for everything else).
