@@ -78,11 +78,12 @@ def test_a_matching_artifact_is_reused(art):
     [
         ({"input_range": "0,255"}, "input {'range': [0.0, 1.0]"),
         ({"input_mean": "0.5", "input_std": "0.25"}, "'mean': None"),
-        ({"timesteps": 6}, "timesteps None there, 6 now"),
+        ({"timesteps": 6}, "timesteps T there, 6 now"),
     ],
 )
 def test_other_options_rebuild_naming_what_differs(art, options, named):
     checkpoint, out = art
+    named = named.replace("timesteps T", f"timesteps {load_checkpoint(checkpoint).config.timesteps}")  # the record holds the checkpoint's own T
     decision = decide_reuse(out, checkpoint, *_request(checkpoint, **options))
     assert decision.action == "rebuild"
     assert "compile options differ" in decision.reason and named in decision.reason
