@@ -44,6 +44,8 @@ from inflor_deploy.targets import Target, load_target
 #: Probe samples the contracts run on (real test images when the checkpoint names its dataset).
 MAX_PROBE_SAMPLES = 16
 MIN_PROBE_SAMPLES = 2
+#: Above this T, memory is checked on a one-step trace before the full trace (which runs the model at T).
+SHORT_TRACE_ABOVE = 64
 #: Multiply-accumulates one float run of the probe may cost when the probe size is automatic.
 #: Contracts check each pass on a handful of inputs; whole datasets are `inflor-deploy verify`'s job.
 PROBE_MAC_BUDGET = 2e10
@@ -71,6 +73,21 @@ def _probe_count(graph: Graph, requested: int | None) -> int:
         return requested
     samples_estimate(graph, "recorded", what, MIN_PROBE_SAMPLES, "-T").require()
     return max(MIN_PROBE_SAMPLES, batch_size_for(graph, "recorded", what, wanted=auto_probe_samples(graph), lower="-T"))
+
+
+def _refuse_before_tracing(model: nn.Module, input_shape, timesteps: int, probe_samples: int | None,
+                           trace_options: dict[str, Any]) -> None:  # fmt: skip
+    """Refuse a T whose compile would not fit in memory before the full trace, which runs the model at T.
+
+    The layers' shapes do not depend on T, so a one-step trace labelled with T
+    gives the estimate. A model that cannot be traced at one step (its T is
+    built in) is left to the full trace, which checks the same after it.
+    """
+    try:
+        short = trace_model(model, input_shape, 1, **trace_options).graph
+    except InflorError:
+        return
+    _probe_count(Graph(short.nodes, timesteps, short.name), probe_samples)
 
 
 def auto_probe_samples(graph: Graph) -> int:
@@ -268,9 +285,10 @@ def compile_model(
     if probe_samples is not None and probe_samples < 1:
         raise InflorError(f"probe_samples must be >= 1, got {probe_samples}")
     spec = resolve_input_spec(input_range, input_mean, input_std, input_encoding or "direct")
-    traced = trace_model(
-        model, input_shape, timesteps, time_mode=time_mode, adapters=adapters, name=name, input_spec=spec
-    )
+    trace_options = dict(time_mode=time_mode, adapters=adapters, name=name, input_spec=spec)
+    if timesteps is not None and timesteps > SHORT_TRACE_ABOVE:
+        _refuse_before_tracing(model, input_shape, timesteps, probe_samples, trace_options)
+    traced = trace_model(model, input_shape, timesteps, **trace_options)
     source = source or ModelSource.from_module(model)
     onnx_model = graph_to_onnx(traced.graph)
     imported = onnx_to_graph(onnx_model)
