@@ -190,6 +190,8 @@ def _spikingjelly_evidence(neurons: dict[str, Any]) -> tuple[float, str] | None:
     if len(dts) > 1 or any(len(np.unique(node.r)) != 1 for node in ifs):
         return None
     dt = dts.pop() if dts else EXPORTER_DT
+    if dt == 1.0:
+        return None  # r = 1 is also how sinabs and Norse write an IF (firing on '>'): not evidence of SpikingJelly
     for node in neurons.values():
         kind = type(node).__name__
         if kind == "LIF":
@@ -224,12 +226,13 @@ def _snntorch_evidence(neurons: dict[str, Any]) -> str | None:
             "parameters, v_leak = v_reset = 0, r = tau/dt with dt = 1e-4)")
 
 
-def detect_convention(graph) -> tuple[str, str]:
+def detect_convention(graph, dt: float | None = None) -> tuple[str, str]:
     """``(convention name, evidence)`` for a ``nir.NIRGraph`` (module docstring for the rules).
 
     Order: this project's metadata; SpikingJelly's writing; snnTorch's writing; else ``nir``.
     The dtype of the parameters is part of the evidence: SpikingJelly fills them with
-    ``np.full`` of Python floats (float64), snnTorch takes its float32 buffers.
+    ``np.full`` of Python floats (float64), snnTorch takes its float32 buffers. A step ``dt``
+    the user gives that is not the one SpikingJelly's writing implies rules SpikingJelly out.
     """
     if graph_metadata(graph) is not None:
         return "inflor-deploy", "the file was written by inflor-deploy (metadata key 'inflor_deploy')"
@@ -237,7 +240,7 @@ def detect_convention(graph) -> tuple[str, str]:
     if not neurons:
         return "nir", "the graph has no neurons"
     found = _spikingjelly_evidence(neurons)
-    if found is not None:
+    if found is not None and (dt is None or _close32(dt, found[0])):
         return "spikingjelly", found[1]
     found = _snntorch_evidence(neurons)
     if found is not None:
@@ -262,7 +265,7 @@ def resolve_reading(graph, *, convention: str | None = None, dt: float | None = 
         raise NirImportError(f"dt {dt!r}: the step must be a positive number of seconds, e.g. --dt 1e-4")
     meta = graph_metadata(graph)
     if convention in (None, "auto"):
-        name, evidence = detect_convention(graph)
+        name, evidence = detect_convention(graph, dt)
     else:
         name, evidence = convention, f"given (--convention {convention})"
     if name == "inflor-deploy":
