@@ -134,9 +134,10 @@ class Reading:
     recorded: bool = False
 
     def to_dict(self) -> dict[str, Any]:
-        return {"convention": self.convention.name, "dt": self.dt, "compare": self.compare or self.convention.compare,
-                "reset": self.reset or ("recorded" if self.recorded else "zero (to v_reset, NIR)"),
-                "reset_timing": self.convention.reset_timing, "evidence": self.evidence}  # fmt: skip
+        compare = self.compare or ("as recorded" if self.recorded else self.convention.compare)
+        return {"convention": self.convention.name, "dt": self.dt, "compare": compare,
+                "reset": self.reset or ("as recorded" if self.recorded else "zero (to v_reset, NIR)"),
+                "reset_timing": "as recorded" if self.recorded else self.convention.reset_timing, "evidence": self.evidence}  # fmt: skip
 
 
 def plain_metadata(value: Any) -> Any:
