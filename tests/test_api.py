@@ -77,7 +77,7 @@ def test_from_nir_and_compile_take_a_nir_graph_in_memory_or_a_file(tmp_path):
     from tests.cli import nir_nets
 
     digits = load_digits("train")
-    net = nir_nets.train(nir_nets.snntorch_net(), digits.images, digits.labels, epochs=1)
+    net = nir_nets.train(nir_nets.snntorch_net, digits.images, digits.labels, epochs=1)
     graph = export_to_nir(net, torch.zeros(1, 1, 8, 8), ignore_dims=[0])
     ir = inflor_deploy.from_nir(graph, timesteps=4, reset="subtract")
     assert isinstance(ir, Graph) and ir.node("1").reset == "subtract" and ir.node("1").reset_timing == "next_step"

@@ -71,8 +71,10 @@ def spike_counts(net: nn.Module, images: torch.Tensor) -> torch.Tensor:
     return total
 
 
-def train(net: nn.Module, images: np.ndarray, labels: np.ndarray, epochs: int = 3, seed: int = 0) -> nn.Module:
+def train(factory, images: np.ndarray, labels: np.ndarray, epochs: int = 3, seed: int = 0) -> nn.Module:
+    """``factory()`` built and trained from ``seed`` (initial weights included): the same model on every run."""
     torch.manual_seed(seed)
+    net = factory()
     opt = torch.optim.Adam(net.parameters(), 1e-2)
     x, y = torch.from_numpy(images[:512]), torch.from_numpy(labels[:512]).long()
     for _ in range(epochs):

@@ -147,7 +147,7 @@ def _export_snntorch(folder, digits):
     from snntorch.export_nir import export_to_nir
 
     train, test = digits
-    net = nir_nets.train(nir_nets.snntorch_net(), train.images, train.labels)
+    net = nir_nets.train(nir_nets.snntorch_net, train.images, train.labels)
     torch.save(net.state_dict(), folder / "snn.pt")
     nir.write(folder / "snn.nir", export_to_nir(net, torch.zeros(1, 1, 8, 8), ignore_dims=[0]))
     return folder / "snn.nir", folder / "snn.pt", nir_nets.accuracy(net, test.images[:200], test.labels[:200])
@@ -159,7 +159,7 @@ def _export_spikingjelly(folder, digits, soft: bool):
 
     train, test = digits
     factory = nir_nets.spikingjelly_soft_net if soft else nir_nets.spikingjelly_hard_net
-    net = nir_nets.train(factory(), train.images, train.labels)
+    net = nir_nets.train(factory, train.images, train.labels)
     torch.save(net.state_dict(), folder / "sj.pt")
     if soft:
         with pytest.raises(NotImplementedError, match="soft reset"):
