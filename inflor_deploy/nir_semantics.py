@@ -362,7 +362,8 @@ def invert_snntorch_beta(tau, r) -> tuple[float, bool]:
             matches.append(beta)
     if len(matches) >= 1:
         best = naive if naive in matches else matches[0]
-        return float(best), len(matches) == 1
+        # Below 0.5, 1 - beta rounds in float32: several betas (some beyond the window searched) share it.
+        return float(best), len(matches) == 1 and best >= 0.5
     return float(naive), False
 
 
