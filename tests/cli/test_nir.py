@@ -75,9 +75,15 @@ def test_a_nir_file_compiles_verifies_and_its_source_is_hash_checked(tmp_path):
     assert levels[1]["metrics"]["spikes"] > 0 and levels[1]["metrics"]["mismatches"] == 0
     assert levels[2]["ok"]
     # Replacing the .nir source after compiling is named before anything runs.
-    model.write_bytes(model.read_bytes() + b"\0")
+    original = model.read_bytes()
+    model.write_bytes(original + b"\0")
     line = _refused("verify", art, "--samples", "4", fragment="hand.nir")
     assert "sha256" in line or "changed" in line
+    # An edited artifact names the command that rebuilds it from the .nir with the recorded reading.
+    model.write_bytes(original)
+    (art / "fixed_point.npz").write_bytes((art / "fixed_point.npz").read_bytes() + b"\0")
+    line = _refused("verify", art, "--samples", "4", fragment="was changed after compiling")
+    assert f"inflor-deploy compile {model.resolve()} -T 4 --reset subtract --dt 1.0 --target loihi2-sim" in line
 
 
 def test_export_nir_then_compile_the_file_gives_the_same_fixed_point_artifact(tmp_path):
