@@ -230,6 +230,14 @@ def test_conventions_spikingjelly_and_snntorch_are_detected_from_how_the_exporte
     assert import_nir(snn, timesteps=4, convention="nir", dt=1e-4).graph.node("l1").reset_timing == "same_step"
 
 
+def test_norse_convention_reads_r_1_with_norse_default_step():
+    # Norse's LIFBoxCell: LIF(tau = 1/tau_mem_inv, r = 1); dt 1e-3 -> leak 1 - 0.1, gain dt r / tau = 0.1
+    imported = import_nir(chain(PICK, lif(2, 1e-2, 1.0), output=[2]), timesteps=1, convention="norse")
+    neuron = imported.graph.node("l1")
+    assert imported.reading.dt == 1e-3 and neuron.compare == ">" and neuron.reset_timing == "same_step"
+    assert neuron.tau == pytest.approx(0.9, abs=1e-15) and neuron.gain == pytest.approx(0.1, abs=1e-15)
+
+
 def test_a_lif_without_a_known_step_asks_for_dt():
     with pytest.raises(NirImportError, match=r"'l1' \(LIF\): NIR does not state the time step.*--dt"):
         # float32 parameters written as no known exporter writes them: NIR's own convention, no step
