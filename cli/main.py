@@ -215,12 +215,22 @@ def _input_shape(text: str | None):
 def _compile(model, target, output, force, *, stop_after=None, trust_pickle=False, input_scale=None,
              headroom="u", overflow="warn", timesteps=None, probe_samples=None, factory=None, model_args=(),
              input_shape=None, time_mode=None, input_range=None, input_mean=None, input_std=None,
-             input_encoding=None):  # fmt: skip
+             input_encoding=None, nir_read=None):  # fmt: skip
     from inflor_deploy.artifact import reserve_output, write_artifact
     from inflor_deploy.compiler import compile_checkpoint, compile_factory
     from inflor_deploy.outputs import estimate_artifact_bytes
     from inflor_deploy.passes.base import QuantizationOptions
 
+    nir_read = {k: v for k, v in (nir_read or {}).items() if v is not None}
+    if model.suffix.lower() == ".nir":
+        return _compile_nir(model, target, output, force, nir_read, stop_after=stop_after, input_scale=input_scale,
+                            headroom=headroom, overflow=overflow, timesteps=timesteps, probe_samples=probe_samples,
+                            factory=factory, model_args=model_args, input_shape=input_shape, time_mode=time_mode,
+                            trust_pickle=trust_pickle, input_range=input_range, input_mean=input_mean,
+                            input_std=input_std, input_encoding=input_encoding)  # fmt: skip
+    if nir_read:
+        raise InflorError(f"--{next(iter(nir_read)).replace('_', '-')} says how a NIR graph is read; MODEL "
+                          f"{model} is not a .nir file")
     if factory is None and (model_args or input_shape or time_mode):
         raise InflorError("--model-arg, --input-shape and --time-mode describe a model given with --model MODULE:FACTORY; "
                           "a checkpoint records its own architecture")  # fmt: skip
@@ -249,6 +259,33 @@ def _compile(model, target, output, force, *, stop_after=None, trust_pickle=Fals
     return result
 
 
+def _compile_nir(model, target, output, force, nir_read, *, stop_after, input_scale, headroom, overflow, timesteps,
+                 probe_samples, factory, model_args, input_shape, time_mode, trust_pickle, input_range, input_mean,
+                 input_std, input_encoding):  # fmt: skip
+    """``compile MODEL.nir -T N``: the NIR front end (docs/nir.md), then the same passes."""
+    from inflor_deploy.artifact import reserve_output, write_artifact
+    from inflor_deploy.compiler import compile_nir
+    from inflor_deploy.outputs import estimate_artifact_bytes
+    from inflor_deploy.passes.base import QuantizationOptions
+
+    if factory is not None or model_args or time_mode or trust_pickle:
+        raise InflorError("--model, --model-arg, --time-mode and --trust-pickle describe PyTorch models; a .nir file "
+                          "is read with nir.read (data only): drop them")
+    if timesteps is None:
+        raise InflorError("a NIR graph states no number of timesteps: pass -T N (the T the model was trained with)")
+    need = estimate_artifact_bytes(model) if model.is_file() else 0  # a .nir holds at least the weights, as a checkpoint
+    # Refuse before spending time on the compile; hold the output so a second compile fails at once.
+    with reserve_output(output, force, need_bytes=need):
+        options = QuantizationOptions(input_grade_scale=input_scale, headroom=headroom, overflow=overflow)
+        result = compile_nir(
+            model, timesteps=timesteps, target=target, input_shape=_input_shape(input_shape), quantization=options,
+            stop_after=stop_after, probe_samples=probe_samples, input_range=input_range, input_mean=input_mean,
+            input_std=input_std, input_encoding=input_encoding, **nir_read,
+        )  # fmt: skip
+        write_artifact(result, output, force=force)
+    return result
+
+
 def _span(value) -> str:
     """A quantization-report integer, or ``lo..hi`` for a per-channel list."""
     return f"{min(value)}..{max(value)}" if isinstance(value, list) else str(value)
@@ -259,9 +296,22 @@ def _print_compile_summary(result, output) -> None:
     if source.config is not None:
         config = source.config
         what = f"{config['arch']}, T={result.graph.timesteps}, {config['neuron']}{'+MPR' if config['mpr'] else ''}"
+    elif source.route == "nir":
+        read = conventions["reading"]
+        what = (f"NIR graph, T={result.graph.timesteps}, read as {read['convention']}: dt {read['dt']}, fires on "
+                f"{read['compare']}, reset {read['reset']}, {read['reset_timing'].replace('_', ' ')}")
     else:
         what = f"{source.model_class}, T={result.graph.timesteps}, {conventions.get('time_mode')}-step"
     click.echo(f"compiled {source.label} ({what}) for {result.target.name} in {result.seconds:.1f} s")
+    if source.route == "nir":
+        read = conventions["reading"]
+        click.echo(f"  convention: {read['evidence']}")
+        for note in conventions.get("notes", []):
+            click.echo(f"  note: {note}")
+        if read["reset"].startswith("zero"):
+            click.echo("  NIR states no reset mode: every neuron resets to v_reset, as NIR defines it. A model trained "
+                       "with a subtractive reset (snnTorch's default 'subtract', SpikingJelly's v_reset=None) needs "
+                       "--reset subtract")
     click.echo(f"contracts (probe: {result.probe_source}):")
     for contract in result.contracts:
         click.echo(f"  {'ok  ' if contract.ok else 'FAIL'} {contract.pass_name:<27} [{contract.kind}] {contract.summary}")
@@ -338,6 +388,24 @@ compile_options = [
 ]
 
 
+nir_options = [
+    click.option("--reset", "nir_reset", type=click.Choice(["zero", "subtract"]), default=None,
+                 help="MODEL.nir: zero = NIR's reset to v_reset; subtract = subtract v_threshold on a spike "
+                      "(SpikingJelly's soft reset, snnTorch's 'subtract') [default: NIR's, or the mode inflor-deploy "
+                      "recorded in the file]."),
+    click.option("--dt", "nir_dt", type=float, default=None, metavar="SECONDS",
+                 help="MODEL.nir: the step the model was trained with; LIF leak 1 - dt/tau, gain dt*r/tau "
+                      "[default: the detected exporter's: 1e-4 for SpikingJelly and snnTorch]."),
+    click.option("--compare", "nir_compare", type=click.Choice([">", ">="]), default=None,
+                 help="MODEL.nir: fire on v > v_threshold (NIR, snnTorch) or >= (SpikingJelly) [default: the "
+                      "convention's]."),
+    click.option("--convention", "nir_convention",
+                 type=click.Choice(["auto", "nir", "spikingjelly", "snntorch", "norse"]), default=None,
+                 help="MODEL.nir: whose discretization to reproduce (docs/nir.md) [default: auto, detected from how "
+                      "the file was written]."),
+]
+
+
 def _with_options(options):
     def decorate(f):
         for option in reversed(options):
@@ -367,15 +435,18 @@ model_options = [
 @click.argument("model", type=click.Path(path_type=Path))
 @_with_options(compile_options)
 @_with_options(model_options)
+@_with_options(nir_options)
 @trust_pickle_option
 @_user_errors
 def compile_command(model, target, output, force, stop_after, input_scale, input_range, input_mean, input_std,
                     input_encoding, headroom, overflow, timesteps, probe_samples, lava_smoke, factory, model_args,
-                    input_shape, time_mode, trust_pickle):  # fmt: skip
+                    input_shape, time_mode, nir_reset, nir_dt, nir_compare, nir_convention, trust_pickle):  # fmt: skip
     """Compile MODEL to Loihi 2 fixed point and write an artifact directory.
 
     MODEL is an inflor-deploy checkpoint, or, with --model MODULE:FACTORY, a
-    plain state_dict of your own network (torch.save(model.state_dict(), path)).
+    plain state_dict of your own network (torch.save(model.state_dict(), path)),
+    or a NIR graph (MODEL.nir, with -T N; --reset/--dt/--compare/--convention
+    say how it is read: docs/nir.md).
     Exits with status 2 if the Lava smoke run is not bit-exact with the simulator.
     """
     output = output or _default_output(model, target)
@@ -384,6 +455,7 @@ def compile_command(model, target, output, force, stop_after, input_scale, input
         headroom=headroom, overflow=overflow, timesteps=timesteps, probe_samples=probe_samples, factory=factory,
         model_args=model_args, input_shape=input_shape, time_mode=time_mode, input_range=input_range,
         input_mean=input_mean, input_std=input_std, input_encoding=input_encoding,
+        nir_read={"reset": nir_reset, "dt": nir_dt, "compare": nir_compare, "convention": nir_convention},
     )  # fmt: skip
     _print_compile_summary(result, output)
     if lava_smoke:
@@ -459,30 +531,50 @@ def _print_ladder(ladder) -> None:
 @click.option("--min-spike-agreement", type=click.FloatRange(0, 1), default=None,
               help="Level 4 fails when a layer's float/fixed spike agreement is below this fraction "
                    "[default: 0.90, from the bundled SRIF, an IF and a LIF model; see the README].")
+@click.option("--reference-model", default=None, metavar="MODULE:FACTORY",
+              help="An artifact compiled from NIR: the module that was exported (your code builds it; naming it runs "
+                   "it), so level 1 compares the framework's own forward pass [default: the NIR graph evaluated as "
+                   "NIR defines it].")
+@click.option("--reference-weights", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Its state_dict (loaded with weights_only=True).")
+@click.option("--reference-arg", "reference_args", multiple=True, metavar="KEY=VALUE",
+              help="Keyword argument for the reference FACTORY; repeatable.")
+@click.option("--reference-time-mode", type=click.Choice(["single", "multi"]), default="single", show_default=True,
+              help="single: the module is called once per step on [B, C, H, W] (snnTorch init_hidden, SpikingJelly "
+                   "step_mode 's'); multi: once on [T, B, C, H, W] (SpikingJelly step_mode 'm').")
 @trust_pickle_option
 @_user_errors
 def verify(model, data_spec, samples, reference_samples, lava_samples, target, output, force, max_accuracy_drop,
-           min_spike_agreement, trust_pickle):
+           min_spike_agreement, reference_model, reference_weights, reference_args, reference_time_mode,
+           trust_pickle):  # fmt: skip
     """Run the parity ladder; MODEL is a checkpoint (compiled first) or an artifact directory.
 
-    First checks the sha256 of the artifact's files and of the checkpoint it was
-    compiled from. Level 0 recompiles the checkpoint and compares bit for bit.
-    Exits with status 2 when a level fails (level 4: accuracy drop or spike
-    agreement beyond the limits).
+    First checks the sha256 of the artifact's files and of the checkpoint (or
+    NIR file) it was compiled from. Level 0 recompiles it and compares bit for
+    bit. Exits with status 2 when a level fails (level 4: accuracy drop or
+    spike agreement beyond the limits).
     """
     from inflor_deploy.data import load_dataset
     from inflor_deploy.verify import MIN_SPIKE_AGREEMENT, run_ladder
 
     if reference_samples < 1 or lava_samples < 0:
         raise InflorError("--reference-samples must be >= 1 and --lava-samples >= 0")
+    if (reference_model is None) != (reference_weights is None) or (reference_args and reference_model is None):
+        raise InflorError("--reference-model MODULE:FACTORY and --reference-weights W.pt go together (with "
+                          "--reference-arg for the factory)")
     artifact = _artifact_for(model, target, output, force, trust_pickle)
     artifact.check_sources()  # a checkpoint replaced after compiling is named before anything runs
+    reference = None
+    if reference_model is not None:
+        reference = _framework_reference(artifact, reference_model, reference_weights, reference_args,
+                                         reference_time_mode)  # fmt: skip
     data = load_dataset(data_spec, "test").take(samples)
     ladder = run_ladder(
         artifact, data, reference_samples=reference_samples, lava_samples=lava_samples,
         trust_pickle=trust_pickle, progress=lambda message: click.echo(f"  ... {message}", err=True),
         max_accuracy_drop=max_accuracy_drop / 100,
         min_spike_agreement=MIN_SPIKE_AGREEMENT if min_spike_agreement is None else min_spike_agreement,
+        model=reference,
     )  # fmt: skip
     _print_ladder(ladder)
     try:
@@ -494,6 +586,20 @@ def verify(model, data_spec, samples, reference_samples, lava_samples, target, o
         failed = ", ".join(str(level.level) for level in ladder.failed)
         click.echo(f"error: parity level(s) {failed} failed (see the summary and first divergence above)", err=True)
         sys.exit(EXIT_VERIFICATION_FAILED)
+
+
+def _framework_reference(artifact, spec, weights, args, time_mode):
+    """Level 1's reference for a NIR artifact: the exported module, built afresh by its factory for every batch."""
+    from inflor_deploy.frontends.nir.reference import FrameworkReference
+    from inflor_deploy.frontends.user_model import FactorySpec, model_from_factory
+
+    route = (artifact.manifest["source"].get("model") or {}).get("route", "checkpoint")
+    if route != "nir":
+        raise InflorError(f"--reference-model is for artifacts compiled from a NIR graph; {artifact.path} was compiled "
+                          f"from a {route} (level 1 rebuilds that model itself)")
+    factory = FactorySpec.parse(spec, args)
+    model_from_factory(factory, weights)  # a factory that raises or weights that do not fit: named now
+    return FrameworkReference(lambda: model_from_factory(factory, weights), time_mode=time_mode)
 
 
 @cli.command()
@@ -634,20 +740,72 @@ def _export_netx(art, output, *, force, check, data_spec, allow_inexact) -> None
     click.echo(f"written: {result.path} (sha256 {result.sha256[:16]}...)")
 
 
+def _export_nir(art, output, *, force, check, data_spec, allow_inexact) -> None:
+    """``export --format nir``: the float IR after the float passes as NIR, the reset NIR cannot state in metadata."""
+    from inflor_deploy.backends.nir import NirCheckFailed, export_nir
+    from inflor_deploy.nir_semantics import EXPORT_DT
+
+    if allow_inexact:
+        raise InflorError("--allow-inexact applies to --format netx; a NIR file states every float neuron exactly")
+    graph = art.float_graph
+    images = None
+    if check:
+        from inflor_deploy.data import load_dataset
+        from inflor_deploy.data.conform import conform_dataset
+
+        from inflor_deploy.ir import infer_shapes
+
+        data = load_dataset(data_spec, "test").take(check)
+        classes = infer_shapes(graph)[graph.output.name][0]
+        images = conform_dataset(data, graph.input, classes=classes, timesteps=graph.timesteps).images
+    passes = art.manifest["passes"]
+    step = art.manifest["files"]["ir_steps"][passes.index("QuantizeFixedPoint") if "QuantizeFixedPoint" in passes
+                                             else len(passes)]  # fmt: skip
+    source = {"artifact": str(art.path.resolve()), "float_ir": step, "target": art.manifest["target"]["name"],
+              "float_ir_sha256": art.manifest["integrity"]["files"].get(step, "")}  # fmt: skip
+    try:
+        result = export_nir(graph, output, force=force, source=source, check_images=images)
+    except NirCheckFailed as failed:
+        click.echo(f"check: {failed.check.name}: {failed.check.summary}")
+        click.echo(f"error: the written NIR graph, evaluated as NIR defines it, does not give the float IR's spikes; "
+                   f"{output} was not written", err=True)
+        sys.exit(EXIT_VERIFICATION_FAILED)
+    click.echo(f"NIR graph ({len(result.nodes)} nodes, dt {EXPORT_DT:g} s) of the float IR after the float passes "
+               "(the input of QuantizeFixedPoint):")
+    for name, kind in result.nodes.items():
+        click.echo(f"  {kind:<10} {name}" + (f"  (metadata: {', '.join(result.unstated[name])})"
+                                             if name in result.unstated else ""))  # fmt: skip
+    if result.unstated:
+        click.echo(
+            "WARNING: NIR has no reset mode. Every consumer other than inflor-deploy (snnTorch, SpikingJelly, Norse, "
+            "sinabs, Lava, ...) reads each IF/LIF node as reset to v_reset (0 here) and fires on v > v_threshold; "
+            f"what NIR cannot state about {len(result.unstated)} layer(s) (listed above) is kept only in the nodes' "
+            "metadata ('inflor_deploy'), which only inflor-deploy reads. Such consumers will not reproduce these "
+            "layers' spikes."
+        )
+    if result.check is not None:
+        click.echo(f"check: {result.check.name}: {result.check.summary}")
+    click.echo(f"written: {result.path} (sha256 {result.sha256[:16]}...); nir.read accepts it, and inflor-deploy "
+               "reads it back as the same float IR, bit for bit")
+
+
 #: ``export --format`` -> the writer; a new format adds its function here.
-_EXPORTERS = {"netx": _export_netx}
+_EXPORTERS = {"netx": _export_netx, "nir": _export_nir}
 
 
 @cli.command()
 @click.argument("artifact", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--format", "fmt", type=click.Choice(sorted(_EXPORTERS)), required=True,
-              help="netx: lava-dl NetX HDF5, which lava.lib.dl.netx.hdf5.Network loads (Loihi 2; stock CUBA layers).")
+              help="netx: lava-dl NetX HDF5, which lava.lib.dl.netx.hdf5.Network loads (Loihi 2; stock CUBA layers). "
+                   "nir: the float IR after the float passes as a NIR graph (nir.read loads it; the reset mode NIR "
+                   "cannot state is kept in metadata only inflor-deploy reads).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="The file to write.")
 @click.option("--force", is_flag=True, help="Replace an existing output file.")
 @click.option("--check", type=click.IntRange(min=0), default=2, show_default=True,
               help="Run N test samples through the written file in its consumer before keeping it and compare with "
-                   "the simulator (netx: lava-dl on Loihi2SimCfg fixed_pt, bit for bit; exit 2 if not). 0 skips.")
+                   "the simulator (netx: lava-dl on Loihi2SimCfg fixed_pt, bit for bit; nir: the graph evaluated as "
+                   "NIR defines it vs the float IR, spike for spike, near-ties counted; exit 2 if not). 0 skips.")
 @click.option("--data", "data_spec", default="digits", show_default=True,
               help="Samples for --check: digits | cifar10:FOLDER | FILE.npz")
 @click.option("--allow-inexact", is_flag=True,

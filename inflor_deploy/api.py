@@ -5,6 +5,11 @@
     artifact = inflor_deploy.compile(model, input_shape=(1, 8, 8), timesteps=4,
                                      target="loihi2-sim", output="out/")             # artifact directory
 
+A NIR graph comes in the same way: ``inflor_deploy.from_nir("model.nir", timesteps=4)``
+returns its float IR, and ``inflor_deploy.compile("model.nir", timesteps=4, output="out/",
+reset="subtract")`` (a path ending in ``.nir`` or a ``nir.NIRGraph``) compiles it
+(``docs/nir.md``).
+
 Both take any ``nn.Module`` built from supported layers (the fx front end,
 :mod:`inflor_deploy.frontends.fx`); see ``docs/frontends.md``. Both take the
 declared input as keywords, like ``inflor-deploy compile``'s options:
@@ -27,7 +32,7 @@ from inflor_deploy.frontends.input_spec import resolve_input_spec
 from inflor_deploy.ir import Graph
 from inflor_deploy.passes.base import QuantizationOptions
 
-__all__ = ["compile", "trace"]
+__all__ = ["compile", "from_nir", "trace"]
 
 Numbers = Union[str, Sequence[float], None]
 
@@ -59,6 +64,50 @@ def trace(
     return fx.trace(model, input_shape, timesteps, time_mode=time_mode, adapters=adapters, name=name, input_spec=spec)
 
 
+def from_nir(
+    graph_or_path,
+    timesteps: int,
+    *,
+    reset: Literal["zero", "subtract"] | None = None,
+    dt: float | None = None,
+    compare: Literal[">", ">="] | None = None,
+    convention: str | None = None,
+    input_shape: Sequence[int] | None = None,
+    name: str | None = None,
+    input_range: Numbers = None,
+    input_mean: Numbers = None,
+    input_std: Numbers = None,
+    input_encoding: Literal["direct", "sequence"] | None = None,
+) -> Graph:
+    """The validated float IR of a NIR graph (a ``.nir`` file, read with ``nir.read``, or a ``nir.NIRGraph``).
+
+    Args:
+        graph_or_path: The graph or the file.
+        timesteps: T (NIR states none).
+        reset: ``"subtract"`` (subtract v_threshold on a spike: SpikingJelly's soft reset,
+            snnTorch's ``"subtract"``) or ``"zero"``; None: NIR's reset to v_reset, or the
+            mode inflor-deploy recorded in the file.
+        dt: The step in seconds the model was trained with (None: the detected exporter's).
+        compare: ``">"`` or ``">="`` (None: the convention's).
+        convention: ``"auto"`` (None), ``"nir"``, ``"spikingjelly"``, ``"snntorch"``, ``"norse"``.
+        input_shape: ``(C, H, W)``: read a flat NIR Input as images (C-major).
+        name: The graph's name.
+        input_range, input_mean, input_std, input_encoding: The declared input (see :func:`compile`).
+
+    Raises:
+        InflorError: an unreadable file, an unsupported node, a dynamics the IR cannot express exactly.
+    """
+    from inflor_deploy.frontends.nir import from_nir as read
+
+    return read(graph_or_path, timesteps, reset=reset, dt=dt, compare=compare, convention=convention,
+                input_shape=input_shape, name=name, input_range=input_range, input_mean=input_mean,
+                input_std=input_std, input_encoding=input_encoding)  # fmt: skip
+
+
+def _is_nir(model) -> bool:
+    return type(model).__name__ == "NIRGraph" or (isinstance(model, (str, Path)) and str(model).endswith(".nir"))
+
+
 def compile(  # noqa: A001 - the public name the issue asks for; shadows the builtin only in this module
     model: nn.Module,
     input_shape: Sequence[int] | None = None,
@@ -78,11 +127,18 @@ def compile(  # noqa: A001 - the public name the issue asks for; shadows the bui
     input_mean: Numbers = None,
     input_std: Numbers = None,
     input_encoding: Literal["direct", "sequence"] = "direct",
+    reset: Literal["zero", "subtract"] | None = None,
+    dt: float | None = None,
+    compare: Literal[">", ">="] | None = None,
+    convention: str | None = None,
 ):
     """Compile ``model`` for ``target`` and write the artifact directory ``output``.
 
     Args:
-        model: The trained module (in memory; its weights are copied).
+        model: The trained module (in memory; its weights are copied), or a NIR graph: a
+            ``.nir`` path or a ``nir.NIRGraph`` (then ``timesteps`` is required and
+            ``reset``, ``dt``, ``compare``, ``convention`` and ``input_shape`` say how it is
+            read: :func:`from_nir`; ``time_mode`` and ``adapters`` do not apply).
         input_shape: One sample without batch or time, e.g. ``(C, H, W)``
             (None: what the model declares, for ``build_model`` networks).
         timesteps: T (None: what the model declares).
@@ -119,6 +175,24 @@ def compile(  # noqa: A001 - the public name the issue asks for; shadows the bui
 
     output = Path(output)
     prepare_output(output, force)
+    if _is_nir(model):
+        from inflor_deploy.compiler import compile_nir
+        from inflor_deploy.errors import InflorError
+
+        if timesteps is None or time_mode is not None or adapters is not None:
+            raise InflorError("a NIR graph needs timesteps=T (NIR states none) and takes no time_mode or adapters")
+        result = compile_nir(
+            model, timesteps=timesteps, target=target, reset=reset, dt=dt, compare=compare, convention=convention,
+            input_shape=input_shape, name=name, quantization=quantization, stop_after=stop_after,
+            probe_images=probe_images, probe_samples=probe_samples, input_range=input_range, input_mean=input_mean,
+            input_std=input_std, input_encoding=input_encoding,
+        )  # fmt: skip
+        write_artifact(result, output, force=force)
+        return load_artifact(output)
+    if any(v is not None for v in (reset, dt, compare, convention)):
+        from inflor_deploy.errors import InflorError
+
+        raise InflorError("reset, dt, compare and convention say how a NIR graph is read; a module states its own")
     result = compile_model(
         model, input_shape=input_shape, timesteps=timesteps, target=target, time_mode=time_mode, adapters=adapters,
         name=name, quantization=quantization, stop_after=stop_after, probe_images=probe_images,

@@ -5,7 +5,9 @@
 
 Three routes share that one path (:func:`compile_model`): an inflor-deploy
 checkpoint (:func:`compile_checkpoint`), a state_dict plus the code that
-builds the model (:func:`compile_factory`), and an in-memory module.
+builds the model (:func:`compile_factory`), and an in-memory module. A NIR
+graph (:func:`compile_nir`) enters after the front end: its float IR takes the
+same ONNX round trip and passes (:func:`compile_graph`).
 
 The declared input (range, pixel levels, normalization, encoding:
 :mod:`inflor_deploy.frontends.input_spec`) is part of the exported graph, so
@@ -31,7 +33,7 @@ from inflor_deploy.checkpoint import Checkpoint, load_checkpoint
 from inflor_deploy.errors import InflorError
 from inflor_deploy.backends.onnx.float_model import graph_to_onnx, onnx_to_graph
 from inflor_deploy.frontends.fx import trace_model
-from inflor_deploy.frontends.input_spec import InputSpec, resolve_input_spec
+from inflor_deploy.frontends.input_spec import InputSpec, declared_input_spec, resolve_input_spec
 from inflor_deploy.frontends.source import ModelSource
 from inflor_deploy.frontends.user_model import FactorySpec, model_from_factory
 from inflor_deploy.ir import Graph
@@ -289,8 +291,41 @@ def compile_model(
     if timesteps is not None and timesteps > SHORT_TRACE_ABOVE:
         _refuse_before_tracing(model, input_shape, timesteps, probe_samples, trace_options)
     traced = trace_model(model, input_shape, timesteps, **trace_options)
-    source = source or ModelSource.from_module(model)
-    onnx_model = graph_to_onnx(traced.graph)
+    return compile_graph(
+        traced.graph, source=source or ModelSource.from_module(model), conventions=traced.conventions(), target=target,
+        quantization=quantization, stop_after=stop_after, probe_samples=probe_samples, probe_images=probe_images,
+        on_step=on_step, start=start, spec=spec,
+    )  # fmt: skip
+
+
+def compile_graph(
+    graph: Graph,
+    *,
+    source: ModelSource,
+    conventions: dict[str, Any],
+    target: str | Target = "loihi2-sim",
+    quantization: QuantizationOptions = QuantizationOptions(),
+    stop_after: str | None = None,
+    probe_samples: int | None = None,
+    probe_images: np.ndarray | None = None,
+    on_step: Callable[[str, Graph], None] | None = None,
+    start: float | None = None,
+    spec: InputSpec | None = None,
+) -> CompileResult:
+    """Compile a front end's float IR (its Input declared): ONNX round trip, then the passes.
+
+    Shared by every front end (:func:`compile_model` for PyTorch modules,
+    :func:`compile_nir` for NIR graphs); ``conventions`` is what the front end
+    records in the manifest's ``source.model`` to rebuild and rerun the model;
+    ``spec`` the input declaration as given (default: read back from ``graph``).
+    """
+    start = time.perf_counter() if start is None else start
+    if isinstance(target, str):
+        target = load_target(target)
+    if probe_samples is not None and probe_samples < 1:
+        raise InflorError(f"probe_samples must be >= 1, got {probe_samples}")
+    spec = declared_input_spec(graph) if spec is None else spec
+    onnx_model = graph_to_onnx(graph)
     imported = onnx_to_graph(onnx_model)
     steps: list[tuple[str, Graph]] = [("import", imported)]
     if on_step:
@@ -318,10 +353,10 @@ def compile_model(
         probe_source=probe_source,
         probe=probe,
         seconds=time.perf_counter() - start,
-        conventions=traced.conventions(),
+        conventions=conventions,
         sources=source.hashed_sources(),
         options=compile_options(
-            target, quantization, spec, stop_after=stop_after, probe_samples=probe_samples, timesteps=traced.timesteps
+            target, quantization, spec, stop_after=stop_after, probe_samples=probe_samples, timesteps=graph.timesteps
         ),
     )
 
@@ -398,3 +433,56 @@ def compile_factory(
         model, input_shape=input_shape, timesteps=timesteps, target=target, time_mode=time_mode,
         source=ModelSource.from_factory(factory, weights, model), **options,
     )  # fmt: skip
+
+
+def compile_nir(
+    graph_or_path,
+    *,
+    timesteps: int,
+    target: str | Target = "loihi2-sim",
+    reset: str | None = None,
+    dt: float | None = None,
+    compare: str | None = None,
+    convention: str | None = None,
+    input_shape: Sequence[int] | None = None,
+    name: str | None = None,
+    **options: Any,
+) -> CompileResult:
+    """Compile a NIR graph (a ``.nir`` file, or a ``nir.NIRGraph`` in memory) for a target.
+
+    Args:
+        graph_or_path: The ``.nir`` file (read with ``nir.read``: no code runs) or the graph.
+        timesteps: T (NIR states none).
+        target: Target name or a loaded Target.
+        reset, dt, compare, convention, input_shape, name: How the graph is read
+            (:func:`inflor_deploy.frontends.nir.import_nir`; ``docs/nir.md``).
+        **options: ``quantization``, ``stop_after``, ``probe_samples``, ``probe_images``,
+            ``on_step`` and the input declaration (``input_range``, ``input_mean``,
+            ``input_std``, ``input_encoding``) as for :func:`compile_model`.
+
+    Raises:
+        InflorError: an unreadable file, an unsupported node, a dynamics that cannot map onto
+            Loihi integers exactly, a bad option, or a violated contract (each names the fix).
+    """
+    from inflor_deploy.frontends.nir import import_nir
+
+    start = time.perf_counter()
+    if isinstance(target, str):
+        target = load_target(target)  # an unknown target is named before the graph is read
+    declared = {k: options.pop(k) for k in ("input_range", "input_mean", "input_std", "input_encoding") if k in options}
+    imported = import_nir(graph_or_path, timesteps=timesteps, reset=reset, dt=dt, compare=compare,
+                          convention=convention, input_shape=input_shape, name=name, **declared)  # fmt: skip
+    read = {"reset": reset, "dt": dt, "compare": compare, "convention": convention,
+            "input_shape": None if input_shape is None else [int(v) for v in input_shape], "name": name}  # fmt: skip
+    source = ModelSource.from_nir(graph_or_path)
+    conventions = {
+        "frontend": "nir",
+        "input_shape": list(imported.graph.input.shape),
+        "timesteps": int(timesteps),
+        "nir_options": read,
+        "reading": imported.reading.to_dict(),
+        "readout": imported.graph.output.readout,
+        "inexact": sorted(imported.inexact),
+        "notes": list(imported.notes),
+    }
+    return compile_graph(imported.graph, source=source, conventions=conventions, target=target, start=start, **options)

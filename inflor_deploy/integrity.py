@@ -81,6 +81,12 @@ def _recompile_hint(manifest: dict[str, Any], artifact: Path) -> str:
     if model.get("route") == "python":
         return f"compile the module again with inflor_deploy.compile(model, ..., target={target!r}, output={str(artifact)!r})"
     weights = source.get("checkpoint") or "CHECKPOINT"
+    if model.get("route") == "nir":
+        read = model.get("nir_options") or {}
+        flags = "".join(f" --{k.replace('_', '-')} {','.join(map(str, v)) if isinstance(v, list) else v}"
+                        for k, v in read.items() if v is not None and k != "name")  # fmt: skip
+        return (f"inflor-deploy compile {model.get('file', 'MODEL.nir')} -T {model.get('timesteps')}{flags} "
+                f"--target {target} -o {artifact} --force")
     if model.get("route") == "factory":
         args = "".join(f" --model-arg {k}={v!r}" for k, v in (model.get("args") or {}).items())
         shape = ",".join(str(s) for s in model.get("input_shape") or ())

@@ -91,6 +91,15 @@ def rebuild(artifact, *, trust_pickle: bool = False, model=None):
     info = source.get("model") or {"route": "checkpoint"}
     route = info.get("route", "checkpoint")
     try:
+        if route == "nir":
+            from inflor_deploy.compiler import compile_nir
+
+            graph = info.get("file") or model
+            if graph is None:
+                raise NotRebuildable("the artifact was compiled from a NIR graph in memory; pass the graph "
+                                     "(inflor_deploy.verify.run_ladder(artifact, data, model=graph)) to rebuild it")
+            read = dict(info["nir_options"])
+            return compile_nir(graph, timesteps=int(info["timesteps"]), target=artifact.target, **read, **common)
         if route == "checkpoint":
             return compile_checkpoint(source["checkpoint"], artifact.target, trust_pickle=trust_pickle,
                                       timesteps=options["timesteps"], **common)  # fmt: skip

@@ -129,7 +129,8 @@ def level0_artifact_vs_rebuild(artifact, trust_pickle: bool = False, model: torc
         return LevelResult(level=0, name=name, kind="bit-exact", ok=None, summary=f"skipped: {err}")
     d = comparison.first_difference
     route = (artifact.manifest["source"].get("model") or {}).get("route", "checkpoint")
-    what = {"checkpoint": "the checkpoint", "factory": "the weights with MODULE:FACTORY"}.get(route, "the module")
+    what = {"checkpoint": "the checkpoint", "factory": "the weights with MODULE:FACTORY",
+            "nir": "the NIR graph"}.get(route, "the module")  # fmt: skip
     if comparison.ok:
         summary = (f"{len(comparison.files_compared)} files byte-identical to a fresh compile of {what} "
                    f"(fixed-point IR, ONNX, IR steps, quantization report)")
@@ -163,8 +164,9 @@ def _traced(reference, graph: Graph):
     from inflor_deploy.frontends.fx import TracedModel, trace_model
     from inflor_deploy.frontends.input_spec import declared_input_spec
 
-    if isinstance(reference, TracedModel):
-        return reference
+    if isinstance(reference, TracedModel) or (callable(getattr(reference, "run", None))
+                                              and not isinstance(reference, torch.nn.Module)):
+        return reference  # a TracedModel, or another runner (a NIR artifact's: frontends/nir/reference.py)
     return trace_model(
         reference, tuple(graph.input.shape), graph.timesteps, name=graph.name, input_spec=declared_input_spec(graph)
     )
@@ -224,7 +226,7 @@ def level1_torch_vs_float_ir(reference, imported: Graph, data: Dataset, batch_si
     ok = divergence is None
     return LevelResult(
         level=1,
-        name="float torch (MPR) vs float IR (folded threshold)",
+        name=getattr(traced, "level1_name", "float torch (MPR) vs float IR (folded threshold)"),
         kind="spike-exact",
         ok=ok,
         summary=(

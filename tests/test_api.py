@@ -66,3 +66,36 @@ def test_compile_writes_and_returns_the_artifact_and_verify_needs_the_model(tmp_
     assert ladder.ok and levels[1].ok and levels[1].metrics["unexplained"] == 0 and levels[2].ok
     assert levels[4].metrics["float_reference"] == "the trained module"
     assert np.isfinite(levels[4].metrics["accuracy_fixed"])
+
+
+def test_from_nir_and_compile_take_a_nir_graph_in_memory_or_a_file(tmp_path):
+    """A NIR graph comes in through the same two calls; level 1 runs the framework's module when given one."""
+    import nir
+    import torch
+    from snntorch.export_nir import export_to_nir
+
+    from tests.cli import nir_nets
+
+    digits = load_digits("train")
+    net = nir_nets.train(nir_nets.snntorch_net, digits.images, digits.labels, epochs=1)
+    graph = export_to_nir(net, torch.zeros(1, 1, 8, 8), ignore_dims=[0])
+    ir = inflor_deploy.from_nir(graph, timesteps=4, reset="subtract")
+    assert isinstance(ir, Graph) and ir.node("1").reset == "subtract" and ir.node("1").reset_timing == "next_step"
+    data = load_digits("test").take(20)
+    # in memory: the graph itself rebuilds it (level 0) and is evaluated as NIR defines it (level 1)
+    artifact = inflor_deploy.compile(graph, timesteps=4, reset="subtract", output=tmp_path / "mem", probe_samples=2)
+    ladder = verify.run_ladder(artifact, data, lava_samples=0, model=graph)
+    assert [level.ok for level in ladder.levels[:3]] == [True, True, True]
+    assert ladder.levels[1].name.startswith("NIR graph as NIR defines it")
+    # from a file, with the trained module: level 1 is snnTorch's own forward pass
+    nir.write(tmp_path / "snn.nir", graph)
+    artifact = inflor_deploy.compile(tmp_path / "snn.nir", timesteps=4, reset="subtract", output=tmp_path / "file",
+                                     probe_samples=2)  # fmt: skip
+    ladder = verify.run_ladder(artifact, data, lava_samples=0, model=net)
+    assert ladder.levels[1].name == "the framework's own forward pass vs float IR (from NIR)"
+    assert ladder.levels[1].ok and ladder.levels[1].metrics["spikes"] > 0 and ladder.levels[1].metrics["mismatches"] == 0
+    with pytest.raises(InflorError, match="reset, dt, compare and convention say how a NIR graph is read"):
+        inflor_deploy.compile(net, input_shape=(1, 8, 8), timesteps=4, output=tmp_path / "x", reset="subtract")
+    with pytest.raises(InflorError, match="a NIR graph needs timesteps=T"):
+        inflor_deploy.compile(tmp_path / "snn.nir", output=tmp_path / "y")
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()

@@ -5,7 +5,10 @@ Three routes into the compiler share one path (:func:`inflor_deploy.compiler.com
 * ``checkpoint``: an inflor-deploy checkpoint (a zoo architecture + weights);
 * ``factory``: ``WEIGHTS.pt --model MODULE:FACTORY``: the user's code builds
   the model, a plain state_dict fills it;
-* ``python``: a module handed to ``inflor_deploy.compile`` in memory.
+* ``python``: a module handed to ``inflor_deploy.compile`` in memory;
+* ``nir``: a NIR graph (a ``.nir`` file, hashed like a checkpoint, or a
+  ``nir.NIRGraph`` in memory), read by :mod:`inflor_deploy.frontends.nir`
+  with the options ``source.model.nir_options`` records.
 
 The manifest's ``source`` section keeps its keys (``checkpoint``,
 ``sha256``, ``config``, ``metadata``) and adds ``model``: the route, the
@@ -33,9 +36,11 @@ from inflor_deploy.errors import InflorError
 from inflor_deploy.frontends.user_model import FactorySpec, model_from_factory, source_file
 from inflor_deploy.integrity import sha256
 
-Route = Literal["checkpoint", "factory", "python"]
+Route = Literal["checkpoint", "factory", "python", "nir"]
 #: Role of the factory's source file in the manifest's ``integrity.sources``.
 MODEL_SOURCE_ROLE = "model_source"
+#: Role of a NIR file in the manifest's ``integrity.sources``.
+NIR_SOURCE_ROLE = "nir_graph"
 
 
 def _class_file(model: nn.Module) -> Path | None:
@@ -58,7 +63,7 @@ class ModelSource:
         metadata: Facts saved with a checkpoint (dataset, accuracy, ...).
         factory: How to rebuild the model (factory route).
         model_class: ``module.QualifiedName`` of the model's class.
-        model_file: The file defining the factory (factory route) or the model's class.
+        model_file: The file defining the factory (factory route), the model's class, or the NIR file.
     """
 
     route: Route
@@ -99,10 +104,22 @@ class ModelSource:
             model_class=f"{type(model).__module__}.{type(model).__qualname__}", model_file=_class_file(model),
         )  # fmt: skip
 
+    @classmethod
+    def from_nir(cls, graph_or_path) -> "ModelSource":
+        """A NIR graph: a ``.nir`` file (recorded absolute, hashed) or a ``nir.NIRGraph`` in memory."""
+        if isinstance(graph_or_path, (str, Path)):
+            path = Path(graph_or_path).resolve()
+            return cls(route="nir", label=path.name, model_class="nir.NIRGraph", model_file=path)
+        return cls(route="nir", label="NIRGraph (in memory)", model_class="nir.NIRGraph")
+
     def hashed_sources(self) -> list[tuple[str, Path]]:
-        """Files besides the checkpoint that a rebuild reads, as ``(role, path)``: the factory's source file."""
-        if self.route == "factory" and self.model_file is not None and self.model_file.is_file():
+        """Files besides the checkpoint that a rebuild reads, as ``(role, path)``: the factory's source file, the NIR file."""
+        if self.model_file is None or not self.model_file.is_file():
+            return []
+        if self.route == "factory":
             return [(MODEL_SOURCE_ROLE, self.model_file)]
+        if self.route == "nir":
+            return [(NIR_SOURCE_ROLE, self.model_file)]
         return []
 
     def manifest(self, conventions: dict[str, Any]) -> dict[str, Any]:
@@ -143,6 +160,10 @@ def rebuild_traced(
     source = manifest["source"]
     info = source.get("model") or {"route": "checkpoint"}
     notes: list[str] = []
+    if info.get("route") == "nir":
+        from inflor_deploy.frontends.nir.reference import reference_for_manifest
+
+        return reference_for_manifest(manifest, model)
     if model is None:
         if info.get("route", "checkpoint") == "checkpoint":
             from inflor_deploy.checkpoint import load_checkpoint

@@ -249,7 +249,9 @@ def _quantize_layer(graph, layer, shapes, ctx: PassContext, grades: float):
         limits["bias_range"] = (min(-bias_lo, bias_hi) + 0.49) / bias_max
     vth = getattr(layer, "vth", None)
     if vth is not None:
-        limits["threshold_range"] = (target.numerics.vth_mant_max + 1.49) / float(np.max(vth))
+        # theta <= vth_mant_max for ">" (vth_hw = theta); ">=" writes theta - 1, so theta may reach one more.
+        top = target.numerics.vth_mant_max + (1.49 if getattr(layer, "compare", ">") == ">=" else 0.49)
+        limits["threshold_range"] = top / float(np.max(vth))
     binding = min(limits, key=limits.get)
     scale = limits[binding]
 
