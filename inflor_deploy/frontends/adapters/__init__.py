@@ -32,6 +32,8 @@ __all__ = [
 #: name -> (adapter module, framework package or None for the project's own layers, pip extra or None).
 ADAPTER_MODULES: dict[str, tuple[str, str | None, str | None]] = {
     "inflor": ("inflor_deploy.frontends.adapters.inflor", None, None),
+    "spikingjelly": ("inflor_deploy.frontends.adapters.spikingjelly", "spikingjelly", "spikingjelly"),
+    "snntorch": ("inflor_deploy.frontends.adapters.snntorch", "snntorch", "snntorch"),
 }
 
 

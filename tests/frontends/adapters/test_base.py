@@ -1,5 +1,10 @@
 """The adapter mechanism: a framework's own adapter plugs in (here a single-step one), packages and extras."""
 
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -140,7 +145,59 @@ def test_time_convention_errors():
 def test_adapter_lookup_and_missing_packages_name_the_extra():
     assert load_adapter("inflor").name == "inflor"
     assert [a.name for a in adapters_for(StepNet())] == ["inflor"]
-    with pytest.raises(AdapterError, match="unknown framework adapter 'spiky'; known: inflor"):
+    with pytest.raises(AdapterError, match="unknown framework adapter 'spiky'; known: inflor, spikingjelly, snntorch"):
         load_adapter("spiky")
     with pytest.raises(AdapterError, match=r"pip install 'inflor-deploy\[nosuchframework\]'"):
         require_package("inflor_no_such_framework_package", "nosuchframework")
+
+
+#: Run with spikingjelly and snntorch blocked: ``import`` of either raises ImportError, as when not installed.
+_WITHOUT_FRAMEWORKS = """
+import sys
+for package in ("spikingjelly", "snntorch"):
+    sys.modules[package] = None
+"""
+
+
+def _python(code: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", _WITHOUT_FRAMEWORKS + textwrap.dedent(code)], capture_output=True,
+                          text=True, timeout=300, cwd=Path(__file__).resolve().parents[3])  # fmt: skip
+
+
+def test_the_core_imports_and_compiles_without_spikingjelly_or_snntorch():
+    result = _python("""
+        import inflor_deploy, inflor_deploy.api, inflor_deploy.compiler, inflor_deploy.verify, inflor_deploy_cli.main
+        from inflor_deploy.frontends.fx import trace
+        from inflor_deploy.frontends.adapters import adapters_for
+        from tests.cli.user_nets import three_conv_net
+        model = three_conv_net()
+        print([a.name for a in adapters_for(model)], len(trace(model, (1, 8, 8), 2).nodes))
+        print(sorted(m for m in sys.modules if m.split(".")[0] in ("spikingjelly", "snntorch", "torchvision")
+                     and sys.modules[m] is not None))
+    """)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[0].startswith("['inflor'] ") and result.stdout.splitlines()[1] == "[]"
+
+
+def test_an_adapter_used_without_its_package_names_the_extra_to_install():
+    result = _python("""
+        from inflor_deploy.frontends.adapters import AdapterError, load_adapter
+        from inflor_deploy.frontends.fx import trace
+        from tests.cli.user_nets import three_conv_net
+        for name in ("spikingjelly", "snntorch"):
+            try:
+                load_adapter(name)
+            except AdapterError as err:
+                print(err)
+        try:
+            trace(three_conv_net(), (1, 8, 8), 2, adapters=["inflor", "snntorch"])
+        except AdapterError as err:
+            print("trace:", str(err)[:60])
+    """)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == 3, result.stdout
+    for line, package in zip(lines, ("spikingjelly", "snntorch")):
+        assert line.startswith(f"the {package} adapter needs the {package} package, which is not installed")
+        assert line.endswith(f"install it with: pip install 'inflor-deploy[{package}]'")
+    assert lines[2] == "trace: the snntorch adapter needs the snntorch package, which is no"
