@@ -1,5 +1,6 @@
 """The adapter mechanism: a framework's own adapter plugs in (here a single-step one), packages and extras."""
 
+import json
 import subprocess
 import sys
 import textwrap
@@ -201,3 +202,29 @@ def test_an_adapter_used_without_its_package_names_the_extra_to_install():
         assert line.startswith(f"the {package} adapter needs the {package} package, which is not installed")
         assert line.endswith(f"install it with: pip install 'inflor-deploy[{package}]'")
     assert lines[2] == "trace: the snntorch adapter needs the snntorch package, which is no"
+
+
+def test_the_cli_compiles_and_verifies_a_model_without_spikingjelly_or_snntorch(tmp_path):
+    result = _python(f"""
+        import torch
+        from inflor_deploy.data import load_digits
+        from inflor_deploy_cli.main import cli
+        from tests.cli.user_nets import calibrated, three_conv_net
+        weights, out = {str(tmp_path / "w.pt")!r}, {str(tmp_path / "out")!r}
+        torch.save(calibrated(three_conv_net(width=8), load_digits("train").images[:64], timesteps=2).state_dict(), weights)
+        for args in (["compile", weights, "--model", "tests/cli/user_nets.py:three_conv_net", "--model-arg", "width=8",
+                      "--input-shape", "1,8,8", "-T", "2", "-o", out, "--no-lava-smoke"],
+                     ["verify", out, "--samples", "64", "--reference-samples", "1", "--lava-samples", "0",
+                      "--min-spike-agreement", "0", "--max-accuracy-drop", "100"]):  # untrained: levels 0-2 judge
+            try:
+                cli(args)
+            except SystemExit as exit:
+                print("exit:", args[0], exit.code)
+        print("imported:", sorted(m for m in sys.modules if m.split(".")[0] in ("spikingjelly", "snntorch")
+                     and sys.modules[m] is not None))
+    """)
+    assert result.returncode == 0, result.stderr
+    marked = [line for line in result.stdout.splitlines() if line.startswith(("exit:", "imported:"))]
+    assert marked == ["exit: compile 0", "exit: verify 0", "imported: []"], result.stdout[-2000:]
+    levels = json.loads((tmp_path / "out" / "verify.json").read_text())["levels"]
+    assert [level["ok"] for level in levels[:3]] == [True, True, True]  # rebuilt, spike-exact, bit-exact
