@@ -1,6 +1,7 @@
 """The adapter mechanism: a framework's own adapter plugs in (here a single-step one), packages and extras."""
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -160,9 +161,13 @@ for package in ("spikingjelly", "snntorch"):
 """
 
 
-def _python(code: str) -> subprocess.CompletedProcess:
+REPOSITORY = Path(__file__).resolve().parents[3]
+
+
+def _python(code: str, cwd: Path = REPOSITORY) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPOSITORY), os.environ.get("PYTHONPATH")]))}
     return subprocess.run([sys.executable, "-c", _WITHOUT_FRAMEWORKS + textwrap.dedent(code)], capture_output=True,
-                          text=True, timeout=300, cwd=Path(__file__).resolve().parents[3])  # fmt: skip
+                          text=True, timeout=300, cwd=cwd, env=env)  # fmt: skip
 
 
 def test_the_core_imports_and_compiles_without_spikingjelly_or_snntorch():
@@ -228,3 +233,22 @@ def test_the_cli_compiles_and_verifies_a_model_without_spikingjelly_or_snntorch(
     assert marked == ["exit: compile 0", "exit: verify 0", "imported: []"], result.stdout[-2000:]
     levels = json.loads((tmp_path / "out" / "verify.json").read_text())["levels"]
     assert [level["ok"] for level in levels[:3]] == [True, True, True]  # rebuilt, spike-exact, bit-exact
+
+
+def test_a_model_file_importing_a_missing_framework_names_the_extra(tmp_path):
+    (tmp_path / "sjmodel.py").write_text("from spikingjelly.activation_based import neuron\n\ndef make():\n    pass\n")
+    torch.save({}, tmp_path / "w.pt")
+    result = _python(f"""
+        from click.testing import CliRunner
+        from inflor_deploy_cli.main import cli
+        for model in ({str(tmp_path / "sjmodel.py")!r}, "sjmodel"):
+            result = CliRunner().invoke(cli, ["compile", {str(tmp_path / "w.pt")!r}, "--model", model + ":make",
+                                              "--input-shape", "1,8,8", "-T", "2", "-o", {str(tmp_path / "out")!r}])
+            print(result.exit_code, result.output.strip())
+    """, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == 2 and not (tmp_path / "out").exists(), result.stdout
+    for line in lines:
+        assert line.startswith("1 error: importing ") and "failed: ModuleNotFoundError: No module named 'spikingjelly" in line
+        assert line.endswith("install it with: pip install 'inflor-deploy[spikingjelly]'"), line
