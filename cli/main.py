@@ -1,34 +1,53 @@
 """`inflor-deploy`: a thin click layer over the library, one command per library call.
 
 Errors a user can act on (:class:`inflor_deploy.errors.InflorError`) print
-as one message and exit with status 1; verification failures exit with 2.
+as one message and exit with status 1; verification failures exit with 2;
+Ctrl-C, SIGTERM and SIGHUP print one line and exit with 128 + the signal.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from pathlib import Path
 
 import click
 
+from inflor_deploy import interrupts
 from inflor_deploy.errors import InflorError
 
 EXIT_USER_ERROR = 1
 EXIT_VERIFICATION_FAILED = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT; a SIGTERM exits 143, a SIGHUP 129
 
 
 def _user_errors(command):
-    """Turn InflorError into a clean message and a non-zero exit (no traceback)."""
+    """Turn InflorError into a clean message and a non-zero exit (no traceback).
+
+    Ctrl-C, SIGTERM and SIGHUP unwind the command as an exception (every
+    ``finally`` runs: Lava workers stopped, shared memory freed, staging
+    directories removed), then print one line and exit ``128 + signum``.
+    """
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
-        try:
-            return command(*args, **kwargs)
-        except InflorError as err:
-            click.echo(f"error: {err}", err=True)
-            sys.exit(EXIT_USER_ERROR)
+        with interrupts.signals_raise():
+            try:
+                result = command(*args, **kwargs)
+                interrupts.check()  # a signal whose exception a library dropped
+                return result
+            except InflorError as err:
+                click.echo(f"error: {err}", err=True)
+                sys.exit(EXIT_USER_ERROR)
+            except KeyboardInterrupt as err:
+                with interrupts.deferred():  # a second Ctrl-C must not turn this into a traceback
+                    stray = interrupts.reap_children()
+                    if stray:
+                        err.add_note(f"stopped {stray} other child processes")
+                    click.echo(f"error: {interrupts.describe(err)}", err=True)
+                    sys.exit(getattr(err, "exit_status", EXIT_INTERRUPTED))
 
     return wrapper
 
@@ -66,11 +85,13 @@ def train(arch, data_spec, timesteps, neuron, mpr, epochs, lr, seed, output, for
     from inflor_deploy.checkpoint import save_checkpoint
     from inflor_deploy.data import load_train_test
     from inflor_deploy.data.conform import as_unit_pixels
-    from inflor_deploy.nn.models import ModelConfig
+    from inflor_deploy.memory import training_estimate
+    from inflor_deploy.nn.models import ModelConfig, build_model
+    from inflor_deploy.outputs import check_output_path
     from inflor_deploy.train import TrainConfig
     from inflor_deploy.train import train as run_training
 
-    if output.exists() and not force:
+    if os.path.exists(output) and not force:  # os.path: a too-long name is reported below, not raised here
         raise InflorError(f"{output} exists; pass --force to overwrite it")
     # The test split is never trained on (an .npz with only x, y holds out a seeded 20 %).
     train_data, test_data, test_split = load_train_test(data_spec)
@@ -92,6 +113,11 @@ def train(arch, data_spec, timesteps, neuron, mpr, epochs, lr, seed, output, for
         train_config = TrainConfig(epochs=epochs, lr=lr, seed=seed)
     except ValueError as err:
         raise InflorError(str(err)) from err
+    # Before the work: a checkpoint that cannot be written, or a T the machine cannot hold.
+    model = build_model(model_config)
+    checkpoint_bytes = sum(t.numel() * t.element_size() for t in model.state_dict().values()) + (1 << 20)
+    check_output_path(output, need_bytes=checkpoint_bytes, what="checkpoint")
+    training_estimate(model, timesteps, train_config.batch_size, sequence=sequence).require()
     result = run_training(model_config, train_data, test_data, train_config)
     save_checkpoint(
         output,
@@ -190,8 +216,9 @@ def _compile(model, target, output, force, *, stop_after=None, trust_pickle=Fals
              headroom="u", overflow="warn", timesteps=None, probe_samples=None, factory=None, model_args=(),
              input_shape=None, time_mode=None, input_range=None, input_mean=None, input_std=None,
              input_encoding=None):  # fmt: skip
-    from inflor_deploy.artifact import prepare_output, write_artifact
+    from inflor_deploy.artifact import reserve_output, write_artifact
     from inflor_deploy.compiler import compile_checkpoint, compile_factory
+    from inflor_deploy.outputs import estimate_artifact_bytes
     from inflor_deploy.passes.base import QuantizationOptions
 
     if factory is None and (model_args or input_shape or time_mode):
@@ -200,22 +227,25 @@ def _compile(model, target, output, force, *, stop_after=None, trust_pickle=Fals
     if factory is not None and (input_shape is None or timesteps is None):
         raise InflorError("--model needs --input-shape C,H,W and -T N (one sample's shape and the timesteps)")
     shape = _input_shape(input_shape)
-    prepare_output(output, force)  # refuse before spending time on the compile
-    options = QuantizationOptions(input_grade_scale=input_scale, headroom=headroom, overflow=overflow)
-    declared = dict(input_range=input_range, input_mean=input_mean, input_std=input_std, input_encoding=input_encoding)
-    if factory is not None:
-        from inflor_deploy.frontends.user_model import FactorySpec
+    need = estimate_artifact_bytes(model) if model.is_file() else 0
+    # Refuse before spending time on the compile; hold the output so a second compile fails at once.
+    with reserve_output(output, force, need_bytes=need):
+        options = QuantizationOptions(input_grade_scale=input_scale, headroom=headroom, overflow=overflow)
+        declared = dict(input_range=input_range, input_mean=input_mean, input_std=input_std, input_encoding=input_encoding)
+        if factory is not None:
+            from inflor_deploy.frontends.user_model import FactorySpec
 
-        result = compile_factory(
-            model, FactorySpec.parse(factory, model_args), input_shape=shape, timesteps=timesteps, target=target,
-            time_mode=time_mode, quantization=options, stop_after=stop_after, probe_samples=probe_samples, **declared,
-        )  # fmt: skip
-    else:
-        result = compile_checkpoint(
-            model, target, trust_pickle=trust_pickle, quantization=options, stop_after=stop_after,
-            timesteps=timesteps, probe_samples=probe_samples, **declared,
-        )  # fmt: skip
-    write_artifact(result, output, force=force)
+            result = compile_factory(
+                model, FactorySpec.parse(factory, model_args), input_shape=shape, timesteps=timesteps, target=target,
+                time_mode=time_mode, quantization=options, stop_after=stop_after, probe_samples=probe_samples,
+                **declared,
+            )  # fmt: skip
+        else:
+            result = compile_checkpoint(
+                model, target, trust_pickle=trust_pickle, quantization=options, stop_after=stop_after,
+                timesteps=timesteps, probe_samples=probe_samples, **declared,
+            )  # fmt: skip
+        write_artifact(result, output, force=force)
     return result
 
 
@@ -374,12 +404,29 @@ def _lava_smoke(result) -> None:
 
 
 def _artifact_for(model: Path, target, output, force, trust_pickle):
-    """An artifact directory as given, or a fresh compile of a checkpoint file."""
+    """An artifact directory as given; for a checkpoint, its artifact: reused when it matches, else compiled."""
     from inflor_deploy.artifact import load_artifact
+    from inflor_deploy.artifact_reuse import decide_reuse
+    from inflor_deploy.checkpoint import load_checkpoint
+    from inflor_deploy.compiler import requested_options
+    from inflor_deploy.targets import load_target
 
     if model.is_dir():
         return load_artifact(model)
     output = output or _default_output(model, target)
+    if not force and model.is_file() and os.path.lexists(output):
+        # What `_compile` below would record (the input encoding defaults to the checkpoint's).
+        loaded_target = load_target(target)
+        request = requested_options(load_checkpoint(model, trust_pickle=trust_pickle), loaded_target)
+        decision = decide_reuse(output, model, loaded_target, request)
+        if decision.action == "reuse":
+            click.echo(decision.reason)
+            return decision.artifact
+        if decision.action == "rebuild":
+            click.echo(decision.reason)
+            force = True
+        if decision.action == "refuse":
+            raise InflorError(decision.reason)
     result = _compile(model, target, output, force, trust_pickle=trust_pickle)
     _print_compile_summary(result, output)
     return load_artifact(output)
@@ -437,9 +484,12 @@ def verify(model, data_spec, samples, reference_samples, lava_samples, target, o
         max_accuracy_drop=max_accuracy_drop / 100,
         min_spike_agreement=MIN_SPIKE_AGREEMENT if min_spike_agreement is None else min_spike_agreement,
     )  # fmt: skip
-    path = artifact.write_json("verify.json", {"data": data.name, **ladder.to_dict()})
     _print_ladder(ladder)
-    click.echo(f"ladder written to {path}")
+    try:
+        path = artifact.write_json("verify.json", {"data": data.name, **ladder.to_dict()})
+        click.echo(f"ladder written to {path}")
+    except InflorError as err:  # a read-only artifact still gets its ladder printed, and the exit code
+        click.echo(f"warning: the ladder above was not saved: {err}", err=True)
     if not ladder.ok:
         failed = ", ".join(str(level.level) for level in ladder.failed)
         click.echo(f"error: parity level(s) {failed} failed (see the summary and first divergence above)", err=True)
@@ -453,13 +503,23 @@ def verify(model, data_spec, samples, reference_samples, lava_samples, target, o
 @click.option("--samples", type=click.IntRange(min=1), default=None, help="Use only the first N test samples.")
 @click.option("--target", "-t", default=None, help="Limits and energy constants of this target instead of the artifact's.")
 @click.option("--progress/--no-progress", default=False, show_default=True, help="Show a progress bar while simulating.")
+@click.option("--output-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Write the report files here instead of ARTIFACT/report (e.g. for a read-only artifact).")
 @_user_errors
-def report(artifact, data_spec, samples, target, progress):
+def report(artifact, data_spec, samples, target, progress, output_dir):
     """Simulate ARTIFACT over a dataset; write ARTIFACT/report/report.{json,md,html} (spikes, synops, energy, cores)."""
-    from inflor_deploy.report import build_report, short_summary, write_report
+    from inflor_deploy.artifact import load_artifact
+    from inflor_deploy.outputs import OutputError, check_output_path
+    from inflor_deploy.report import REPORT_DIR, build_report, short_summary, write_report
 
-    result = build_report(artifact, data_spec, samples=samples, progress=progress, target=target)
-    paths = write_report(result, artifact)
+    art = load_artifact(artifact)
+    directory = output_dir or artifact / REPORT_DIR
+    try:
+        check_output_path(directory, what="report")  # before simulating: a read-only artifact fails now
+    except OutputError as err:
+        raise OutputError(f"{err}; or pass --output-dir DIR to write the report elsewhere") from err
+    result = build_report(art, data_spec, samples=samples, progress=progress, target=target)
+    paths = write_report(result, artifact, directory=directory)
     click.echo(short_summary(result))
     for kind, path in paths.items():
         click.echo(f"  {kind}: {path}")

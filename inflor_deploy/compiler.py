@@ -27,11 +27,11 @@ import numpy as np
 import onnx
 from torch import nn
 
-from inflor_deploy.checkpoint import load_checkpoint
+from inflor_deploy.checkpoint import Checkpoint, load_checkpoint
 from inflor_deploy.errors import InflorError
 from inflor_deploy.backends.onnx.float_model import graph_to_onnx, onnx_to_graph
 from inflor_deploy.frontends.fx import trace_model
-from inflor_deploy.frontends.input_spec import resolve_input_spec
+from inflor_deploy.frontends.input_spec import InputSpec, resolve_input_spec
 from inflor_deploy.frontends.source import ModelSource
 from inflor_deploy.frontends.user_model import FactorySpec, model_from_factory
 from inflor_deploy.ir import Graph
@@ -61,6 +61,18 @@ def macs_per_sample(graph: Graph) -> int:
     return per_step * graph.timesteps
 
 
+def _probe_count(graph: Graph, requested: int | None) -> int:
+    """The probe size: as requested, or automatic; refused up front when the contracts' runs would not fit in memory."""
+    from inflor_deploy.memory import batch_size_for, samples_estimate
+
+    what = f"compiling with T={graph.timesteps:,} (the contracts keep every layer's trace of each probe input)"
+    if requested is not None:
+        samples_estimate(graph, "recorded", what, requested, "--probe-samples or -T").require()
+        return requested
+    samples_estimate(graph, "recorded", what, MIN_PROBE_SAMPLES, "-T").require()
+    return max(MIN_PROBE_SAMPLES, batch_size_for(graph, "recorded", what, wanted=auto_probe_samples(graph), lower="-T"))
+
+
 def auto_probe_samples(graph: Graph) -> int:
     """16 probe inputs for small nets, fewer (at least 2) when one float run would exceed the budget."""
     fit = int(PROBE_MAC_BUDGET // max(1, macs_per_sample(graph)))
@@ -82,9 +94,9 @@ class CompileResult:
         probe: The probe inputs themselves ``[N, C, H, W]``.
         seconds: Wall time of the compile.
         conventions: The front end's time and I/O conventions (``TracedModel.conventions``).
-        options: Every option that shaped the result (target, T, probe size,
-            stop_after, quantization, the resolved input declaration): with the
-            model's source (``source``), enough to rebuild it bit for bit.
+        options: Every option that shaped the result (:func:`compile_options`: target, T,
+            probe size, stop_after, quantization, the resolved input declaration), as the
+            manifest records them: with the model's source (``source``), enough to rebuild it bit for bit.
         sources: Inputs besides the checkpoint and the target file, as ``(role, path)``
             (a model factory's source file); the manifest records their sha256.
     """
@@ -124,6 +136,58 @@ class CompileResult:
         """The scheduled fixed-point graph, or None when the compile stopped earlier."""
         graph = self.graph
         return graph if graph.is_fixed_point and graph.schedule is not None else None
+
+
+def compile_options(target: Target, quantization: QuantizationOptions, spec: InputSpec, *,
+                    stop_after: str | None = None, probe_samples: int | None = None,
+                    timesteps: int) -> dict[str, Any]:  # fmt: skip
+    """The manifest's ``compile_options``: every option that decides what a compile produces, JSON-ready.
+
+    The one record of them: level 0 rebuilds from it (:mod:`inflor_deploy.rebuild`)
+    and a re-run of ``verify CHECKPOINT`` compares a request with it
+    (:mod:`inflor_deploy.artifact_reuse`); two compiles of one checkpoint
+    (and target file) whose options are equal give byte-identical artifacts.
+
+    ``timesteps`` is the resolved T (the checkpoint's unless overridden); ``input`` is the resolved input declaration (range, normalization,
+    encoding): with it, level 0 rebuilds a normalized, raw-pixel,
+    signed-range or sequence artifact exactly (the encoding default reads the
+    checkpoint, so the resolved value is recorded, not the option as typed).
+    """
+    return {
+        "target": target.name,
+        "timesteps": timesteps,
+        "probe_samples": probe_samples,
+        "stop_after": stop_after,
+        "quantization": dataclasses.asdict(quantization),
+        "input": {
+            "range": [float(v) for v in spec.value_range],
+            "mean": None if spec.mean is None else [float(v) for v in spec.mean],
+            "std": None if spec.std is None else [float(v) for v in spec.std],
+            "encoding": spec.encoding,
+        },
+    }
+
+
+def requested_options(
+    checkpoint: Checkpoint,
+    target: Target,
+    *,
+    quantization: QuantizationOptions = QuantizationOptions(),
+    stop_after: str | None = None,
+    probe_samples: int | None = None,
+    timesteps: int | None = None,
+    input_range: str | Sequence[float] | None = None,
+    input_mean: str | Sequence[float] | None = None,
+    input_std: str | Sequence[float] | None = None,
+    input_encoding: str | None = None,
+) -> dict[str, Any]:
+    """The :func:`compile_options` that :func:`compile_checkpoint` would record for these arguments, without compiling."""
+    encoding = input_encoding or checkpoint.metadata.get("input_encoding", "direct")
+    spec = resolve_input_spec(input_range, input_mean, input_std, encoding)
+    return compile_options(
+        target, quantization, spec, stop_after=stop_after, probe_samples=probe_samples,
+        timesteps=timesteps or checkpoint.config.timesteps,
+    )  # fmt: skip
 
 
 def _probe(source: ModelSource, graph: Graph, samples: int, images: np.ndarray | None) -> tuple[np.ndarray, str]:
@@ -219,7 +283,7 @@ def compile_model(
         if on_step:
             on_step(step, graph)
 
-    probe, probe_source = _probe(source, imported, probe_samples or auto_probe_samples(imported), probe_images)
+    probe, probe_source = _probe(source, imported, _probe_count(imported, probe_samples), probe_images)
     ctx = PassContext(target=target, probe=probe, quantization=quantization)
     result = run_pipeline(imported, COMPILE_PIPELINE, ctx, stop_after=stop_after, on_step=record)
     report: list[dict[str, Any]] = []
@@ -238,21 +302,9 @@ def compile_model(
         seconds=time.perf_counter() - start,
         conventions=traced.conventions(),
         sources=source.hashed_sources(),
-        options={
-            "target": target.name,
-            "timesteps": traced.timesteps,
-            "probe_samples": probe_samples,
-            "stop_after": stop_after,
-            "quantization": dataclasses.asdict(quantization),
-            # The resolved input declaration: with it, level 0 rebuilds a normalized, raw-pixel,
-            # signed-range or sequence artifact exactly.
-            "input": {
-                "range": [float(v) for v in spec.value_range],
-                "mean": None if spec.mean is None else [float(v) for v in spec.mean],
-                "std": None if spec.std is None else [float(v) for v in spec.std],
-                "encoding": spec.encoding,
-            },
-        },
+        options=compile_options(
+            target, quantization, spec, stop_after=stop_after, probe_samples=probe_samples, timesteps=traced.timesteps
+        ),
     )
 
 

@@ -513,6 +513,16 @@ def run_ladder(artifact, data: Dataset, *, reference_samples: int = 8, lava_samp
     float_graph = artifact.float_graph
     # Range, units, encoding and labels as compiled (raw uint8 pixels converted exactly).
     data = conform_dataset(data, fixed.input, classes=fixed.output.shape[0], timesteps=fixed.timesteps)
+    from inflor_deploy.memory import batch_size_for, samples_estimate
+
+    # Before any level runs: what cannot fit in memory is refused, the batched levels are sized to fit.
+    batch = batch_size_for(imported, "recorded", "verifying one sample (levels 1 and 4)", wanted=256,
+                           lower="T (compile with a smaller -T)")  # fmt: skip
+    samples_estimate(fixed, "recorded", "level 2 (integer reference)", min(reference_samples, len(data)),
+                     "--reference-samples").require()  # fmt: skip
+    if lava_samples:
+        samples_estimate(fixed, "recorded", "level 3 (Lava, traces of every layer)", min(lava_samples, len(data)),
+                         "--lava-samples", steps_per_sample=fixed.schedule.reset_interval).require()  # fmt: skip
     traced, notes = rebuild_traced(
         artifact.manifest, imported.timesteps, imported.name, trust_pickle=trust_pickle, model=model
     )
@@ -526,12 +536,12 @@ def run_ladder(artifact, data: Dataset, *, reference_samples: int = 8, lava_samp
         levels.append(LevelResult(1, "float torch (MPR) vs float IR (folded threshold)", "spike-exact", None,
                                   "skipped: " + "; ".join(notes)))  # fmt: skip
     else:
-        levels.append(level1_torch_vs_float_ir(traced, imported, data, progress=progress, notes=notes))
+        levels.append(level1_torch_vs_float_ir(traced, imported, data, batch_size=batch, progress=progress, notes=notes))
     say("level 2: integer reference vs simulator")
     levels.append(level2_reference_vs_simulator(fixed, data.images[:reference_samples]))
     say("level 3: simulator vs Lava")
     levels.append(level3_simulator_vs_lava(fixed, data.images[:lava_samples], float_graph))
     say("level 4: float vs fixed point")
-    levels.append(level4_float_vs_fixed(traced, float_graph, fixed, data, progress=progress, imported=imported,
+    levels.append(level4_float_vs_fixed(traced, float_graph, fixed, data, batch_size=batch, progress=progress, imported=imported,
                                         max_accuracy_drop=max_accuracy_drop, min_spike_agreement=min_spike_agreement))
     return Ladder(levels)

@@ -92,16 +92,18 @@ Running and stopping
 Lava's blocking ``run`` deadlocks when a ProcessModel raises (the failing
 worker exits; its neighbours wait forever for its spikes), so runs are
 started non-blocking and watched (:func:`_run_watched`). Every run stops
-the Lava runtime in ``finally`` (also on Ctrl-C): worker processes are
-killed and the shared memory released when a graceful stop is impossible
-(see :func:`_shutdown`).
+the Lava runtime when it ends, also on Ctrl-C, SIGTERM and SIGHUP (raised
+as :class:`~inflor_deploy.interrupts.Interrupted` while it runs): worker
+processes are killed and the shared memory released when a graceful stop
+is impossible (:mod:`.teardown`). The workers ignore those signals
+themselves and die with the process that started them
+(:func:`~inflor_deploy.interrupts.quiet_children`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-import threading
 import time
 import types
 from dataclasses import dataclass, field
@@ -109,10 +111,12 @@ from typing import Any, Literal
 
 import numpy as np
 
+from inflor_deploy import interrupts
 from inflor_deploy.errors import InflorError
 from inflor_deploy.ir import nodes as n
 from inflor_deploy.ir.graph import Graph, infer_shapes
 from inflor_deploy.backends.sim.compare import Divergence, first_divergence
+from inflor_deploy.backends.lava.teardown import create_runtime, guarded_run
 from inflor_deploy.backends.sim.int_reference import check_inputs, quantize_input, readout_scores, run_pipelined
 from inflor_deploy.backends.sim.lava_arith import LavaArithmeticError, lava_process
 from inflor_deploy.backends.sim.lava_arith import encode_dense_weights as _encode_dense_weights
@@ -146,8 +150,6 @@ SOFT_RESET_ROUTES = ("process", "recurrent")
 ACCUMULATOR_VTH = 2**17
 #: Largest synaptic delay Lava's bit-accurate DelayDense/DelaySparse accept (6 bits; they raise above).
 MAX_DELAY = 63
-#: Seconds a graceful ``runtime.stop()`` may take before the workers are killed.
-STOP_TIMEOUT_S = 20.0
 _V_UNITS = 64  # one weight unit in v (a_in << 6)
 
 
@@ -708,10 +710,9 @@ def run_lava(
     L = _lava()
     shapes = infer_shapes(graph)
     anchor = net.source
-    failed = True
-    try:
+    with guarded_run(anchor):
         t0 = time.perf_counter()
-        anchor.create_runtime(run_cfg=L.Loihi2SimCfg(select_tag=tag))
+        create_runtime(anchor, L.Loihi2SimCfg(select_tag=tag))
         t1 = time.perf_counter()
         _run_watched(anchor, L.RunSteps(num_steps=net.steps, blocking=False))
         t2 = time.perf_counter()
@@ -724,9 +725,6 @@ def run_lava(
             name: _from_lava(np.moveaxis(np.asarray(read.data.get()), -1, 0), len(shapes[name]))
             for name, read in net.voltage_reads.items()
         }
-        failed = False
-    finally:
-        _shutdown(anchor, graceful=not failed)
     if tag == "fixed_pt":
         acc = np.rint(acc).astype(np.int64)
         voltages = {k: np.rint(v).astype(np.int64) for k, v in voltages.items()}
@@ -766,6 +764,7 @@ def _run_watched(anchor, condition) -> None:
     replies = list(runtime.service_to_runtime)
     actors = list(runtime._messaging_infrastructure.actors)
     while not all(port.probe() for port in replies):
+        interrupts.check()
         dead = [actor for actor in actors if actor.exitcode is not None]
         if dead:
             reports = [actor.exception for actor in dead]
@@ -778,57 +777,6 @@ def _run_watched(anchor, condition) -> None:
         if not enum_equal(reply, MGMT_RESPONSE.DONE):
             raise LavaRunError(f"Lava's runtime service answered {reply} instead of DONE")
     runtime.wait()  # consumes the DONE replies
-
-
-def _shutdown(anchor, graceful: bool = True, timeout: float = STOP_TIMEOUT_S) -> None:
-    """Stop the Lava runtime of ``anchor``'s network; never leave workers or shared memory behind.
-
-    A graceful ``runtime.stop()`` waits for every worker's reply. After a
-    failed or interrupted run some replies never come (a worker died, or
-    the runtime is mid-step), so then — or when the graceful stop exceeds
-    ``timeout`` — the workers are killed and Lava's shared-memory manager is
-    shut down directly. Lava has no public API for that; this touches
-    ``Runtime._messaging_infrastructure`` (lava-nc 0.10.0) on purpose.
-    """
-    runtime = getattr(anchor, "runtime", None)
-    if runtime is None:
-        return
-    if graceful:
-        done = threading.Event()
-
-        def stop():
-            try:
-                runtime.stop()
-                done.set()
-            except BaseException:  # noqa: BLE001 - any failure falls through to the forced stop
-                pass
-
-        worker = threading.Thread(target=stop, name="lava-stop", daemon=True)
-        worker.start()
-        worker.join(timeout)
-        if done.is_set():
-            return
-    _force_stop(runtime)
-
-
-def _force_stop(runtime) -> None:
-    infra = getattr(runtime, "_messaging_infrastructure", None)
-    for actor in list(getattr(infra, "actors", None) or []):
-        try:
-            if actor.is_alive():
-                actor.kill()
-            actor.join()
-        except (ValueError, AssertionError, OSError):
-            pass  # already joined and closed
-    smm = getattr(infra, "smm", None)
-    if smm is not None:
-        smm.shutdown()
-    watchdog = getattr(runtime, "_watchdog_manager", None)
-    if watchdog is not None:
-        watchdog.stop()
-    # Runtime.__del__ calls stop() while _is_started, which would block on dead workers.
-    runtime._is_started = False
-    runtime._is_running = False
 
 
 # --------------------------------------------------------------------------- parity

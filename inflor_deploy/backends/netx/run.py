@@ -20,10 +20,14 @@ How a run is wired (what a user of the file does too, docs/netx.md):
   mean-membrane readout), exactly as :func:`~inflor_deploy.backends.lava.network.run_lava`
   reads our own network.
 
-Runs are started non-blocking, watched and always torn down
-(:func:`~inflor_deploy.backends.lava.network._run_watched`,
-:func:`~inflor_deploy.backends.lava.network._shutdown`): a ProcessModel that
-raises would otherwise deadlock a blocking run.
+Runs are started non-blocking and watched
+(:func:`~inflor_deploy.backends.lava.network._run_watched`): a ProcessModel
+that raises would otherwise deadlock a blocking run. They are torn down
+exactly like our own network's (:func:`~inflor_deploy.backends.lava.teardown.guarded_run`):
+SIGINT, SIGTERM and SIGHUP raise
+:class:`~inflor_deploy.interrupts.Interrupted`, the workers ignore them and
+die with this process, and a failed or interrupted run kills every worker,
+shuts Lava's shared-memory manager down and unlinks its segments.
 """
 
 from __future__ import annotations
@@ -40,9 +44,10 @@ from inflor_deploy.errors import InflorError
 from inflor_deploy.ir import nodes as n
 from inflor_deploy.ir.graph import Graph, infer_shapes
 from inflor_deploy.backends.lava.network import (
-    LavaParity, LavaRun, _deskew, _from_lava, _lava, _readout_steps, _run_watched, _shutdown, _trace_steps,
+    LavaParity, LavaRun, _deskew, _from_lava, _lava, _readout_steps, _run_watched, _trace_steps,
     compare_runs, input_frames, readout_reader, readout_values,
 )  # fmt: skip
+from inflor_deploy.backends.lava.teardown import create_runtime, guarded_run
 from inflor_deploy.backends.netx.writer import NetxPlan, plan_netx, read_netx_metadata
 
 __all__ = ["NetxCheck", "check_netx", "load_network", "run_netx", "written_graph"]
@@ -133,10 +138,9 @@ def run_netx(graph: Graph, path: str | Path, images: np.ndarray, *, record: bool
                     block.neuron.s_out.connect(sinks[name].a_in)
                 reads[name] = L.Read(buffer=steps, interval=1, offset=0)
                 reads[name].connect_var(block.neuron.v)
-        failed = True
-        try:
+        with guarded_run(source):
             t0 = time.perf_counter()
-            source.create_runtime(run_cfg=L.Loihi2SimCfg(select_tag="fixed_pt"))
+            create_runtime(source, L.Loihi2SimCfg(select_tag="fixed_pt"))
             t1 = time.perf_counter()
             _run_watched(source, L.RunSteps(num_steps=steps, blocking=False))
             t2 = time.perf_counter()
@@ -150,9 +154,6 @@ def run_netx(graph: Graph, path: str | Path, images: np.ndarray, *, record: bool
                 .astype(np.int64)
                 for name, read in reads.items()
             }
-            failed = False
-        finally:
-            _shutdown(source, graceful=not failed)
     finally:
         net.net_config.f.close()  # netx keeps its h5py handle open; every value was copied when the blocks were built
     return LavaRun(
