@@ -36,6 +36,9 @@ a final synapse's current is ``mean_current`` (the score is the module's);
 the sum or mean over T of the last spiking layer's spikes is
 ``spike_count``, whose score is the count. For a mean the module's score is
 the count / T, so level 1 and 4 compare T times it (:attr:`TracedModel.score_scale`).
+A single-step model that returns the membrane of a non-resetting output
+neuron each step (snnTorch's ``spk, mem = lif(x); return mem``) is
+``mean_membrane``: the score is the mean over T of that membrane.
 Any other reduction raises :class:`~inflor_deploy.frontends.fx_convert.UnsupportedReadoutError`.
 
 Input (the declared :class:`~inflor_deploy.frontends.input_spec.InputSpec`,
@@ -72,7 +75,7 @@ from inflor_deploy.errors import ExportError
 from inflor_deploy.frontends.adapters import TIME_MODES, Adapter, adapters_for
 from inflor_deploy.frontends.fx_capture import capture_graph, inference_mode, record
 from inflor_deploy.frontends.fx_convert import (
-    SUPPORTED_OPS, Converter, Probe, UnsupportedOpError, UnsupportedReadoutError, Value,
+    SUPPORTED_OPS, Converter, Membrane, Probe, UnsupportedOpError, UnsupportedReadoutError, Value,
 )
 from inflor_deploy.frontends.input_spec import InputSpec, apply_input_spec
 from inflor_deploy.ir import nodes as n
@@ -387,6 +390,9 @@ def trace_model(
     if not isinstance(model, nn.Module):
         raise ExportError(f"trace needs a torch nn.Module; got {type(model).__name__}")
     used = adapters_for(model, adapters)
+    for path, module in model.named_modules():  # refusals by name before anything runs the model
+        for adapter in used:
+            adapter.check(path, module)
     declared = next((d for d in (a.declared_input(model) for a in used) if d is not None), None)
     if input_shape is None or timesteps is None:
         if declared is None:
@@ -427,6 +433,9 @@ def trace_model(
     converter.add(n.Input(name=n.INPUT_NAME, sources=(), shape=shape), shape)
     out = converter.convert(gm, recorded, [Value((n.INPUT_NAME,), "input", False, layout, shape)])
     readout = "module"
+    if isinstance(out, Membrane):  # the module returns a membrane each step; its score is the mean over T
+        out = converter.membrane_readout(out)
+        readout = "mean_over_time"
     if out.kind != "readout":
         if out.layout != ("step" if mode == "single" else "seq") or out.kind == "input":
             raise ExportError(

@@ -131,6 +131,30 @@ class _OneFrame:
 
 
 @dataclass(frozen=True)
+class Membrane:
+    """The pre-reset membrane H that a neuron module returns beside its spikes (``spk, mem = neuron(x)``).
+
+    It may only be the model's output: the mean membrane of a layer that never
+    resets (:meth:`Converter.membrane_readout`).
+
+    Attributes:
+        neuron: The IR neuron whose membrane it is.
+        current: Its input (the synapse outputs summed into it).
+    """
+
+    neuron: n.Neuron
+    current: Value
+
+
+@dataclass(frozen=True)
+class _NeuronOutputs:
+    """The tuple a neuron module returns (e.g. snnTorch's ``(spk, mem)``), waiting to be unpacked."""
+
+    name: str
+    parts: tuple[Value | Membrane, ...]
+
+
+@dataclass(frozen=True)
 class Probe:
     """A module whose outputs level 1 reads in the framework's own run.
 
@@ -309,6 +333,12 @@ class Converter:
         resolved = self.env.get(arg) if isinstance(arg, fx.Node) else None
         if isinstance(resolved, _OneFrame):
             raise self.error(node, "it reads x.unsqueeze(0) of the input before the input is repeated over time")
+        if isinstance(resolved, _NeuronOutputs):
+            raise self.error(node, f"it reads the tuple that neuron {resolved.name!r} returns; unpack it first "
+                                   "(spk, mem = neuron(x)) and use the spikes")  # fmt: skip
+        if isinstance(resolved, Membrane):
+            raise self.error(node, f"it reads the membrane of neuron {resolved.neuron.name!r}; a membrane can only be the "
+                                   "model's output (the mean-membrane readout of a layer that never resets)")  # fmt: skip
         if not isinstance(resolved, Value):
             raise self.error(node, f"its {what} is not a tensor computed from the model input")
         if resolved.kind == "readout":
@@ -396,7 +426,11 @@ class Converter:
                     continue
                 if node.op == "output":
                     result = self.env.get(node.args[0]) if isinstance(node.args[0], fx.Node) else None
-                    if not isinstance(result, Value):
+                    if isinstance(result, _NeuronOutputs):
+                        raise self.error(node, f"the model returns the tuple neuron {result.name!r} returns; return one "
+                                               "tensor: its spikes (a spike-count readout) or, for a layer that never "
+                                               "resets, its membrane (the mean-membrane readout)")  # fmt: skip
+                    if not isinstance(result, (Value, Membrane)):
                         raise self.error(node, "the model must return one tensor (the class scores)")
                     break
                 self.env[node] = self.map_node(node)
@@ -408,7 +442,8 @@ class Converter:
         rec = self.recorded.get(node)
         if node.op == "get_attr":
             return Const(_fetch_attr(self.root, node.target))
-        tensor_args = [a for a in node.all_input_nodes if isinstance(self.env.get(a), (Value, _OneFrame))]
+        tensor_args = [a for a in node.all_input_nodes
+                       if isinstance(self.env.get(a), (Value, _OneFrame, _NeuronOutputs, Membrane))]  # fmt: skip
         if rec is not None and rec.shape is None and not tensor_args:
             return Const(rec.value)  # shapes, sizes, ints
         if not tensor_args and node.op in ("call_function", "call_method"):
@@ -461,25 +496,33 @@ class Converter:
             return self.adapter_leaf(node, adapter, module, name)
         return self.torch_module(node, module, type(module), name, self.value(node, node.args[0]))
 
-    def adapter_leaf(self, node: fx.Node, adapter: Adapter, module: nn.Module, name: str) -> Value:
+    def adapter_leaf(self, node: fx.Node, adapter: Adapter, module: nn.Module, name: str) -> Value | _NeuronOutputs:
         x = self.value(node, node.args[0])
         if adapter.is_neuron(module):
             if id(module) in self.neuron_calls:
                 raise self.error(node, "this neuron module is called a second time; each neuron layer holds its own "
                                        "state, so use one module per layer")  # fmt: skip
             self.neuron_calls.add(id(module))
+            if len(node.args) != 1 or node.kwargs:
+                raise self.error(node, "a neuron is called with its input current alone: its state must live inside "
+                                       "the module (snnTorch: init_hidden=True, or call it without mem)")  # fmt: skip
             mode_layout = "seq" if self.time_mode == "multi" else "step"
             if x.layout != mode_layout:
                 raise self.error(node, f"a {self.time_mode}-step neuron needs {list(self.lead(mode_layout))} + per-sample "
                                        f"input; it gets the {x.layout} layout")  # fmt: skip
             if x.kind == "input":
                 raise self.error(node, "a neuron's input must come from a synapse (Conv2d/Linear), not the raw input")
-            neuron = adapter.neuron(name, module, x.sources)
+            parts = adapter.neuron_outputs(module)
+            shape = self.neuron_shape(node, mode_layout, x, parts)
+            neuron = adapter.neuron_in_layer(name, module, x.sources, shape)
             if not x.in_order:
                 self.reordered.add(name)
-            self.add(neuron, self.per_sample(node, mode_layout))
+            self.add(neuron, shape)
             self.probes.append(Probe(name=name, module=module, adapter=adapter, layout=mode_layout))
-            return Value((name,), "spikes", True, mode_layout, self.per_sample(node, mode_layout))
+            spikes = Value((name,), "spikes", True, mode_layout, shape)
+            if parts == ("spikes",):
+                return spikes
+            return _NeuronOutputs(name, tuple(spikes if part == "spikes" else Membrane(neuron, x) for part in parts))
         if adapter.is_time_first_normalization(module):
             if x.layout != "seq":
                 raise self.error(node, "a time-first normalization needs [T, B, ...] input")
@@ -490,11 +533,13 @@ class Converter:
         if adapter.is_readout(module):
             return self.accumulate(node, x, lambda sources: adapter.readout(name, module, sources))
         per_step = adapter.per_step(name, module)
-        inner_layout: Layout = {"seq": "merged", "step": "step"}.get(x.layout)  # type: ignore[assignment]
+        # Inside a per-step container ([T*B, ...]) a wrapper is still per step.
+        inner_layout: Layout = {"seq": "merged", "step": "step", "merged": "merged"}.get(x.layout)  # type: ignore[assignment]
         if inner_layout is None:
             raise self.error(node, f"a per-step wrapper needs [T, B, ...] (multi) or [B, ...] (single) input, not {x.layout}")
         inner = per_step.module
-        if any(a.is_leaf(inner) for a in self.adapters):
+        # A framework layer mapped directly as its torch type (as_type) is not traced; anything else must hold no leaf.
+        if per_step.as_type not in _MODULE_HANDLERS and any(a.is_leaf(inner) for a in self.adapters):
             raise self.error(node, "time-first layers (neurons, tdBN, readouts, wrappers) must not be wrapped in a per-step wrapper")
         as_type = per_step.as_type or type(inner)
         if as_type not in _MODULE_HANDLERS and type(inner).__module__.startswith("torch.nn") and not isinstance(
@@ -507,6 +552,53 @@ class Converter:
         finally:
             self.wrapper_layout = None
         return replace(result, layout=x.layout)
+
+    def neuron_shape(self, node: fx.Node, layout: Layout, x: Value, parts: tuple[str, ...]) -> tuple[int, ...]:
+        """The per-sample shape of a neuron call's outputs (each part of a tuple has the input's shape)."""
+        if len(parts) == 1:
+            return self.per_sample(node, layout)
+        rec = self.recorded.get(node)
+        found = rec.value if rec is not None and rec.shape is None else None
+        expected = self.lead(layout) + x.shape
+        if not isinstance(found, tuple) or len(found) != len(parts) or any(r.shape != expected for r in found):
+            raise self.error(node, f"the neuron should return {len(parts)} tensors ({', '.join(parts)}) of shape "
+                                   f"{list(expected)}; it returned {found if found is not None else rec}")  # fmt: skip
+        return x.shape
+
+    def membrane_readout(self, membrane: Membrane) -> Value:
+        """The model returns a neuron's membrane each step: the IR's ``mean_membrane`` readout.
+
+        snnTorch's ``mem`` is the pre-reset membrane; a layer that never resets
+        (reset ``"none"``) has ``H[t] = tau * H[t-1] + X[t]``, the
+        :class:`~inflor_deploy.ir.Accumulator`'s ``mean_membrane`` recurrence in
+        the same float32 operations, and the module's score, the mean over T of
+        what it returns, is that readout's score. The neuron itself is dropped
+        when nothing reads its spikes.
+        """
+        neuron, x = membrane.neuron, membrane.current
+        if self.time_mode != "single":
+            raise UnsupportedReadoutError(
+                f"the model returns the membrane of neuron {neuron.name!r} from a multi-step call; a membrane readout is "
+                "the mean over the steps of a single-step model's returned membrane"
+            )
+        affine = neuron.charge == "affine" and neuron.gain == 1.0 and neuron.v_reset == 0.0 and not neuron.mpr
+        if neuron.reset != "none" or not affine:
+            why = f"it resets ({neuron.reset})" if neuron.reset != "none" else "its charge is not tau * U + X"
+            raise UnsupportedReadoutError(
+                f"the model returns the membrane of neuron {neuron.name!r}, but {why}; the mean-membrane readout needs "
+                "an output layer that never resets (snnTorch: Leaky(..., reset_mechanism='none')), or return its spikes "
+                "(a spike-count readout)"
+            )
+        name = neuron.name
+        if not any(name in node.sources for node in self.nodes):
+            self.nodes = [node for node in self.nodes if node.name != name]
+            self.names.discard(name)
+            self.expected_shapes.pop(name, None)
+            self.probes = [p for p in self.probes if p.name != name]
+            self.reordered.discard(name)
+        accumulator = n.Accumulator(name=self.unique(name), sources=x.sources, readout="mean_membrane", tau=neuron.tau)
+        self.add(accumulator, x.shape)
+        return Value((accumulator.name,), "readout", False, x.layout, x.shape)
 
     def per_step(self, node: fx.Node, inner: nn.Module, as_type: type, name: str, x: Value) -> Value:
         """Apply ``inner`` at every step: a known layer directly, a container by tracing it."""
@@ -1026,6 +1118,17 @@ def _f_mul(c: Converter, node: fx.Node) -> Value:
                         "Normalize divides: a product by 1 / std rounds differently)")  # fmt: skip
 
 
+def _f_getitem(c: Converter, node: fx.Node) -> Value | Membrane:
+    """``out[i]`` of the tuple a neuron returns (``spk, mem = neuron(x)`` unpacks with getitem)."""
+    outputs = c.env.get(node.args[0]) if isinstance(node.args[0], fx.Node) else None
+    if not isinstance(outputs, _NeuronOutputs):
+        raise c.error(node, "indexing is supported only to unpack the tuple a neuron returns (spk, mem = neuron(x))")
+    index = c.const(node.args[1])
+    if isinstance(index, bool) or not isinstance(index, int) or not -len(outputs.parts) <= index < len(outputs.parts):
+        raise c.error(node, f"index {index!r} of the {len(outputs.parts)} outputs of neuron {outputs.name!r}")
+    return outputs.parts[index]
+
+
 def _t_unsqueeze(c: Converter, node: fx.Node) -> Any:
     x = c.value(node, node.args[0])
     dim = c.const(_arg(node, 1, "dim"))
@@ -1096,6 +1199,7 @@ _FUNCTION_HANDLERS: dict[Any, Callable[[Converter, fx.Node], Any]] = {
     F.alpha_dropout: _f_identity,
     F.feature_alpha_dropout: _f_identity,
     torch.flatten: _f_flatten,
+    operator.getitem: _f_getitem,
     operator.add: _f_add,
     torch.add: _f_add,
     torch.cat: _f_cat,

@@ -102,6 +102,13 @@ def _current_directory_on_path() -> Iterator[None]:
             sys.path.remove(cwd)
 
 
+def _hint(err: Exception) -> str:
+    """How to install the framework package whose absence ``err`` reports ("" for any other error)."""
+    from inflor_deploy.frontends.adapters import install_hint
+
+    return install_hint(err) if isinstance(err, ImportError) else ""
+
+
 def import_module(spec: FactorySpec) -> ModuleType:
     """Import ``spec.module`` (a module name, or a .py file executed as a fresh module)."""
     if spec.is_file:
@@ -116,12 +123,14 @@ def import_module(spec: FactorySpec) -> ModuleType:
             loader_spec.loader.exec_module(module)
         except Exception as err:  # noqa: BLE001 - the user's module may fail in any way
             sys.modules.pop(name, None)
-            raise UserModelError(f"importing {spec.module} failed: {type(err).__name__}: {err}") from err
+            raise UserModelError(f"importing {spec.module} failed: {type(err).__name__}: {err}{_hint(err)}") from err
         return module
     try:
         with _current_directory_on_path():
             return importlib.import_module(spec.module)
     except ModuleNotFoundError as err:
+        if _hint(err):  # the module exists; the framework it imports does not
+            raise UserModelError(f"importing {spec.module} failed: {type(err).__name__}: {err}{_hint(err)}") from err
         raise UserModelError(
             f"module {spec.module!r} not found ({err}); give an importable module name (run from its folder or "
             "set PYTHONPATH) or a path/to/file.py"

@@ -26,12 +26,14 @@ from inflor_deploy.frontends.adapters.base import (
 
 __all__ = [
     "ADAPTER_MODULES", "Adapter", "AdapterError", "Capture", "PerStep", "TIME_MODES", "TimeMode",
-    "adapters_for", "load_adapter", "require_package",
+    "adapters_for", "install_hint", "load_adapter", "require_package",
 ]  # fmt: skip
 
 #: name -> (adapter module, framework package or None for the project's own layers, pip extra or None).
 ADAPTER_MODULES: dict[str, tuple[str, str | None, str | None]] = {
     "inflor": ("inflor_deploy.frontends.adapters.inflor", None, None),
+    "spikingjelly": ("inflor_deploy.frontends.adapters.spikingjelly", "spikingjelly", "spikingjelly"),
+    "snntorch": ("inflor_deploy.frontends.adapters.snntorch", "snntorch", "snntorch"),
 }
 
 
@@ -43,6 +45,19 @@ def load_adapter(name: str) -> Adapter:
     if package is not None:
         require_package(package, extra or package)
     return importlib.import_module(module_name).ADAPTER
+
+
+def install_hint(err: ImportError) -> str:
+    """How to install the framework package ``err`` misses, or ``""`` when it misses none.
+
+    ``"; install it with: pip install 'inflor-deploy[EXTRA]'"``: for a user's model module whose own
+    ``import spikingjelly`` failed, so that the message says how to fix it.
+    """
+    missing = (getattr(err, "name", None) or "").split(".")[0]
+    for _, package, extra in ADAPTER_MODULES.values():
+        if package is not None and package == missing:
+            return f"; install it with: pip install 'inflor-deploy[{extra}]'"
+    return ""
 
 
 def _framework_of(module: nn.Module) -> str:

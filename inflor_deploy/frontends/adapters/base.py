@@ -140,6 +140,14 @@ class Adapter:
             or self.is_readout(module)
         )
 
+    def check(self, path: str, module: nn.Module) -> None:
+        """Raise :class:`AdapterError` for a module of the model this adapter knows it cannot map (default: nothing).
+
+        Called for every module before the front end runs the model on its
+        example input, so a refusal names the module and the reason before a
+        framework fails on its own (e.g. a setting that runs only on a GPU).
+        """
+
     def autowrap_functions(self) -> tuple[Callable, ...]:
         """Module-level functions the tracer keeps as one call (e.g. a model's input encoding)."""
         return ()
@@ -149,6 +157,23 @@ class Adapter:
     def neuron(self, path: str, module: nn.Module, sources: tuple[str, ...]) -> n.Neuron:
         """The IR neuron of a neuron module (exact update; see the adapter's docstring)."""
         raise AdapterError(f"the {self.name} adapter cannot map {type(module).__name__} {path!r}")
+
+    def neuron_in_layer(self, path: str, module: nn.Module, sources: tuple[str, ...], shape: tuple[int, ...]) -> n.Neuron:
+        """The IR neuron of a neuron module whose per-sample output shape is ``shape``.
+
+        What the front end calls. The default is :meth:`neuron`; an adapter
+        whose parameters broadcast against the layer (a per-neuron threshold
+        that must turn out to be per channel) overrides this instead.
+        """
+        return self.neuron(path, module, sources)
+
+    def neuron_outputs(self, module: nn.Module) -> tuple[str, ...]:
+        """What one call of the neuron module returns: ``("spikes",)``, or a tuple such as ``("spikes", "membrane")``.
+
+        ``"membrane"`` is the pre-reset membrane H; the front end lets it be
+        read only as the model's readout (a non-resetting layer's mean membrane).
+        """
+        return ("spikes",)
 
     def per_step(self, path: str, module: nn.Module) -> PerStep:
         """What a per-step wrapper applies at every step (raise if the wrapper's forward is not the known one)."""

@@ -1,5 +1,12 @@
 """The adapter mechanism: a framework's own adapter plugs in (here a single-step one), packages and extras."""
 
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -140,7 +147,108 @@ def test_time_convention_errors():
 def test_adapter_lookup_and_missing_packages_name_the_extra():
     assert load_adapter("inflor").name == "inflor"
     assert [a.name for a in adapters_for(StepNet())] == ["inflor"]
-    with pytest.raises(AdapterError, match="unknown framework adapter 'spiky'; known: inflor"):
+    with pytest.raises(AdapterError, match="unknown framework adapter 'spiky'; known: inflor, spikingjelly, snntorch"):
         load_adapter("spiky")
     with pytest.raises(AdapterError, match=r"pip install 'inflor-deploy\[nosuchframework\]'"):
         require_package("inflor_no_such_framework_package", "nosuchframework")
+
+
+#: Run with spikingjelly and snntorch blocked: ``import`` of either raises ImportError, as when not installed.
+_WITHOUT_FRAMEWORKS = """
+import sys
+for package in ("spikingjelly", "snntorch"):
+    sys.modules[package] = None
+"""
+
+
+REPOSITORY = Path(__file__).resolve().parents[3]
+
+
+def _python(code: str, cwd: Path = REPOSITORY) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPOSITORY), os.environ.get("PYTHONPATH")]))}
+    return subprocess.run([sys.executable, "-c", _WITHOUT_FRAMEWORKS + textwrap.dedent(code)], capture_output=True,
+                          text=True, timeout=300, cwd=cwd, env=env)  # fmt: skip
+
+
+def test_the_core_imports_and_compiles_without_spikingjelly_or_snntorch():
+    result = _python("""
+        import inflor_deploy, inflor_deploy.api, inflor_deploy.compiler, inflor_deploy.verify, inflor_deploy_cli.main
+        from inflor_deploy.frontends.fx import trace
+        from inflor_deploy.frontends.adapters import adapters_for
+        from tests.cli.user_nets import three_conv_net
+        model = three_conv_net()
+        print([a.name for a in adapters_for(model)], len(trace(model, (1, 8, 8), 2).nodes))
+        print(sorted(m for m in sys.modules if m.split(".")[0] in ("spikingjelly", "snntorch", "torchvision")
+                     and sys.modules[m] is not None))
+    """)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[0].startswith("['inflor'] ") and result.stdout.splitlines()[1] == "[]"
+
+
+def test_an_adapter_used_without_its_package_names_the_extra_to_install():
+    result = _python("""
+        from inflor_deploy.frontends.adapters import AdapterError, load_adapter
+        from inflor_deploy.frontends.fx import trace
+        from tests.cli.user_nets import three_conv_net
+        for name in ("spikingjelly", "snntorch"):
+            try:
+                load_adapter(name)
+            except AdapterError as err:
+                print(err)
+        try:
+            trace(three_conv_net(), (1, 8, 8), 2, adapters=["inflor", "snntorch"])
+        except AdapterError as err:
+            print("trace:", str(err)[:60])
+    """)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == 3, result.stdout
+    for line, package in zip(lines, ("spikingjelly", "snntorch")):
+        assert line.startswith(f"the {package} adapter needs the {package} package, which is not installed")
+        assert line.endswith(f"install it with: pip install 'inflor-deploy[{package}]'")
+    assert lines[2] == "trace: the snntorch adapter needs the snntorch package, which is no"
+
+
+def test_the_cli_compiles_and_verifies_a_model_without_spikingjelly_or_snntorch(tmp_path):
+    result = _python(f"""
+        import torch
+        from inflor_deploy.data import load_digits
+        from inflor_deploy_cli.main import cli
+        from tests.cli.user_nets import calibrated, three_conv_net
+        weights, out = {str(tmp_path / "w.pt")!r}, {str(tmp_path / "out")!r}
+        torch.save(calibrated(three_conv_net(width=8), load_digits("train").images[:64], timesteps=2).state_dict(), weights)
+        for args in (["compile", weights, "--model", "tests/cli/user_nets.py:three_conv_net", "--model-arg", "width=8",
+                      "--input-shape", "1,8,8", "-T", "2", "-o", out, "--no-lava-smoke"],
+                     ["verify", out, "--samples", "64", "--reference-samples", "1", "--lava-samples", "0",
+                      "--min-spike-agreement", "0", "--max-accuracy-drop", "100"]):  # untrained: levels 0-2 judge
+            try:
+                cli(args)
+            except SystemExit as exit:
+                print("exit:", args[0], exit.code)
+        print("imported:", sorted(m for m in sys.modules if m.split(".")[0] in ("spikingjelly", "snntorch")
+                     and sys.modules[m] is not None))
+    """)
+    assert result.returncode == 0, result.stderr
+    marked = [line for line in result.stdout.splitlines() if line.startswith(("exit:", "imported:"))]
+    assert marked == ["exit: compile 0", "exit: verify 0", "imported: []"], result.stdout[-2000:]
+    levels = json.loads((tmp_path / "out" / "verify.json").read_text())["levels"]
+    assert [level["ok"] for level in levels[:3]] == [True, True, True]  # rebuilt, spike-exact, bit-exact
+
+
+def test_a_model_file_importing_a_missing_framework_names_the_extra(tmp_path):
+    (tmp_path / "sjmodel.py").write_text("from spikingjelly.activation_based import neuron\n\ndef make():\n    pass\n")
+    torch.save({}, tmp_path / "w.pt")
+    result = _python(f"""
+        from click.testing import CliRunner
+        from inflor_deploy_cli.main import cli
+        for model in ({str(tmp_path / "sjmodel.py")!r}, "sjmodel"):
+            result = CliRunner().invoke(cli, ["compile", {str(tmp_path / "w.pt")!r}, "--model", model + ":make",
+                                              "--input-shape", "1,8,8", "-T", "2", "-o", {str(tmp_path / "out")!r}])
+            print(result.exit_code, result.output.strip())
+    """, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == 2 and not (tmp_path / "out").exists(), result.stdout
+    for line in lines:
+        assert line.startswith("1 error: importing ") and "failed: ModuleNotFoundError: No module named 'spikingjelly" in line
+        assert line.endswith("install it with: pip install 'inflor-deploy[spikingjelly]'"), line
