@@ -18,7 +18,9 @@ What it does (docs/finetune.md has the equations and the measurements):
 3. Train its float weights and biases (Adam, cosine schedule) on the
    cross-entropy of the exact integer forward's scores, plus
    ``activity_weight`` times the mean spike count per neuron-step of every
-   spiking layer (the activity regularizer).
+   spiking layer (the activity regularizer). After each step, outputs whose
+   worst-case current would break the quantizer's u headroom are scaled
+   back under it (a max-norm constraint), so the grid stays compilable.
 4. Write the weights back into the zoo model on the grid: each conv or
    linear gets ``W_int / (unit * scale)``; a tdBN after it becomes the
    identity affine plus the bias (``lambda * alpha * vth = 1``, mean 0,
@@ -345,6 +347,7 @@ def _train(net: ExactIntegerNetwork, data: Dataset, config: FinetuneConfig, prog
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            net.enforce_headroom()  # a recorded scale must keep the target's u headroom (qat.enforce_headroom)
             scheduler.step()
             total_loss += float(loss.detach()) * len(index)
             total_activity += float(activity.detach()) * len(index)

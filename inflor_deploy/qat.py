@@ -63,6 +63,7 @@ from inflor_deploy.errors import InflorError
 from inflor_deploy.ir import Graph
 from inflor_deploy.ir import nodes as n
 from inflor_deploy.nn.surrogate import Surrogate, surrogate_gradient
+from inflor_deploy.passes.quantize import A_LIMIT
 
 #: v units per weight unit (Lava's ``a << 6``).
 ACT_SHIFT = 6
@@ -163,6 +164,8 @@ class _Synapse:
     fixed: n.FixedPointSynapse
     layer: str
     unit: float  # float units per integer of its input
+    input_low: float  # smallest and largest integer input (graded ends, 0/1 spikes, 0..kh*kw pooled spikes)
+    input_high: float
     low: int
     high: int
     step: int
@@ -206,19 +209,22 @@ class ExactIntegerNetwork(nn.Module):
         self.weights = nn.ParameterDict()
         self.biases = nn.ParameterDict()
         unit_of: dict[str, float] = {float_graph.input.name: 1.0 / self.grade_scale}
+        reach_of = {float_graph.input.name: tuple(float(np.rint(v * self.grade_scale)) for v in self.value_range)}
         num = target.numerics
         for node in float_graph:
             if isinstance(node, n.Input):
                 continue
             if isinstance(node, (n.Conv2d, n.Linear)):
                 unit = unit_of[node.sources[0]]
-                self._add_synapse(node, fixed_synapses, unit, num, weight_fill, float_graph)
+                self._add_synapse(node, fixed_synapses, unit, reach_of[node.sources[0]], num, weight_fill, float_graph)
             elif isinstance(node, n.AvgPool2d):
                 if tuple(node.kernel) != tuple(node.stride):
                     raise UnsupportedForFinetune(f"AvgPool2d {node.name!r} overlaps (stride != kernel); it cannot fold")
                 unit_of[node.name] = unit_of[node.sources[0]] / (node.kernel[0] * node.kernel[1])
+                reach_of[node.name] = tuple(v * node.kernel[0] * node.kernel[1] for v in reach_of[node.sources[0]])
             elif isinstance(node, n.Flatten):
                 unit_of[node.name] = unit_of[node.sources[0]]
+                reach_of[node.name] = reach_of[node.sources[0]]
             elif isinstance(node, (n.Neuron, n.Accumulator)):
                 if len(node.sources) != 1 or node.name not in self.layers:
                     raise UnsupportedForFinetune(
@@ -226,6 +232,7 @@ class ExactIntegerNetwork(nn.Module):
                         "into each layer: digits_cnn, vgg16), not residual blocks"
                     )
                 unit_of[node.name] = float(getattr(node, "spike_value", 1.0))
+                reach_of[node.name] = (0.0, 1.0)
             else:
                 raise UnsupportedForFinetune(
                     f"finetune's exact integer forward does not implement {type(node).__name__} {node.name!r} "
@@ -234,7 +241,7 @@ class ExactIntegerNetwork(nn.Module):
             self.order.append(node)
         self.bias_range = (num.bias_mant_range.start, num.bias_mant_range.stop - 1)
 
-    def _add_synapse(self, node, fixed_synapses, unit, num, weight_fill, float_graph) -> None:
+    def _add_synapse(self, node, fixed_synapses, unit, reach, num, weight_fill, float_graph) -> None:
         consumers = float_graph.consumers(node.name)
         if len(consumers) != 1 or not isinstance(consumers[0], (n.Neuron, n.Accumulator)):
             raise UnsupportedForFinetune(f"synapse {node.name!r} must feed exactly one neuron layer")
@@ -248,10 +255,10 @@ class ExactIntegerNetwork(nn.Module):
         else:
             low, high, step = num.conv_weight_min, num.conv_weight_max, 1
         # A reduced weight precision (weight_fill < 1) keeps the weights within that fraction of the range.
-        reach = int(weight_fill * min(-low, high) // step) * step
+        limit = int(weight_fill * min(-low, high) // step) * step
         key = _key(node.name)
-        self.synapses[key] = _Synapse(node.name, node.sources[0], fixed, consumers[0].name, unit, -reach, reach, step,
-                                      graded=fixed.sources[0] == float_graph.input.name)  # fmt: skip
+        self.synapses[key] = _Synapse(node.name, node.sources[0], fixed, consumers[0].name, unit, *reach, -limit, limit,
+                                      step, graded=fixed.sources[0] == float_graph.input.name)  # fmt: skip
         self.weights[key] = nn.Parameter(torch.from_numpy(np.array(node.weight, dtype=np.float32)))
         bias = np.zeros(node.weight.shape[0], np.float32) if node.bias is None else np.array(node.bias, np.float32)
         if bias.ndim != 1:
@@ -292,6 +299,30 @@ class ExactIntegerNetwork(nn.Module):
                 b = (self.integer_bias(key) * 2.0 ** (self.layers[syn.layer].bias_exp - ACT_SHIFT) / scale).numpy()
                 out[syn.name] = (w.astype(np.float32), b.astype(np.float32) if self.biases[key].requires_grad else None)
         return out
+
+    @torch.no_grad()
+    def enforce_headroom(self, limit: int = A_LIMIT) -> None:
+        """Shrink the float weights of every output whose worst-case current could exceed ``limit`` weight units.
+
+        The quantizer's u headroom (``passes/quantize.py``): with every input
+        at the end of its range that raises (lowers) the sum most,
+        ``|sum_k W_int[o, k] x_k| <= limit`` keeps ``a << 6`` from wrapping u.
+        A recorded scale is refused when it fails, so training keeps it, like
+        a max-norm constraint: called after each optimizer step.
+        """
+        for key, syn in self.synapses.items():
+            for _ in range(8):
+                w = self.integer_weight(key).reshape(self.weights[key].shape[0], -1)
+                pos, neg = w.clamp(min=0).sum(1), w.clamp(max=0).sum(1)
+                bound = torch.maximum((pos * syn.input_high + neg * syn.input_low).abs(),
+                                      (pos * syn.input_low + neg * syn.input_high).abs())  # fmt: skip
+                over = bound > limit
+                if not bool(over.any()):
+                    break
+                factor = torch.where(over, limit / bound * 0.999, torch.ones_like(bound)).to(self.weights[key].dtype)
+                self.weights[key].mul_(factor.reshape((-1,) + (1,) * (self.weights[key].dim() - 1)))
+            else:  # pragma: no cover - each round removes most of the excess
+                raise InflorError(f"synapse {syn.name!r}: could not bring its worst-case current under {limit}")
 
     # ------------------------------------------------------------------ the forward
 
