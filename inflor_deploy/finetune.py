@@ -59,7 +59,7 @@ from inflor_deploy.errors import InflorError
 from inflor_deploy.grid import GRID_KEY, recorded_grid
 from inflor_deploy.ir import nodes as n
 from inflor_deploy.passes.base import QuantizationOptions
-from inflor_deploy.qat import ExactIntegerNetwork, UnsupportedForFinetune
+from inflor_deploy.qat import ExactIntegerNetwork, UnsupportedForFinetune, check_chain
 from inflor_deploy.train import evaluate
 
 __all__ = ["FinetuneConfig", "FinetuneError", "FinetuneResult", "choose_grid", "finetune", "save_finetuned"]
@@ -273,6 +273,15 @@ def finetune(
         )
     torch.manual_seed(config.seed)
     torch.set_num_threads(config.threads)
+
+    # 0. Refuse what the exact forward does not implement before any work (a compile up to the folded float graph).
+    from inflor_deploy.compiler import compile_checkpoint
+
+    folded = compile_checkpoint(path, target_obj, stop_after="DistributeJoins", probe_samples=2).graph
+    try:
+        check_chain(folded)
+    except UnsupportedForFinetune as err:
+        raise FinetuneError(f"{path} ({config_model.arch}): {err}") from err
 
     # 1. The grid: the recorded one, or the post-training compile's scales rounded to powers of two.
     ptq = _compile(path, target_obj, quantization)

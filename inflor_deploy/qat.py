@@ -155,6 +155,24 @@ def check_implemented(node: n.Node) -> None:
             )
 
 
+def check_chain(float_graph: Graph) -> None:
+    """Refuse, by name, a float graph that is not a chain this forward implements (module docstring).
+
+    ``float_graph`` is the graph with BatchNorm folded (compile step ``DistributeJoins``).
+    """
+    for node in float_graph:
+        if isinstance(node, (n.Neuron, n.Accumulator)) and len(node.sources) != 1:
+            raise UnsupportedForFinetune(
+                f"layer {node.name!r} has {len(node.sources)} sources; finetune supports chains (one synapse into "
+                "each layer: digits_cnn, vgg16), not residual blocks"
+            )
+        if not isinstance(node, (n.Input, n.Conv2d, n.Linear, n.AvgPool2d, n.Flatten, n.Neuron, n.Accumulator)):
+            raise UnsupportedForFinetune(
+                f"finetune's exact integer forward does not implement {type(node).__name__} {node.name!r} "
+                "(supported between neuron layers: Conv2d, Linear, AvgPool2d, Flatten)"
+            )
+
+
 @dataclass(frozen=True)
 class _Synapse:
     """One trainable synapse: its float node, compiled node, target layer and the grid it rounds to."""
@@ -193,6 +211,7 @@ class ExactIntegerNetwork(nn.Module):
     def __init__(self, float_graph: Graph, fixed_graph: Graph, target, weight_fill: float = 1.0,
                  surrogate: Surrogate = Surrogate()) -> None:  # fmt: skip
         super().__init__()
+        check_chain(float_graph)
         for node in fixed_graph:
             check_implemented(node)
         if fixed_graph.input.encoding != "direct":
