@@ -1,0 +1,103 @@
+"""Fine-tuning against the exact integer model: accuracy recovered where post-training quantization loses it,
+and what the activity regularizer does to spikes, synaptic operations and accuracy.
+
+Writes ``bench/results/finetune.json``. On the digits test split (360 images), for the bundled model
+(``digits_srif_t4.pt``, SRIF+MPR, T = 4):
+
+* precision rows: the full 8-bit range, and reduced weight precisions emulated with
+  ``QuantizationOptions.weight_fill`` (the largest |weight| of a layer fills that fraction of
+  the range, and the fine-tuned weights stay inside it): 5 levels (fill 0.016) and ternary
+  weights (fill 0.012: conv {-1, 0, 1}, dense {-2, 0, 2});
+* activity rows: the 8-bit grid fine-tuned with activity weights 0, 1 and 4; the fine-tuned
+  checkpoint is compiled and its report's activity tier (spikes, synaptic ops per sample) and
+  energy tiers measured on the test split.
+
+Each row gives the float accuracy, the post-training fixed-point accuracy (the compiler's own
+scales), the accuracy on the power-of-two grid before fine-tuning, after fine-tuning (the
+fixed-point network = the fine-tuned float model, bit for bit), and the spike rates.
+
+    python -m bench.bench_finetune [--epochs N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+from bench.common import peak_rss_mib, write_result
+from inflor_deploy.compiler import compile_checkpoint
+from inflor_deploy.data import load_digits
+from inflor_deploy.finetune import FinetuneConfig, finetune, save_finetuned
+from inflor_deploy.passes.base import QuantizationOptions
+from inflor_deploy.pretrained import DEFAULT_MODEL
+from inflor_deploy.report import report_from_graph
+
+PRECISIONS = [("8-bit range (weight_fill 1)", 1.0), ("5 levels (weight_fill 0.016)", 0.016),
+              ("ternary (weight_fill 0.012)", 0.012)]  # fmt: skip
+ACTIVITY_WEIGHTS = [0.0, 1.0, 4.0]
+
+
+def _activity(path: Path) -> dict:
+    """The compiled checkpoint's activity and energy on the digits test split (the report's tiers)."""
+    compiled = compile_checkpoint(path, "loihi2-sim", probe_samples=2)
+    report = report_from_graph(compiled.fixed_graph, load_digits("test").images, compiled.target,
+                               data_name="digits/test").to_dict()  # fmt: skip
+    totals = report["activity"]["totals"]
+    return {
+        "spikes_per_sample": totals["spikes_per_sample"],
+        "synops_per_sample": totals["synops_per_sample"],
+        "synops_nonzero_per_sample": totals["synops_nonzero_per_sample"],
+        "energy": report.get("energy"),
+    }
+
+
+def _row(label: str, fill: float, activity_weight: float, epochs: int, folder: Path, with_activity: bool) -> dict:
+    start = time.perf_counter()
+    result = finetune(DEFAULT_MODEL, "loihi2-sim", config=FinetuneConfig(epochs=epochs, activity_weight=activity_weight),
+                      quantization=QuantizationOptions(weight_fill=fill), progress=True)  # fmt: skip
+    path = save_finetuned(result, folder / f"tuned_{fill}_{activity_weight}.pt")
+    row = {
+        "setting": label,
+        "weight_fill": fill,
+        "activity_weight": activity_weight,
+        "epochs": epochs,
+        "accuracy": result.accuracy,
+        "spike_rate": result.spike_rate,
+        "layer_scales": result.grid["layer_scales"],
+        "train_seconds": result.seconds,
+        "seconds": time.perf_counter() - start,
+    }
+    if with_activity:
+        row["after"] = _activity(path)
+    print(label, activity_weight, row["accuracy"], row["spike_rate"], flush=True)
+    return row
+
+
+def main(epochs: int = 3) -> None:
+    rows, activity = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        before = _activity(Path(DEFAULT_MODEL))
+        for label, fill in PRECISIONS:
+            rows.append(_row(label, fill, 0.0, epochs, folder, with_activity=fill == 1.0))
+        activity.append(rows[0])
+        for weight in ACTIVITY_WEIGHTS[1:]:
+            activity.append(_row(PRECISIONS[0][0], 1.0, weight, epochs, folder, with_activity=True))
+    path = write_result("finetune", {
+        "model": "digits_srif_t4.pt (SRIF+MPR, T=4)",
+        "data": "digits/test (360 images)",
+        "epochs": epochs,
+        "precision": rows,
+        "activity_before_finetune": before,
+        "activity": activity,
+        "peak_rss_mib": peak_rss_mib(),
+    })  # fmt: skip
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=3)
+    main(parser.parse_args().epochs)
