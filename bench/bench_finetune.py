@@ -29,7 +29,7 @@ from pathlib import Path
 from bench.common import peak_rss_mib, write_result
 from inflor_deploy.compiler import compile_checkpoint
 from inflor_deploy.data import load_digits
-from inflor_deploy.finetune import FinetuneConfig, finetune, save_finetuned
+from inflor_deploy.finetuning import FinetuneConfig, finetune, save_finetuned
 from inflor_deploy.passes.base import QuantizationOptions
 from inflor_deploy.pretrained import DEFAULT_MODEL
 from inflor_deploy.report import report_from_graph

@@ -2,11 +2,13 @@
 
 ``inflor_deploy.trace(model, input_shape=(C, H, W), timesteps=T)`` returns the
 float IR of any supported ``nn.Module``; ``inflor_deploy.compile(model, ...,
-output=OUT)`` writes and returns the artifact (:mod:`inflor_deploy.api`).
-Both are imported on first use, so ``import inflor_deploy`` stays light.
+output=OUT)`` writes and returns the artifact, and ``inflor_deploy.finetune(ckpt,
+target, output=OUT)`` fine-tunes a checkpoint against the exact integer model
+(:mod:`inflor_deploy.api`). They are imported on first use, so ``import
+inflor_deploy`` stays light.
 """
 
-__all__ = ["compile", "trace"]
+__all__ = ["compile", "finetune", "trace"]
 
 
 def __getattr__(name: str):

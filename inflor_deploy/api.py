@@ -146,7 +146,7 @@ def finetune(
 ):
     """Fine-tune a checkpoint against the exact integer network ``target`` runs; write it to ``output``.
 
-    The Python form of ``inflor-deploy finetune`` (:mod:`inflor_deploy.finetune`,
+    The Python form of ``inflor-deploy finetune`` (:mod:`inflor_deploy.finetuning`,
     ``docs/finetune.md``). Compiling ``output`` reproduces the fine-tuned
     forward bit for bit: ``verify`` shows level 4 at accuracy delta 0 and
     spike agreement 1.0 (inputs on the input grid).
@@ -163,7 +163,7 @@ def finetune(
         progress: Show a progress bar.
 
     Returns:
-        The :class:`~inflor_deploy.finetune.FinetuneResult` (accuracies before and after, spike rates).
+        The :class:`~inflor_deploy.finetuning.FinetuneResult` (accuracies before and after, spike rates).
 
     Raises:
         InflorError: a foreign or unsupported checkpoint, a bad option, target or data spec,
@@ -172,8 +172,8 @@ def finetune(
     import os
 
     from inflor_deploy.errors import InflorError
-    from inflor_deploy.finetune import FinetuneConfig, save_finetuned
-    from inflor_deploy.finetune import finetune as run_finetune
+    from inflor_deploy.finetuning import FinetuneConfig, save_finetuned
+    from inflor_deploy.finetuning import finetune as run_finetune
     from inflor_deploy.outputs import check_output_path
 
     output = Path(output)

@@ -1,6 +1,6 @@
 """A fine-tuned checkpoint's integer grid: what it records, and how a compile honours it.
 
-``inflor-deploy finetune`` (:mod:`inflor_deploy.finetune`) trains a model
+``inflor-deploy finetune`` (:mod:`inflor_deploy.finetuning`) trains a model
 against the exact integer network the compiler builds for it. What makes
 "compiling the fine-tuned checkpoint reproduces its forward bit for bit"
 hold by construction is that the checkpoint records the grid it was trained

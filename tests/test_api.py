@@ -9,6 +9,7 @@ from inflor_deploy.data import load_digits
 from inflor_deploy.errors import InflorError
 from inflor_deploy.ir import Graph
 from inflor_deploy.nn import ModelConfig, build_model
+from inflor_deploy.pretrained import DEFAULT_MODEL
 from tests.cli.user_nets import calibrated, residual_cat_net
 
 
@@ -66,3 +67,13 @@ def test_compile_writes_and_returns_the_artifact_and_verify_needs_the_model(tmp_
     assert ladder.ok and levels[1].ok and levels[1].metrics["unexplained"] == 0 and levels[2].ok
     assert levels[4].metrics["float_reference"] == "the trained module"
     assert np.isfinite(levels[4].metrics["accuracy_fixed"])
+
+
+def test_finetune_is_a_top_level_function(tmp_path):
+    """``inflor_deploy.finetune`` is the API function (the driver module is ``inflor_deploy.finetuning``)."""
+    import inflor_deploy
+    import inflor_deploy.finetuning  # noqa: F401 - importing the driver must not shadow the function
+
+    assert callable(inflor_deploy.finetune) and inflor_deploy.finetune.__module__ == "inflor_deploy.api"
+    with pytest.raises(InflorError, match="unknown target"):
+        inflor_deploy.finetune(DEFAULT_MODEL, "no-such-target", output=tmp_path / "out.pt")

@@ -9,7 +9,7 @@ import torch
 from inflor_deploy.backends.sim.fixed_point import simulate
 from inflor_deploy.checkpoint import load_checkpoint
 from inflor_deploy.compiler import compile_model
-from inflor_deploy.finetune import _write_back, choose_grid
+from inflor_deploy.finetuning import _write_back, choose_grid
 from inflor_deploy.ir import nodes as n
 from inflor_deploy.nn.models import ModelConfig, build_model
 from inflor_deploy.passes.base import QuantizationOptions

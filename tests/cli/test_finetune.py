@@ -9,7 +9,7 @@ from inflor_deploy.nn import ModelConfig, build_model
 from inflor_deploy.checkpoint import save_checkpoint
 from inflor_deploy.pretrained import DEFAULT_MODEL
 from inflor_deploy_cli.main import cli
-from tests.test_finetune import small_digits
+from tests.test_finetuning import small_digits
 
 
 def test_finetune_then_compile_and_info(tmp_path):

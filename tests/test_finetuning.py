@@ -12,7 +12,7 @@ from inflor_deploy.checkpoint import load_checkpoint, save_checkpoint
 from inflor_deploy.compiler import compile_checkpoint
 from inflor_deploy.data import Dataset, load_digits
 from inflor_deploy.errors import InflorError
-from inflor_deploy.finetune import FinetuneConfig, FinetuneError, choose_grid, finetune, save_finetuned
+from inflor_deploy.finetuning import FinetuneConfig, FinetuneError, choose_grid, finetune, save_finetuned
 from inflor_deploy.grid import GRID_KEY
 from inflor_deploy.ir import nodes as n
 from inflor_deploy.nn.models import ModelConfig, build_model
