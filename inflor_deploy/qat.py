@@ -329,15 +329,21 @@ class ExactIntegerNetwork(nn.Module):
         A recorded scale is refused when it fails, so training keeps it, like
         a max-norm constraint: called after each optimizer step.
         """
+        def worst_case(w: torch.Tensor, syn: _Synapse) -> torch.Tensor:
+            w = w.reshape(w.shape[0], -1)
+            pos, neg = w.clamp(min=0).sum(1), w.clamp(max=0).sum(1)
+            return torch.maximum((pos * syn.input_high + neg * syn.input_low).abs(),
+                                 (pos * syn.input_low + neg * syn.input_high).abs())  # fmt: skip
+
         for key, syn in self.synapses.items():
             for _ in range(8):
-                w = self.integer_weight(key).reshape(self.weights[key].shape[0], -1)
-                pos, neg = w.clamp(min=0).sum(1), w.clamp(max=0).sum(1)
-                bound = torch.maximum((pos * syn.input_high + neg * syn.input_low).abs(),
-                                      (pos * syn.input_low + neg * syn.input_high).abs())  # fmt: skip
+                bound = worst_case(self.integer_weight(key), syn)
                 over = bound > limit
                 if not bool(over.any()):
                     break
+                # The unclipped values bound it too (clipping only shrinks them): shrink by the larger excess.
+                exact = self.weights[key].double() * syn.unit * self._scale(syn.layer)
+                bound = torch.maximum(bound, worst_case(exact, syn))
                 factor = torch.where(over, limit / bound * 0.999, torch.ones_like(bound)).to(self.weights[key].dtype)
                 self.weights[key].mul_(factor.reshape((-1,) + (1,) * (self.weights[key].dim() - 1)))
             else:  # pragma: no cover - each round removes most of the excess

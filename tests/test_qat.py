@@ -127,3 +127,20 @@ def test_a_field_the_forward_does_not_implement_is_refused_by_name(monkeypatch):
         check_implemented(_ShiftedSynapse("s", ("x",), weight=weight, post_shift=3))
     with pytest.raises(UnsupportedForFinetune, match="does not implement Conv2d"):
         check_implemented(n.Conv2d("c", ("x",), weight=np.ones((1, 1, 1, 1), np.float32)))
+
+
+def test_enforce_headroom_keeps_every_worst_case_current_under_the_quantizers_limit():
+    from inflor_deploy.passes.quantize import A_LIMIT
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(arch="digits_cnn", in_channels=1, image_size=8)).eval()
+    compiled, _ = _on_grid(model)
+    net = ExactIntegerNetwork(compiled.graph_after("DistributeJoins"), compiled.fixed_graph, compiled.target)
+    key = next(k for k, s in net.synapses.items() if s.name == "unit1.conv")
+    with torch.no_grad():
+        net.weights[key].mul_(50.0)  # far beyond the headroom (the first layer sees graded inputs up to 256)
+    before = net.integer_weight(key).detach().clone()
+    net.enforce_headroom()
+    w = net.integer_weight(key).detach().reshape(before.shape[0], -1)
+    assert float(w.clamp(min=0).sum(1).max()) * 256 <= A_LIMIT  # inputs are >= 0: the positive weights bound it
+    assert not torch.equal(w, before.reshape(w.shape))
