@@ -105,12 +105,21 @@ def _decay(x: torch.Tensor, factor: int) -> torch.Tensor:
     return _straight_through(scaled, torch.trunc((x * factor).detach() / DECAY_UNIT))
 
 
+def _inside(x: torch.Tensor, limit: int) -> bool:
+    """Whether every value lies in ``[-limit, limit)``, where a wrap is the identity (the common case: skip it)."""
+    return x.numel() == 0 or (float(x.detach().max()) < limit and float(x.detach().min()) >= -limit)
+
+
 def _wrap(x: torch.Tensor, bits: int) -> torch.Tensor:
+    if _inside(x, 1 << (bits - 1)):
+        return x
     return _straight_through(x, wrap(x.detach(), bits))
 
 
 def _wrap_u(u: torch.Tensor) -> torch.Tensor:
     """Lava's single 24-bit wrap of u (not modular: see lava_arith), straight-through."""
+    if u.numel() == 0 or (float(u.detach().max()) <= U_LIMIT and float(u.detach().min()) > -U_LIMIT):
+        return u  # the wrap changes only u > 2^23 and u <= -2^23
     d = u.detach()
     exact = torch.where(d > U_LIMIT, d - 2 * U_LIMIT, d)
     exact = torch.where(exact <= -U_LIMIT, d + 2 * U_LIMIT, exact)
@@ -359,7 +368,8 @@ class ExactIntegerNetwork(nn.Module):
         else:
             exact = x.reshape(x.shape[0], -1) @ w.T
         arith = synapse_arithmetic(syn.fixed, syn.graded)
-        current = _straight_through(exact, lava_current(arith, exact.detach()))
+        # Within [-limit, limit) Lava delivers the exact sum (lava_arith.SynapseArithmetic.limit).
+        current = exact if _inside(exact, arith.limit) else _straight_through(exact, lava_current(arith, exact.detach()))
         return current * 2.0 ** int(getattr(syn.fixed, "weight_exp", 0))
 
     def quantize_input(self, images: torch.Tensor | np.ndarray) -> torch.Tensor:
