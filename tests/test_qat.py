@@ -144,3 +144,22 @@ def test_enforce_headroom_keeps_every_worst_case_current_under_the_quantizers_li
     w = net.integer_weight(key).detach().reshape(before.shape[0], -1)
     assert float(w.clamp(min=0).sum(1).max()) * 256 <= A_LIMIT  # inputs are >= 0: the positive weights bound it
     assert not torch.equal(w, before.reshape(w.shape))
+
+
+def test_wraps_and_saturations_are_modelled_bit_for_bit():
+    """Weights far beyond the headroom: u wraps (24 bits) and v saturates exactly as in the simulator."""
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(arch="digits_cnn", in_channels=1, image_size=8)).eval()
+    compiled, _ = _on_grid(model)
+    net = ExactIntegerNetwork(compiled.graph_after("DistributeJoins"), compiled.fixed_graph, compiled.target)
+    key = next(k for k, s in net.synapses.items() if s.name == "unit1.conv")
+    with torch.no_grad():
+        net.weights[key].mul_(50.0)
+    big = net.integer_weight(key).detach().numpy().astype(np.int32)
+    fixed = compiled.fixed_graph
+    nodes = [dataclasses.replace(x, weight=big) if x.name == "unit1.conv" else x for x in fixed]
+    fixed = fixed.replace_nodes(nodes)
+    images = np.random.default_rng(4).uniform(0.5, 1, (6, 1, 8, 8)).astype(np.float32)
+    sim = simulate(fixed, images, view="aligned", record=True)
+    assert sim.u_wraps["unit1.neuron"] > 0 and sim.v_saturations["unit1.neuron"] > 0
+    _assert_bit_exact(net, fixed, images)
