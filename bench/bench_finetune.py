@@ -6,8 +6,9 @@ Writes ``bench/results/finetune.json``. On the digits test split (360 images), f
 
 * precision rows: the full 8-bit range, and reduced weight precisions emulated with
   ``QuantizationOptions.weight_fill`` (the largest |weight| of a layer fills that fraction of
-  the range, and the fine-tuned weights stay inside it): 5 levels (fill 0.016) and ternary
-  weights (fill 0.012: conv {-1, 0, 1}, dense {-2, 0, 2});
+  the range, and the fine-tuned weights stay inside it, or inside the compiled weights' reach
+  when the grid's rounding gives one more step): fill 0.016 (|W_int| <= 2: 5 levels) and 0.012
+  (the row's ``weight_levels`` counts the distinct integers per synapse);
 * activity rows: the 8-bit grid fine-tuned with activity weights 0, 1 and 4; the fine-tuned
   checkpoint is compiled and its report's activity tier (spikes, synaptic ops per sample) and
   energy tiers measured on the test split.
@@ -22,6 +23,7 @@ fixed-point network = the fine-tuned float model, bit for bit), and the spike ra
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 import time
 from pathlib import Path
@@ -34,8 +36,8 @@ from inflor_deploy.passes.base import QuantizationOptions
 from inflor_deploy.pretrained import DEFAULT_MODEL
 from inflor_deploy.report import report_from_graph
 
-PRECISIONS = [("8-bit range (weight_fill 1)", 1.0), ("5 levels (weight_fill 0.016)", 0.016),
-              ("ternary (weight_fill 0.012)", 0.012)]  # fmt: skip
+PRECISIONS = [("8-bit range (weight_fill 1)", 1.0), ("weight_fill 0.016 (|W_int| <= 2)", 0.016),
+              ("weight_fill 0.012", 0.012)]  # fmt: skip
 ACTIVITY_WEIGHTS = [0.0, 1.0, 4.0]
 
 
@@ -69,35 +71,52 @@ def _row(label: str, fill: float, activity_weight: float, epochs: int, folder: P
         "train_seconds": result.seconds,
         "seconds": time.perf_counter() - start,
     }
+    row["weight_levels"] = _levels(result)
     if with_activity:
         row["after"] = _activity(path)
     print(label, activity_weight, row["accuracy"], row["spike_rate"], flush=True)
     return row
 
 
-def main(epochs: int = 3) -> None:
-    rows, activity = [], []
+def _levels(result) -> dict[str, int]:
+    """Distinct integer weights per synapse after fine-tuning."""
+    net = result.network
+    return {s.name: int(net.integer_weight(k).detach().unique().numel()) for k, s in net.synapses.items()}
+
+
+def _save(data: dict) -> Path:
+    """Merge ``data`` into bench/results/finetune.json (each part is written as soon as it is measured)."""
+    from bench.common import RESULTS
+
+    path = RESULTS / "finetune.json"
+    old = json.loads(path.read_text()) if path.exists() else {}
+    old.pop("machine", None)
+    return write_result("finetune", {**old, **data, "peak_rss_mib": peak_rss_mib()})
+
+
+def main(epochs: int = 3, parts: tuple[str, ...] = ("precision", "activity")) -> None:
+    header = {"model": "digits_srif_t4.pt (SRIF+MPR, T=4)", "data": "digits/test (360 images)"}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        before = _activity(Path(DEFAULT_MODEL))
-        for label, fill in PRECISIONS:
-            rows.append(_row(label, fill, 0.0, epochs, folder, with_activity=fill == 1.0))
-        activity.append(rows[0])
-        for weight in ACTIVITY_WEIGHTS[1:]:
-            activity.append(_row(PRECISIONS[0][0], 1.0, weight, epochs, folder, with_activity=True))
-    path = write_result("finetune", {
-        "model": "digits_srif_t4.pt (SRIF+MPR, T=4)",
-        "data": "digits/test (360 images)",
-        "epochs": epochs,
-        "precision": rows,
-        "activity_before_finetune": before,
-        "activity": activity,
-        "peak_rss_mib": peak_rss_mib(),
-    })  # fmt: skip
-    print(f"wrote {path}")
+        if "activity" in parts:
+            rows = []
+            before = _activity(Path(DEFAULT_MODEL))
+            for weight in ACTIVITY_WEIGHTS:
+                rows.append(_row(PRECISIONS[0][0], 1.0, weight, epochs, folder, with_activity=True))
+                _save({**header, "activity_epochs": epochs, "activity_before_finetune": before, "activity": rows})
+        if "precision" in parts:
+            rows = []
+            for label, fill in PRECISIONS:
+                rows.append(_row(label, fill, 0.0, epochs, folder, with_activity=False))
+                _save({**header, "precision_epochs": epochs, "precision": rows})
+    print(f"wrote {RESULTS_FILE}")
 
+
+RESULTS_FILE = "bench/results/finetune.json"
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=3)
-    main(parser.parse_args().epochs)
+    parser.add_argument("--parts", default="precision,activity", help="precision, activity or both")
+    args = parser.parse_args()
+    main(args.epochs, tuple(args.parts.split(",")))

@@ -282,8 +282,10 @@ class ExactIntegerNetwork(nn.Module):
             low, high, step = num.dense_weight_min, num.dense_weight_max, num.dense_weight_step
         else:
             low, high, step = num.conv_weight_min, num.conv_weight_max, 1
-        # A reduced weight precision (weight_fill < 1) keeps the weights within that fraction of the range.
+        # A reduced weight precision (weight_fill < 1) keeps the weights within that fraction of the range (or
+        # the compiled weights' reach, when the grid's rounding gives one more step: the start must be exact).
         limit = int(weight_fill * min(-low, high) // step) * step
+        limit = max(limit, int(np.abs(fixed.weight).max(initial=0)))
         key = _key(node.name)
         self.synapses[key] = _Synapse(node.name, node.sources[0], fixed, consumers[0].name, unit, *reach, -limit, limit,
                                       step, graded=fixed.sources[0] == float_graph.input.name)  # fmt: skip
