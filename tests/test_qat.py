@@ -23,12 +23,13 @@ def _compile(model, quantization=QuantizationOptions()):
                          quantization=quantization, probe_samples=2)  # fmt: skip
 
 
-def _on_grid(model):
+def _on_grid(model, weight_fill=1.0):
     """The model compiled on its power-of-two grid (as finetune does), and the grid's options."""
-    ptq = _compile(model)
+    ptq = _compile(model, QuantizationOptions(weight_fill=weight_fill))
     grid = choose_grid({r["layer"]: r["scale"] for r in ptq.quantization_report}, ptq.fixed_graph.input.grade_scale,
                        "loihi2-sim")  # fmt: skip
-    options = QuantizationOptions(input_grade_scale=grid["input_grade_scale"], layer_scales=grid["layer_scales"])
+    options = QuantizationOptions(input_grade_scale=grid["input_grade_scale"], layer_scales=grid["layer_scales"],
+                                  weight_fill=weight_fill)  # fmt: skip
     return _compile(model, options), options
 
 
@@ -163,3 +164,18 @@ def test_wraps_and_saturations_are_modelled_bit_for_bit():
     sim = simulate(fixed, images, view="aligned", record=True)
     assert sim.u_wraps["unit1.neuron"] > 0 and sim.v_saturations["unit1.neuron"] > 0
     _assert_bit_exact(net, fixed, images)
+
+
+@pytest.mark.parametrize("fill", [0.016, 0.012])
+def test_a_reduced_weight_precision_starts_exact_and_keeps_its_range(fill):
+    """weight_fill < 1: the grid's rounding may reach one step beyond fill * 127; the clip must include it."""
+    checkpoint = load_checkpoint(DEFAULT_MODEL)
+    compiled, _ = _on_grid(checkpoint.model, weight_fill=fill)
+    net = ExactIntegerNetwork(compiled.graph_after("DistributeJoins"), compiled.fixed_graph, compiled.target,
+                              weight_fill=fill)  # fmt: skip
+    images = np.random.default_rng(5).uniform(0, 1, (8, 1, 8, 8)).astype(np.float32)
+    _assert_bit_exact(net, compiled.fixed_graph, images)
+    for key, syn in net.synapses.items():
+        assert syn.high == max(int(fill * (127 if syn.fixed.kind == "conv" else 254) // syn.step) * syn.step,
+                               int(np.abs(syn.fixed.weight).max()))  # fmt: skip
+        assert syn.high <= 4
