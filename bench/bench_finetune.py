@@ -94,14 +94,23 @@ def _save(data: dict) -> Path:
     return write_result("finetune", {**old, **data, "peak_rss_mib": peak_rss_mib()})
 
 
-def main(epochs: int = 3, parts: tuple[str, ...] = ("precision", "activity")) -> None:
+def _existing(part: str) -> list[dict]:
+    """Rows of ``part`` already in bench/results/finetune.json (a run of some rows keeps the others)."""
+    from bench.common import RESULTS
+
+    path = RESULTS / "finetune.json"
+    return json.loads(path.read_text()).get(part, []) if path.exists() else []
+
+
+def main(epochs: int = 3, parts: tuple[str, ...] = ("precision", "activity"),
+         activity_weights: tuple[float, ...] = tuple(ACTIVITY_WEIGHTS)) -> None:  # fmt: skip
     header = {"model": "digits_srif_t4.pt (SRIF+MPR, T=4)", "data": "digits/test (360 images)"}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         if "activity" in parts:
-            rows = []
+            rows = [r for r in _existing("activity") if r["activity_weight"] not in activity_weights]
             before = _activity(Path(DEFAULT_MODEL))
-            for weight in ACTIVITY_WEIGHTS:
+            for weight in activity_weights:
                 rows.append(_row(PRECISIONS[0][0], 1.0, weight, epochs, folder, with_activity=True))
                 _save({**header, "activity_epochs": epochs, "activity_before_finetune": before, "activity": rows})
         if "precision" in parts:
@@ -118,5 +127,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--parts", default="precision,activity", help="precision, activity or both")
+    parser.add_argument("--activity-weights", default=",".join(map(str, ACTIVITY_WEIGHTS)))
     args = parser.parse_args()
-    main(args.epochs, tuple(args.parts.split(",")))
+    main(args.epochs, tuple(args.parts.split(",")), tuple(float(w) for w in args.activity_weights.split(",")))
