@@ -3,11 +3,12 @@
 ``inflor_deploy.trace(model, input_shape=(C, H, W), timesteps=T)`` returns the
 float IR of any supported ``nn.Module``; ``inflor_deploy.compile(model, ...,
 output=OUT)`` writes and returns the artifact (:mod:`inflor_deploy.api`);
-``inflor_deploy.from_nir(path_or_graph, timesteps=T)`` reads a NIR graph into the float IR.
-Both are imported on first use, so ``import inflor_deploy`` stays light.
+``inflor_deploy.from_nir(path_or_graph, timesteps=T)`` reads a NIR graph into the float IR;
+``inflor_deploy.finetune(ckpt, target, output=OUT)`` fine-tunes a checkpoint against the exact
+integer model. They are imported on first use, so ``import inflor_deploy`` stays light.
 """
 
-__all__ = ["compile", "from_nir", "trace"]
+__all__ = ["compile", "finetune", "from_nir", "trace"]
 
 
 def __getattr__(name: str):

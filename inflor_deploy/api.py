@@ -32,7 +32,7 @@ from inflor_deploy.frontends.input_spec import resolve_input_spec
 from inflor_deploy.ir import Graph
 from inflor_deploy.passes.base import QuantizationOptions
 
-__all__ = ["compile", "from_nir", "trace"]
+__all__ = ["compile", "finetune", "from_nir", "trace"]
 
 Numbers = Union[str, Sequence[float], None]
 
@@ -201,3 +201,61 @@ def compile(  # noqa: A001 - the public name the issue asks for; shadows the bui
     )  # fmt: skip
     write_artifact(result, output, force=force)
     return load_artifact(output)
+
+
+def finetune(
+    checkpoint: str | Path,
+    target: str = "loihi2-sim",
+    *,
+    output: str | Path,
+    epochs: int = 5,
+    data: str = "digits",
+    activity_weight: float = 0.0,
+    lr: float = 1e-3,
+    batch_size: int = 32,
+    seed: int = 0,
+    weight_fill: float = 1.0,
+    force: bool = False,
+    progress: bool = False,
+):
+    """Fine-tune a checkpoint against the exact integer network ``target`` runs; write it to ``output``.
+
+    The Python form of ``inflor-deploy finetune`` (:mod:`inflor_deploy.finetuning`,
+    ``docs/finetune.md``). Compiling ``output`` reproduces the fine-tuned
+    forward bit for bit: ``verify`` shows level 4 at accuracy delta 0 and
+    spike agreement 1.0 (inputs on the input grid).
+
+    Args:
+        checkpoint: An inflor-deploy checkpoint of a zoo chain network (digits_cnn, vgg16).
+        target: Target name (``inflor-deploy targets``).
+        output: The fine-tuned checkpoint (written atomically; an existing one needs ``force``).
+        epochs, lr, batch_size, seed: Optimizer settings.
+        data: A ``--data`` spec whose train split it trains on.
+        activity_weight: Weight of the activity penalty (mean spikes per neuron-step).
+        weight_fill: Fraction of the weight range the weights may use (a reduced precision).
+        force: Overwrite ``output``.
+        progress: Show a progress bar.
+
+    Returns:
+        The :class:`~inflor_deploy.finetuning.FinetuneResult` (accuracies before and after, spike rates).
+
+    Raises:
+        InflorError: a foreign or unsupported checkpoint, a bad option, target or data spec,
+            an existing output without ``force``.
+    """
+    import os
+
+    from inflor_deploy.errors import InflorError
+    from inflor_deploy.finetuning import FinetuneConfig, save_finetuned
+    from inflor_deploy.finetuning import finetune as run_finetune
+    from inflor_deploy.outputs import check_output_path
+
+    output = Path(output)
+    if os.path.exists(output) and not force:
+        raise InflorError(f"{output} exists; pass --force to overwrite it")
+    config = FinetuneConfig(epochs=epochs, batch_size=batch_size, lr=lr, activity_weight=activity_weight, seed=seed)
+    check_output_path(output, need_bytes=1 << 20, what="checkpoint")
+    result = run_finetune(checkpoint, target, data=data, config=config,
+                          quantization=QuantizationOptions(weight_fill=weight_fill), progress=progress)  # fmt: skip
+    save_finetuned(result, output)
+    return result

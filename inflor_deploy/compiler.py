@@ -36,6 +36,7 @@ from inflor_deploy.frontends.fx import trace_model
 from inflor_deploy.frontends.input_spec import InputSpec, declared_input_spec, resolve_input_spec
 from inflor_deploy.frontends.source import ModelSource
 from inflor_deploy.frontends.user_model import FactorySpec, model_from_factory
+from inflor_deploy.grid import quantization_for
 from inflor_deploy.ir import Graph
 from inflor_deploy.passes.base import ContractResult, PassContext, QuantizationOptions
 from inflor_deploy.passes.pipeline import COMPILE_PIPELINE, run_pipeline
@@ -177,7 +178,9 @@ def compile_options(target: Target, quantization: QuantizationOptions, spec: Inp
         "timesteps": timesteps,
         "probe_samples": probe_samples,
         "stop_after": stop_after,
-        "quantization": dataclasses.asdict(quantization),
+        # layer_scales (a fine-tuned checkpoint's grid) only when set: other compiles record what they always did.
+        "quantization": {k: v for k, v in dataclasses.asdict(quantization).items()
+                         if k != "layer_scales" or v is not None},
         "input": {
             "range": [float(v) for v in spec.value_range],
             "mean": None if spec.mean is None else [float(v) for v in spec.mean],
@@ -204,7 +207,7 @@ def requested_options(
     encoding = input_encoding or checkpoint.metadata.get("input_encoding", "direct")
     spec = resolve_input_spec(input_range, input_mean, input_std, encoding)
     return compile_options(
-        target, quantization, spec, stop_after=stop_after, probe_samples=probe_samples,
+        target, quantization_for(checkpoint.metadata, quantization), spec, stop_after=stop_after, probe_samples=probe_samples,
         timesteps=timesteps or checkpoint.config.timesteps,
     )  # fmt: skip
 
@@ -391,6 +394,9 @@ def compile_checkpoint(
         input_encoding: As :func:`compile_model`; default the checkpoint's
             ``input_encoding`` metadata, else direct.
 
+    A fine-tuned checkpoint (``inflor-deploy finetune``) is compiled on the
+    integer grid it records (:func:`inflor_deploy.grid.quantization_for`).
+
     Raises:
         InflorError: bad checkpoint, unsupported layer, bad option, a broken
             precondition, or a violated contract (each names the fix).
@@ -404,7 +410,8 @@ def compile_checkpoint(
     return compile_model(
         checkpoint.model, input_shape=(config.in_channels, config.image_size, config.image_size),
         timesteps=timesteps or config.timesteps, target=target, name=config.arch,
-        source=ModelSource.from_checkpoint(checkpoint), quantization=quantization, stop_after=stop_after,
+        source=ModelSource.from_checkpoint(checkpoint), quantization=quantization_for(checkpoint.metadata, quantization),
+        stop_after=stop_after,
         probe_samples=probe_samples, on_step=on_step, input_range=input_range, input_mean=input_mean,
         input_std=input_std, input_encoding=input_encoding or checkpoint.metadata.get("input_encoding", "direct"),
     )  # fmt: skip

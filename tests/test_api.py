@@ -9,6 +9,7 @@ from inflor_deploy.data import load_digits
 from inflor_deploy.errors import InflorError
 from inflor_deploy.ir import Graph
 from inflor_deploy.nn import ModelConfig, build_model
+from inflor_deploy.pretrained import DEFAULT_MODEL
 from tests.cli.user_nets import calibrated, residual_cat_net
 
 
@@ -99,3 +100,13 @@ def test_from_nir_and_compile_take_a_nir_graph_in_memory_or_a_file(tmp_path):
     with pytest.raises(InflorError, match="a NIR graph needs timesteps=T"):
         inflor_deploy.compile(tmp_path / "snn.nir", output=tmp_path / "y")
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def test_finetune_is_a_top_level_function(tmp_path):
+    """``inflor_deploy.finetune`` is the API function (the driver module is ``inflor_deploy.finetuning``)."""
+    import inflor_deploy
+    import inflor_deploy.finetuning  # noqa: F401 - importing the driver must not shadow the function
+
+    assert callable(inflor_deploy.finetune) and inflor_deploy.finetune.__module__ == "inflor_deploy.api"
+    with pytest.raises(InflorError, match="unknown target"):
+        inflor_deploy.finetune(DEFAULT_MODEL, "no-such-target", output=tmp_path / "out.pt")

@@ -29,6 +29,7 @@ explicitly in a pipeline; nothing registers itself on import.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Literal
 
@@ -67,12 +68,18 @@ class QuantizationOptions:
             relative error above ``MAX_THRESHOLD_ROUNDING`` (1 %):
             ``"warn"`` records it in the report (the simulators count real
             saturation events), ``"error"`` refuses to compile.
+        layer_scales: Layer name -> the scale to use instead of choosing one:
+            the integer grid a fine-tuned checkpoint was trained against
+            (:mod:`inflor_deploy.grid`). The quantizer checks it against the
+            target (weights, bias and threshold ranges, the u headroom) and
+            refuses it when it no longer fits; None chooses every scale.
     """
 
     input_grade_scale: float | None = None
     weight_fill: float = 1.0
     headroom: Literal["u", "uv"] = "u"
     overflow: Literal["error", "warn"] = "warn"
+    layer_scales: dict[str, float] | None = None
 
     def __post_init__(self):
         if self.input_grade_scale is not None and not self.input_grade_scale > 0:
@@ -81,6 +88,10 @@ class QuantizationOptions:
             raise PassError(f"weight_fill must be in (0, 1], got {self.weight_fill}")
         if self.headroom not in ("u", "uv") or self.overflow not in ("error", "warn"):
             raise PassError("headroom must be 'u' or 'uv' and overflow 'error' or 'warn'")
+        if self.layer_scales is not None and not all(
+            isinstance(v, (int, float)) and math.isfinite(v) and v > 0 for v in self.layer_scales.values()
+        ):
+            raise PassError(f"layer_scales must map layer names to finite scales > 0, got {self.layer_scales}")
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,11 @@ their currents add into one membrane):
 4. The bias mantissa must fit 13 signed bits (``bias_exp = 6``: weight units)
    and the threshold mantissa 17 unsigned bits.
 
+A recorded scale (``QuantizationOptions.layer_scales``: the grid a
+fine-tuned checkpoint was trained against, :mod:`inflor_deploy.grid`)
+replaces steps 1-3: it is used as given, and refused (PassError) when a
+weight would be clipped, the bias would not fit, or the u headroom fails.
+
 Input: the chip receives ``round(x * grade_scale)``: the given scale, else
 the Input's ``pixel_levels`` (255 for pixels in [0, 1], 1 for raw 0..255
 pixels: the chip gets the 8-bit pixels), else ``255 / max(|lo|, |hi|)`` of
@@ -254,6 +259,12 @@ def _quantize_layer(graph, layer, shapes, ctx: PassContext, grades: float):
         limits["threshold_range"] = top / float(np.max(vth))
     binding = min(limits, key=limits.get)
     scale = limits[binding]
+    recorded = (opts.layer_scales or {}).get(layer.name)
+    if recorded is not None:
+        # A fine-tuned checkpoint's grid (inflor_deploy.grid): used as trained, never shrunk; refused below if it
+        # no longer fits the target.
+        scale, binding = float(recorded), "recorded"
+        _check_recorded_scale(layer.name, incoming, scale, target)
 
     # Rounding can push the integer bounds past their limits: shrink until they hold.
     for _ in range(20):
@@ -270,6 +281,12 @@ def _quantize_layer(graph, layer, shapes, ctx: PassContext, grades: float):
             shrink, binding = min(shrink, V_LIMIT_WEIGHT_UNITS / window_q), "v_saturation"
         if shrink == 1.0:
             break
+        if recorded is not None:
+            raise PassError(
+                f"layer {layer.name!r}: the recorded scale {scale:g} no longer fits the target's headroom "
+                f"({binding}: worst-case current {bound_q} weight units, limit {A_LIMIT}); fine-tune again "
+                "from the original checkpoint (inflor-deploy finetune) for this target"
+            )
         scale *= shrink * 0.999
     else:  # pragma: no cover - the loop converges in one or two steps
         raise PassError(f"layer {layer.name!r}: could not find a scale that respects the headroom bounds")
@@ -351,6 +368,21 @@ def _quantize_layer(graph, layer, shapes, ctx: PassContext, grades: float):
         du=4095, dv=dv, **common,
     )  # fmt: skip
     return synapses, neuron, report
+
+
+def _check_recorded_scale(layer_name: str, incoming: list[_Incoming], scale: float, target) -> None:
+    """Refuse a recorded scale at which some weight would be clipped (it no longer fits the target's range)."""
+    num = target.numerics
+    for inc in incoming:
+        exact = inc.effective * scale
+        lo, hi = (num.dense_weight_min, num.dense_weight_max) if inc.kind == "dense" else (num.conv_weight_min, num.conv_weight_max)
+        step = num.dense_weight_step if inc.kind == "dense" else 1
+        if exact.size and (exact.min() < lo - step / 2 or exact.max() > hi + step / 2):
+            raise PassError(
+                f"layer {layer_name!r}: at the recorded scale {scale:g} the weights of {inc.name!r} reach "
+                f"[{exact.min():.1f}, {exact.max():.1f}], beyond the target's [{lo}, {hi}]; the checkpoint was "
+                "fine-tuned for another grid: fine-tune again for this target"
+            )
 
 
 def _rounding_warnings(layer, scale: float, vth: np.ndarray, theta: np.ndarray, reset_mant: np.ndarray) -> list[str]:
@@ -443,9 +475,16 @@ def quantize_with_report(graph: Graph, ctx: PassContext) -> tuple[Graph, list[di
             f"the input range {list(graph.input.value_range)} at grade scale {grades:g} reaches {reach:.0f}, beyond "
             f"the {payload_bits}-bit graded payload; choose a smaller --input-scale"
         )
+    layers = graph.of_type(n.Neuron, n.Accumulator)
+    unknown = sorted(set(ctx.quantization.layer_scales or {}) - {layer.name for layer in layers})
+    if unknown:
+        raise PassError(
+            f"recorded layer scales name layers this graph does not have: {unknown}; the checkpoint's grid "
+            "belongs to another model: fine-tune this one (inflor-deploy finetune)"
+        )
     nodes: list[n.Node] = [dataclasses.replace(graph.input, grade_scale=float(grades))]
     reports = []
-    for layer in graph.of_type(n.Neuron, n.Accumulator):
+    for layer in layers:
         synapses, quantized, report = _quantize_layer(graph, layer, shapes, ctx, grades)
         nodes.extend(synapses)
         nodes.append(quantized)

@@ -1,0 +1,132 @@
+"""Fine-tuning against the exact integer model: accuracy recovered where post-training quantization loses it,
+and what the activity regularizer does to spikes, synaptic operations and accuracy.
+
+Writes ``bench/results/finetune.json``. On the digits test split (360 images), for the bundled model
+(``digits_srif_t4.pt``, SRIF+MPR, T = 4):
+
+* precision rows: the full 8-bit range, and reduced weight precisions emulated with
+  ``QuantizationOptions.weight_fill`` (the largest |weight| of a layer fills that fraction of
+  the range, and the fine-tuned weights stay inside it, or inside the compiled weights' reach
+  when the grid's rounding gives one more step): fill 0.016 (|W_int| <= 2: 5 levels) and 0.012
+  (the row's ``weight_levels`` counts the distinct integers per synapse);
+* activity rows: the 8-bit grid fine-tuned with activity weights 0, 1 and 4; the fine-tuned
+  checkpoint is compiled and its report's activity tier (spikes, synaptic ops per sample) and
+  energy tiers measured on the test split.
+
+Each row gives the float accuracy, the post-training fixed-point accuracy (the compiler's own
+scales), the accuracy on the power-of-two grid before fine-tuning, after fine-tuning (the
+fixed-point network = the fine-tuned float model, bit for bit), and the spike rates.
+
+    python -m bench.bench_finetune [--epochs N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+from bench.common import peak_rss_mib, write_result
+from inflor_deploy.compiler import compile_checkpoint
+from inflor_deploy.data import load_digits
+from inflor_deploy.finetuning import FinetuneConfig, finetune, save_finetuned
+from inflor_deploy.passes.base import QuantizationOptions
+from inflor_deploy.pretrained import DEFAULT_MODEL
+from inflor_deploy.report import report_from_graph
+
+PRECISIONS = [("8-bit range (weight_fill 1)", 1.0), ("weight_fill 0.016 (|W_int| <= 2)", 0.016),
+              ("weight_fill 0.012", 0.012)]  # fmt: skip
+ACTIVITY_WEIGHTS = [0.0, 1.0, 4.0]
+
+
+def _activity(path: Path) -> dict:
+    """The compiled checkpoint's activity and energy on the digits test split (the report's tiers)."""
+    compiled = compile_checkpoint(path, "loihi2-sim", probe_samples=2)
+    report = report_from_graph(compiled.fixed_graph, load_digits("test").images, compiled.target,
+                               data_name="digits/test").to_dict()  # fmt: skip
+    totals = report["activity"]["totals"]
+    return {
+        "spikes_per_sample": totals["spikes_per_sample"],
+        "synops_per_sample": totals["synops_per_sample"],
+        "synops_nonzero_per_sample": totals["synops_nonzero_per_sample"],
+        "energy": report.get("energy"),
+    }
+
+
+def _row(label: str, fill: float, activity_weight: float, epochs: int, folder: Path, with_activity: bool) -> dict:
+    start = time.perf_counter()
+    result = finetune(DEFAULT_MODEL, "loihi2-sim", config=FinetuneConfig(epochs=epochs, activity_weight=activity_weight),
+                      quantization=QuantizationOptions(weight_fill=fill), progress=True)  # fmt: skip
+    path = save_finetuned(result, folder / f"tuned_{fill}_{activity_weight}.pt")
+    row = {
+        "setting": label,
+        "weight_fill": fill,
+        "activity_weight": activity_weight,
+        "epochs": epochs,
+        "accuracy": result.accuracy,
+        "spike_rate": result.spike_rate,
+        "layer_scales": result.grid["layer_scales"],
+        "train_seconds": result.seconds,
+        "seconds": time.perf_counter() - start,
+    }
+    row["weight_levels"] = _levels(result)
+    if with_activity:
+        row["after"] = _activity(path)
+    print(label, activity_weight, row["accuracy"], row["spike_rate"], flush=True)
+    return row
+
+
+def _levels(result) -> dict[str, int]:
+    """Distinct integer weights per synapse after fine-tuning."""
+    net = result.network
+    return {s.name: int(net.integer_weight(k).detach().unique().numel()) for k, s in net.synapses.items()}
+
+
+def _save(data: dict) -> Path:
+    """Merge ``data`` into bench/results/finetune.json (each part is written as soon as it is measured)."""
+    from bench.common import RESULTS
+
+    path = RESULTS / "finetune.json"
+    old = json.loads(path.read_text()) if path.exists() else {}
+    old.pop("machine", None)
+    return write_result("finetune", {**old, **data, "peak_rss_mib": peak_rss_mib()})
+
+
+def _existing(part: str) -> list[dict]:
+    """Rows of ``part`` already in bench/results/finetune.json (a run of some rows keeps the others)."""
+    from bench.common import RESULTS
+
+    path = RESULTS / "finetune.json"
+    return json.loads(path.read_text()).get(part, []) if path.exists() else []
+
+
+def main(epochs: int = 3, parts: tuple[str, ...] = ("precision", "activity"),
+         activity_weights: tuple[float, ...] = tuple(ACTIVITY_WEIGHTS)) -> None:  # fmt: skip
+    header = {"model": "digits_srif_t4.pt (SRIF+MPR, T=4)", "data": "digits/test (360 images)"}
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        if "activity" in parts:
+            rows = [r for r in _existing("activity") if r["activity_weight"] not in activity_weights]
+            before = _activity(Path(DEFAULT_MODEL))
+            for weight in activity_weights:
+                rows.append(_row(PRECISIONS[0][0], 1.0, weight, epochs, folder, with_activity=True))
+                _save({**header, "activity_epochs": epochs, "activity_before_finetune": before, "activity": rows})
+        if "precision" in parts:
+            rows = []
+            for label, fill in PRECISIONS:
+                rows.append(_row(label, fill, 0.0, epochs, folder, with_activity=False))
+                _save({**header, "precision_epochs": epochs, "precision": rows})
+    print(f"wrote {RESULTS_FILE}")
+
+
+RESULTS_FILE = "bench/results/finetune.json"
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--parts", default="precision,activity", help="precision, activity or both")
+    parser.add_argument("--activity-weights", default=",".join(map(str, ACTIVITY_WEIGHTS)))
+    args = parser.parse_args()
+    main(args.epochs, tuple(args.parts.split(",")), tuple(float(w) for w in args.activity_weights.split(",")))
