@@ -50,7 +50,7 @@ def cli():
 @cli.command()
 @click.option("--arch", default="digits_cnn", show_default=True, help="Architecture to train.")
 @click.option("--data", "data_spec", default="digits", show_default=True,
-              help="digits | cifar10:FOLDER | FILE.npz (x_train, y_train, x_test, y_test; or x, y: a seeded 20 % "
+              help="digits | digits32 | cifar10:FOLDER | FILE.npz (x_train, y_train, x_test, y_test; or x, y: a seeded 20 % "
                    "is held out as the test split; x [N, T, C, H, W] trains on event sequences)")
 @click.option("--timesteps", "-T", default=4, show_default=True, type=int, help="T (event data: the data's T).")
 @click.option("--neuron", type=click.Choice(["srif", "if", "lif"]), default="srif", show_default=True)
@@ -118,7 +118,7 @@ def train(arch, data_spec, timesteps, neuron, mpr, epochs, lr, seed, output, for
 
 @cli.command()
 @click.argument("checkpoint", type=click.Path(path_type=Path))
-@click.option("--data", "data_spec", default="digits", show_default=True, help="digits | cifar10:FOLDER | FILE.npz")
+@click.option("--data", "data_spec", default="digits", show_default=True, help="digits | digits32 | cifar10:FOLDER | FILE.npz")
 @click.option("--samples", type=int, default=None, help="Evaluate only the first N test samples.")
 @trust_pickle_option
 @_user_errors
@@ -349,7 +349,7 @@ def _print_ladder(ladder) -> None:
 
 @cli.command()
 @click.argument("model", type=click.Path(path_type=Path))
-@click.option("--data", "data_spec", default="digits", show_default=True, help="digits | cifar10:FOLDER | FILE.npz")
+@click.option("--data", "data_spec", default="digits", show_default=True, help="digits | digits32 | cifar10:FOLDER | FILE.npz")
 @click.option("--samples", type=int, default=None, help="Use the first N test samples (default: all).")
 @click.option("--reference-samples", type=int, default=8, show_default=True,
               help="Samples the slow integer reference checks the simulator on (level 2).")
@@ -401,7 +401,7 @@ def verify(model, data_spec, samples, reference_samples, lava_samples, target, o
 @cli.command()
 @click.argument("artifact", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--data", "data_spec", default="digits", show_default=True,
-              help="digits | cifar10:FOLDER | FILE.npz (its test split is simulated)")
+              help="digits | digits32 | cifar10:FOLDER | FILE.npz (its test split is simulated)")
 @click.option("--samples", type=click.IntRange(min=1), default=None, help="Use only the first N test samples.")
 @click.option("--target", "-t", default=None, help="Limits and energy constants of this target instead of the artifact's.")
 @click.option("--progress/--no-progress", default=False, show_default=True, help="Show a progress bar while simulating.")
@@ -446,7 +446,7 @@ def _predict(graph, images, backend: str, chunk: int, soft_reset: str):
 @click.argument("artifact", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--backend", type=click.Choice(["sim", "lava"]), default="sim", show_default=True,
               help="sim: the bit-exact simulator (pipelined view); lava: Lava's Loihi2SimCfg(fixed_pt).")
-@click.option("--data", "data_spec", default="digits", show_default=True, help="digits | cifar10:FOLDER | FILE.npz")
+@click.option("--data", "data_spec", default="digits", show_default=True, help="digits | digits32 | cifar10:FOLDER | FILE.npz")
 @click.option("--samples", type=click.IntRange(min=1), default=None, help="Use the first N test samples.")
 @click.option("--chunk", type=click.IntRange(min=1), default=50, show_default=True,
               help="Samples per Lava run (progress is reported per chunk).")

@@ -125,13 +125,13 @@ def _probe(checkpoint: Checkpoint, graph: Graph, samples: int) -> tuple[np.ndarr
     """
     dataset = checkpoint.metadata.get("dataset")
     source = graph.input
-    if dataset == "digits" and source.encoding == "direct" and source.pixel_levels is not None:
-        from inflor_deploy.data import load_digits
+    if dataset in ("digits", "digits32") and source.encoding == "direct" and source.pixel_levels is not None:
+        from inflor_deploy.data import load_dataset
 
-        images = load_digits("test").images[:samples]
+        images = load_dataset(dataset, "test").images[:samples]
         if images.shape[1:] == tuple(source.shape):
             units = np.float32(255 / source.pixel_levels)
-            return images * units if units != 1 else images, f"digits/test[:{samples}]"
+            return images * units if units != 1 else images, f"{dataset}/test[:{samples}]"
     low, high = source.value_range
     kind = "integer frames" if source.encoding == "sequence" else "noise"
     return make_probe(graph, count=samples, seed=0), f"uniform[{low:g},{high:g}] {kind}, seed 0, {samples} samples"
