@@ -10,7 +10,7 @@ on two cores):
 
 * ``resnet8_digits32_t4.pt``: ResNet8 (8-16-32 channels, identity and
   projection shortcuts), T = 4, SRIF + MPR;
-* ``resnet20_digits32_t2.pt``: ResNet20 (16-32-64 channels), T = 2, SRIF + MPR.
+* ``resnet20_digits32_t4.pt``: ResNet20 (16-32-64 channels), T = 4, SRIF + MPR.
 
 For each: float accuracy (PyTorch) and fixed-point accuracy (the bit-exact
 simulator) on the whole test split, class agreement and spike agreement per
@@ -48,8 +48,8 @@ MODELS = Path(__file__).resolve().parent / "models"
 DATA = "digits32"
 #: name -> (ModelConfig arguments, TrainConfig arguments)
 TRAINED: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
-    "resnet8_digits32_t4": ({"arch": "resnet8", "timesteps": 4}, {"epochs": 6, "seed": 0}),
-    "resnet20_digits32_t2": ({"arch": "resnet20", "timesteps": 2}, {"epochs": 4, "seed": 0}),
+    "resnet8_digits32_t4": ({"arch": "resnet8", "timesteps": 4}, {"epochs": 30, "seed": 0}),
+    "resnet20_digits32_t4": ({"arch": "resnet20", "timesteps": 4}, {"epochs": 15, "seed": 0}),
 }
 STRUCTURAL = {
     "resnet19 32x32 T=4": "resnet19",

@@ -176,13 +176,14 @@ def targets(as_json):
 
 def _compile(model, target, output, force, *, stop_after=None, trust_pickle=False, input_scale=None,
              headroom="u", overflow="warn", timesteps=None, probe_samples=None, input_range=None,
-             input_mean=None, input_std=None, input_encoding=None):
+             input_mean=None, input_std=None, input_encoding=None, weight_bits=None, prune=0.0):
     from inflor_deploy.artifact import prepare_output, write_artifact
     from inflor_deploy.compiler import compile_checkpoint
     from inflor_deploy.passes.base import QuantizationOptions
 
     prepare_output(output, force)  # refuse before spending time on the compile
-    options = QuantizationOptions(input_grade_scale=input_scale, headroom=headroom, overflow=overflow)
+    options = QuantizationOptions(input_grade_scale=input_scale, headroom=headroom, overflow=overflow,
+                                  weight_bits=weight_bits, prune=prune)  # fmt: skip
     result = compile_checkpoint(
         model, target, trust_pickle=trust_pickle, quantization=options, stop_after=stop_after,
         timesteps=timesteps, probe_samples=probe_samples, input_range=input_range, input_mean=input_mean,
@@ -269,6 +270,12 @@ compile_options = [
                  help="A layer whose v can saturate in the worst case, or whose threshold or reset amount rounds "
                       "with more than 1 % relative error (QuantizeFixedPoint's stated bound): warn, or refuse to "
                       "compile."),
+    click.option("--weight-bits", type=int, default=None, metavar="BITS",
+                 help="Weight mantissa bits, 2..8 (Lava num_weight_bits): fewer bits, less synaptic memory "
+                      "[default: the target's, 8]."),
+    click.option("--prune", type=float, default=0.0, show_default=True, metavar="FRACTION",
+                 help="Remove this fraction of each synapse's connections, smallest |weight| first (magnitude "
+                      "pruning); pruned synapses run as Lava Sparse and count only their kept connections."),
     click.option("-T", "--timesteps", type=int, default=None, help="Override the checkpoint's T."),
     click.option("--probe-samples", type=int, default=None,
                  help="Inputs the pass contracts run on [default: 16, fewer (>= 2) for very large nets]."),
@@ -296,7 +303,8 @@ def _default_output(model: Path, target: str) -> Path:
 @trust_pickle_option
 @_user_errors
 def compile_command(model, target, output, force, stop_after, input_scale, input_range, input_mean, input_std,
-                    input_encoding, headroom, overflow, timesteps, probe_samples, lava_smoke, trust_pickle):  # fmt: skip
+                    input_encoding, headroom, overflow, weight_bits, prune, timesteps, probe_samples, lava_smoke,
+                    trust_pickle):  # fmt: skip
     """Compile a checkpoint to Loihi 2 fixed point and write an artifact directory.
 
     Exits with status 2 if the Lava smoke run is not bit-exact with the simulator.
@@ -306,6 +314,7 @@ def compile_command(model, target, output, force, stop_after, input_scale, input
         model, target, output, force, stop_after=stop_after, trust_pickle=trust_pickle, input_scale=input_scale,
         headroom=headroom, overflow=overflow, timesteps=timesteps, probe_samples=probe_samples,
         input_range=input_range, input_mean=input_mean, input_std=input_std, input_encoding=input_encoding,
+        weight_bits=weight_bits, prune=prune,
     )  # fmt: skip
     _print_compile_summary(result, output)
     if lava_smoke:

@@ -23,8 +23,10 @@ Operators, and why each is exact:
   float64 as the reference takes it (``np.rint(float64(image) * scale)``),
   and ONNX ``Round`` rounds half to even like ``np.rint`` (checked by a test).
 * ``FixedPointSynapse``: ``Conv`` (conv) or ``Flatten(axis=1) + Gemm(transB=1)``
-  (dense) on the integer weights stored as float initializers
-  ``<synapse>.weight``, then ``Cast(int64)`` -> tensor ``<synapse>``. Every
+  (dense) on the integer weights shifted by the synapse's exponent,
+  ``W << weight_exp``, stored as float initializers ``<synapse>.weight``
+  (a power of two times an integer: exact), then ``Cast(int64)`` -> tensor
+  ``<synapse>``. Every
   partial sum of ``sum_k w_k x_k``, in whatever order and grouping a kernel
   adds the terms (FMA included), is an integer of magnitude at most
   ``B = max_o sum_k |w_ok| * max|x|``; float32 holds every integer with
@@ -304,9 +306,14 @@ def loihi_accumulator_function() -> onnx.FunctionProto:
 
 
 def synapse_sum_bound(node: n.FixedPointSynapse, input_max: int) -> int:
-    """``max_o sum_k |w_ok| * input_max``: no partial sum of the synapse exceeds it in magnitude."""
+    """``max_o sum_k |w_ok| * 2^weight_exp * input_max``: no partial sum of the synapse exceeds it in magnitude."""
     w = np.abs(np.asarray(node.weight, dtype=np.int64)).reshape(node.weight.shape[0], -1)
-    return int(w.sum(axis=1).max(initial=0)) * int(input_max)
+    return (int(w.sum(axis=1).max(initial=0)) << int(node.weight_exp)) * int(input_max)
+
+
+def _shifted_weight(node: n.FixedPointSynapse) -> np.ndarray:
+    """``W << weight_exp`` as int64: the synapse's exact current is this matrix times its input."""
+    return np.asarray(node.weight, dtype=np.int64) << int(node.weight_exp)
 
 
 def _set_meta(proto: onnx.NodeProto, key: str, value: object) -> None:
@@ -412,7 +419,7 @@ class _Writer:
     def sum_in_float(self, node: n.FixedPointSynapse, dtype: int) -> str:
         """The exact sum, computed in float32/float64 (proven exact by the bound) and cast to int64."""
         name = node.name
-        weight = np.asarray(node.weight)
+        weight = _shifted_weight(node)  # a power of two times integers below the bound: exact in float
         weight_name = f"{name}.weight"
         np_type = np.float32 if dtype == TensorProto.FLOAT else np.float64
         self.initializers.append(numpy_helper.from_array(weight.astype(np_type), weight_name))
@@ -455,7 +462,7 @@ class _Writer:
         limbs = max(1, -(-max(int(input_max), 1).bit_length() // k))
         make = helper.make_node
         weight_name = f"{name}.weight"
-        self.initializers.append(numpy_helper.from_array(np.asarray(node.weight).astype(np.float32), weight_name))
+        self.initializers.append(numpy_helper.from_array(_shifted_weight(node).astype(np.float32), weight_name))
         x = self.as_type(node.sources[0], TensorProto.INT64)
         sign, magnitude, base = f"{name}.sign", f"{name}.magnitude", f"{name}.limb_base"
         self.initializers.append(numpy_helper.from_array(np.array(1 << k, np.int64), base))
@@ -487,14 +494,28 @@ class _Writer:
         return total
 
     def current(self, node: n.Node) -> str:
-        """The int64 sum of the source synapses' currents, in source order."""
-        total = self.tensor[node.sources[0]][0]
+        """The int64 sum of the source synapses' currents, in source order (a scalar 0 without synapses)."""
+        if not node.sources:  # a bias source: driven by its own bias alone
+            zero = f"{node.name}.no_current"
+            self.initializers.append(numpy_helper.from_array(np.array(0, dtype=np.int64), zero))
+            return zero
+        total = self.in_layer_shape(node.sources[0], node.name)
         last = len(node.sources) - 1
         for i, source in enumerate(node.sources[1:], start=1):
             name = f"{node.name}.current" if i == last else f"{node.name}.current_{i}"
-            self.nodes.append(helper.make_node("Add", [total, self.tensor[source][0]], [name], name=name))
+            self.nodes.append(helper.make_node("Add", [total, self.in_layer_shape(source, node.name)], [name], name=name))
             total = name
         return total
+
+    def in_layer_shape(self, synapse: str, layer: str) -> str:
+        """A synapse's current in its layer's shape: a dense ``[batch, N]`` into a ``(C, H, W)`` layer is reshaped (C-major)."""
+        tensor = self.tensor[synapse][0]
+        if self.shapes[synapse] == self.shapes[layer]:
+            return tensor
+        shape, reshaped = f"{synapse}.layer_shape", f"{synapse}.in_layer_shape"
+        self.initializers.append(numpy_helper.from_array(np.array([-1, *self.shapes[layer]], np.int64), shape))
+        self.nodes.append(helper.make_node("Reshape", [tensor, shape], [reshaped], name=reshaped))
+        return reshaped
 
     def add_layer(self, node: n.FixedPointNeuron | n.FixedPointAccumulator) -> None:
         name = node.name
