@@ -14,7 +14,7 @@ synapse ``weight``        an integer array on the grid of its ``weight_bits``
                           in steps of ``dense_weight_step`` (the even values Lava's
                           mixed-sign Dense keeps), conv ``conv_weight_min..max``
 synapse ``weight_bits``   an integer in ``1..weight_bits``
-synapse ``weight_exp``    an integer in ``0..weight_exp_max``
+synapse ``weight_exp``    an integer in ``weight_exp_min..weight_exp_max``
 synapse ``sparse``        true or false
 synapse ``delay``         an integer in ``0..max_synaptic_delay``
 neuron ``vth``            an integer in ``0..2**vth_mant_bits - 1`` (unsigned mantissa)
@@ -164,7 +164,7 @@ def check_fits_target(graph: Graph, target: Target, where: str = "graph") -> Non
             width = "" if node.weight_bits == num.weight_bits else f"{node.weight_bits}-bit "
             _check_array(where, name, "weight", node.weight, lo, hi, f"the target's {width}{node.kind} weights",
                          step=step)
-            _check_int(where, name, "weight_exp", node.weight_exp, 0, num.weight_exp_max,
+            _check_int(where, name, "weight_exp", node.weight_exp, num.weight_exp_min, num.weight_exp_max,
                        "the target's weight exponents")
             if not isinstance(node.sparse, (bool, np.bool_)):
                 raise _fail(where, name, "sparse", f"= {node.sparse!r} must be true or false")

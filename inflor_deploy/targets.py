@@ -110,6 +110,8 @@ class Numerics:
             ``0..2**bias_exp_bits - 1`` per layer when the bias needs more range or precision.
         weight_exp_max: largest synapse weight exponent the compiler emits (``a = (W x) << e``,
             ``0 <= e <= weight_exp_max``).
+        weight_exp_min: smallest (<= 0) synapse weight exponent the compiler emits: ``e < 0``
+            delivers ``a = floor((W x) / 2^-e)`` (Lava's arithmetic right shift).
         spike_compare: ``"strict_greater"`` (v > vth) or ``"greater_equal"`` (v >= vth).
         u_overflow: what u does past its width: ``"wrap"`` or ``"saturate"``.
         v_overflow: what v does past its width: ``"wrap"`` or ``"saturate"``.
@@ -135,6 +137,7 @@ class Numerics:
     activation_shift: int
     bias_exp: int
     weight_exp_max: int
+    weight_exp_min: int
     spike_compare: str
     u_overflow: str
     v_overflow: str
@@ -145,6 +148,7 @@ class Numerics:
                   "du_bits", "dv_bits", "vth_mant_bits", "bias_mant_bits", "bias_exp_bits",
                   "graded_spike_bits")
         _non_negative(self, "vth_shift", "activation_shift", "weight_exp_max")
+        _require(self.weight_exp_min <= 0, "weight_exp_min", f"a value <= 0, got {self.weight_exp_min!r}")
         for kind in ("dense", "conv"):
             lo, hi = getattr(self, f"{kind}_weight_min"), getattr(self, f"{kind}_weight_max")
             _require(lo < hi, f"{kind}_weight_min",

@@ -24,6 +24,15 @@ step of a synaptic current; v counts 64 per wu because ``u = a << 6``):
   The scale is set by the synapse with the smallest weights filling its
   grid at exponent 0: ``s_fill = max_i fill * M_i / max|w_i|`` (``M_i`` the
   grid's largest magnitude, ``fill`` = ``weight_fill``).
+* **Negative exponents.** When a cap (usually the u headroom of a layer
+  with a large fan-in, e.g. a conv with an average pool folded into it)
+  holds s below ``s_fill``, exponent 0 would leave the weights a fraction
+  of their grid. ``k_i`` may then be negative (down to the target's
+  ``weight_exp_min``): Lava delivers ``floor((W_i x) / 2^-k_i)``, the
+  mantissas keep half to all of the grid, and the price is the floor: each
+  step's current is at most one wu low (never high), against a current
+  whose worst case is ~2^17 wu and a threshold of ``s vth`` wu. The bounds
+  below take the floor into account exactly (it is monotone).
 * **Exact identity shortcuts.** An identity shortcut's weight ``s *
   spike_value`` lands exactly on its grid when s is lowered (by at most one
   mantissa step, < 1/64 relative) to ``j * step * 2^k / spike_value``.
@@ -235,9 +244,9 @@ def _per_channel(x: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     return np.asarray(x).reshape((-1,) + (1,) * (len(shape) - 1))
 
 
-def _smallest_exponent(magnitude: float, step: int, usable: float, limit: int) -> int:
-    """The smallest k in ``0..limit`` with ``round(magnitude / (step 2^k)) * step <= usable`` (``limit + 1`` if none)."""
-    for k in range(limit + 1):
+def _smallest_exponent(magnitude: float, step: int, usable: float, limit: int, lowest: int = 0) -> int:
+    """The smallest k in ``lowest..limit`` with ``round(magnitude / (step 2^k)) * step <= usable`` (``limit + 1`` if none)."""
+    for k in range(lowest, limit + 1):
         if np.rint(magnitude / (step * 2**k)) * step <= usable:
             return k
     return limit + 1
@@ -290,6 +299,9 @@ def _current_bounds(spec: LayerSpec, fixed: _Fixed, ints: dict[str, Any]) -> tup
     for syn, k, w in zip(spec.synapses, fixed.weight_exps, ints["weights"]):
         x_lo, x_hi = _wide_range(syn)
         top, bottom = _extremes(w.astype(np.float64) * 2.0**k, x_lo, x_hi)
+        if k < 0:  # Lava floors (W x) / 2^-k: at most one wu lower, never higher
+            bottom = np.floor(bottom)
+            top = np.floor(top)
         hi = hi + _per_channel(top, shape)
         lo = lo + _per_channel(bottom, shape)
     if ints["coarse"] is not None:
@@ -432,8 +444,10 @@ def quantize_layer(spec: LayerSpec, numerics, *, weight_fill: float = 1.0, headr
     s0 = limits[binding]
 
     # Exponents, fixed at s0 (module docstring: the search).
+    # A headroom cap below s_fill leaves the weights coarse at exponent 0: a negative exponent (Lava's
+    # truncating right shift) gives their mantissas the grid back (module docstring: exponents).
     weight_exps = tuple(
-        min(_smallest_exponent(s0 * m, g[2], u, exp_max), exp_max) if m > 0 else 0
+        min(_smallest_exponent(s0 * m, g[2], u, exp_max, numerics.weight_exp_min), exp_max) if m > 0 else 0
         for m, g, u in zip(magnitudes, grids, usable)
     )
     bias_source_exp = None

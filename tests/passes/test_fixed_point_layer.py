@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -51,14 +53,36 @@ def test_the_scale_search_terminates_with_the_largest_scale_that_respects_the_he
     """The old shrink loop gave up here: rounding (3.98 -> 4) kept the bound above 2^17 at every shrink step."""
     x_max = 255 * 129  # value_range (0, 255) at input_grade_scale 129
     spec = _layer([_dense("fc", [[1.0 / 129]], input_max=x_max)], vth=200.0, reset_amount=1.0)
-    q = quantize_layer(spec, NUM)
+    exponent_0 = dataclasses.replace(NUM, weight_exp_min=0)  # the weight as the old quantizer held it
+    q = quantize_layer(spec, exponent_0)
     assert q.u_bound <= A_LIMIT and q.scale_limited_by == "u_wrap"
     fixed = _Fixed((0,), NUM.bias_exp, None)
-    assert not _violations(spec, NUM, fixed, q.scale, "u")
-    assert "u_wrap" in _violations(spec, NUM, fixed, q.scale * (1 + 1e-12), "u")  # nothing larger fits
+    assert not _violations(spec, exponent_0, fixed, q.scale, "u")
+    assert "u_wrap" in _violations(spec, exponent_0, fixed, q.scale * (1 + 1e-12), "u")  # nothing larger fits
     # The same layer at grade scale 128 rounds the other way and keeps the float cap.
-    q128 = quantize_layer(_layer([_dense("fc", [[1.0 / 128]], input_max=255 * 128)], vth=200.0), NUM)
+    q128 = quantize_layer(_layer([_dense("fc", [[1.0 / 128]], input_max=255 * 128)], vth=200.0), exponent_0)
     assert q128.u_bound <= A_LIMIT and q128.scale == pytest.approx(A_LIMIT / 255)
+    # The target allows negative exponents: the weight (4 wu at exponent 0) gets a fine mantissa instead.
+    fine = quantize_layer(spec, NUM)
+    (syn,) = fine.synapses
+    assert syn.weight_exp < 0 and int(syn.weight[0, 0]) >= 120 and fine.u_bound <= A_LIMIT  # about half of [0, 254]
+    fixed = _Fixed((syn.weight_exp,), fine.bias_exp, None)
+    assert not _violations(spec, NUM, fixed, fine.scale, "u")
+
+
+def test_a_negative_exponent_keeps_the_grid_under_a_headroom_cap_and_its_floor_is_bounded():
+    """A pooled conv (weights / 4, fan-in x 4): u headroom, not the weights, caps the scale."""
+    rng = np.random.default_rng(4)
+    conv = SynapseSpec("pooled", "n0", "conv", rng.uniform(-0.25, 0.25, (8, 256, 6, 6)) / 4)
+    q = quantize_layer(_layer([conv], shape=(8, 2, 2)), NUM)
+    (syn,) = q.synapses
+    assert q.scale_limited_by == "u_wrap" and syn.weight_exp < 0
+    assert 64 <= np.abs(syn.weight).max() <= 127  # half to all of the 8-bit grid
+    # Every integer current, floored as Lava floors it, stays inside the headroom: the bounds are exact.
+    w = syn.weight.reshape(8, -1).astype(np.int64)
+    top = np.clip(w, 0, None).sum(1) >> -syn.weight_exp
+    bottom = np.clip(w, None, 0).sum(1) >> -syn.weight_exp
+    assert max(top.max(), -bottom.min()) == q.u_bound <= A_LIMIT
 
 
 def test_a_bias_beyond_the_neurons_field_goes_through_a_bias_source():

@@ -306,14 +306,14 @@ def loihi_accumulator_function() -> onnx.FunctionProto:
 
 
 def synapse_sum_bound(node: n.FixedPointSynapse, input_max: int) -> int:
-    """``max_o sum_k |w_ok| * 2^weight_exp * input_max``: no partial sum of the synapse exceeds it in magnitude."""
+    """``max_o sum_k |w_ok| * 2^max(weight_exp, 0) * input_max``: no partial sum of the synapse exceeds it in magnitude."""
     w = np.abs(np.asarray(node.weight, dtype=np.int64)).reshape(node.weight.shape[0], -1)
-    return (int(w.sum(axis=1).max(initial=0)) << int(node.weight_exp)) * int(input_max)
+    return (int(w.sum(axis=1).max(initial=0)) << max(int(node.weight_exp), 0)) * int(input_max)
 
 
 def _shifted_weight(node: n.FixedPointSynapse) -> np.ndarray:
-    """``W << weight_exp`` as int64: the synapse's exact current is this matrix times its input."""
-    return np.asarray(node.weight, dtype=np.int64) << int(node.weight_exp)
+    """``W << weight_exp`` as int64 (``W`` for a negative exponent, which floors the sum afterwards)."""
+    return np.asarray(node.weight, dtype=np.int64) << max(int(node.weight_exp), 0)
 
 
 def _set_meta(proto: onnx.NodeProto, key: str, value: object) -> None:
@@ -414,7 +414,30 @@ class _Writer:
             _set_meta(self.nodes[-1], "inflor.lava_wrap_bits", arith.wrap_bits)
         else:
             self.nodes.append(helper.make_node("Identity", [exact], [name], name=name + ".current"))
+        if node.weight_exp < 0:
+            self.floor_shift(name, -int(node.weight_exp))
+            bound = -(-bound >> -int(node.weight_exp))  # ceil(bound / 2^m) bounds |floor(S / 2^m)|
         self.tensor[name] = (name, TensorProto.INT64, bound)
+
+    def floor_shift(self, name: str, bits: int) -> None:
+        """Tensor ``name`` (int64) becomes ``floor(S / 2^bits)``, Lava's arithmetic right shift.
+
+        ``S - Mod(S, 2^bits)`` (ONNX integer ``Mod`` with ``fmod=0`` takes the
+        divisor's sign, so the remainder is in ``[0, 2^bits)``) is an exact
+        multiple of ``2^bits``, and the integer ``Div`` of it is exact.
+        """
+        make = helper.make_node
+        last = self.nodes[-1]  # the node that wrote `name`: it now writes the unshifted sum
+        unshifted = f"{name}.unshifted"
+        last.output[0] = unshifted
+        divisor, rem, floored = f"{name}.shift_divisor", f"{name}.shift_remainder", f"{name}.shift_floored"
+        self.initializers.append(numpy_helper.from_array(np.array(1 << bits, np.int64), divisor))
+        self.nodes += [
+            make("Mod", [unshifted, divisor], [rem], name=rem, fmod=0),
+            make("Sub", [unshifted, rem], [floored], name=floored),
+            make("Div", [floored, divisor], [name], name=f"{name}.right_shift"),
+        ]
+        _set_meta(self.nodes[-1], "inflor.right_shift", bits)
 
     def sum_in_float(self, node: n.FixedPointSynapse, dtype: int) -> str:
         """The exact sum, computed in float32/float64 (proven exact by the bound) and cast to int64."""

@@ -37,7 +37,11 @@ Likewise float64 up to 2^53; beyond, the synapse sums in int64 (exact
 modulo 2^64, like the reference's int64 numpy). Weights multiplied by 64
 (and by the synapse's ``2^weight_exp``, included in the bound) scale every
 partial sum by a power of two, which rounds nothing, so the same bound lets
-a synapse deliver ``a << 6`` directly. Several synapses
+a synapse deliver ``a << 6`` directly. A negative ``weight_exp`` (Lava's
+truncating right shift) is not folded into the weights: the synapse sums
+``S`` exactly (the bound is that of ``S``), floors ``S / 2^-weight_exp``
+(a division by a power of two and a floor of an exact integer round
+nothing) and only then multiplies by 64. Several synapses
 into one layer add up within the sums of their ``[lo, hi]``.
 
 Algorithms that do not just add products (Winograd and FFT: NNPACK on the
@@ -154,7 +158,7 @@ from inflor_deploy.ir.graph import Graph, IRError, infer_shapes
 from inflor_deploy.backends.sim.int_reference import (
     ACT_SHIFT, DECAY_UNIT, U_LIMIT, V_LIMIT, VTH_SHIFT, IntRun, check_inputs, quantize_input,
 )  # fmt: skip
-from inflor_deploy.backends.sim.lava_arith import check_sum_bound, lava_current, synapse_arithmetic, wrap
+from inflor_deploy.backends.sim.lava_arith import check_sum_bound, floor_shift, lava_current, synapse_arithmetic, wrap
 
 __all__ = ["LayerPlan", "SimPlan", "SimRun", "SimTiming", "SynapsePlan", "plan", "simulate"]
 
@@ -318,10 +322,12 @@ def _diagonal(node: n.FixedPointSynapse) -> np.ndarray | None:
 
 
 def _current_range(node: n.FixedPointSynapse, x_lo: int, x_hi: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per output: ``(lo, hi)`` bracketing every partial sum of ``(w[o, :] << weight_exp) * x``, x in [x_lo, x_hi]."""
+    """Per output: ``(lo, hi)`` bracketing every partial sum of ``(w[o, :] << max(weight_exp, 0)) * x``, x in [x_lo, x_hi]."""
     w = node.weight.astype(np.int64).reshape(node.weight.shape[0], -1)
     # Python ints (object arrays): huge inputs must not overflow the bound itself.
-    unit = 1 << int(node.weight_exp)  # the exponent scales every product by a power of two
+    # A positive exponent scales every product by a power of two; a negative one floors the sum afterwards
+    # (the plan shifts this range of the sum itself).
+    unit = 1 << max(int(node.weight_exp), 0)
     pos = np.clip(w, 0, None).sum(axis=1).astype(object) * unit
     neg = -np.clip(w, None, 0).sum(axis=1).astype(object) * unit
     x_pos, x_neg = max(x_hi, 0), max(-x_lo, 0)  # the positive and negative reach of x
@@ -384,6 +390,8 @@ def plan(
             check_sum_bound(syn, arith, bound)
             if arith.can_wrap(bound):  # Lava's wrap can put the current anywhere in its range
                 lo, hi = np.full(lo.shape, -arith.limit, dtype=object), np.full(hi.shape, arith.limit - 1, dtype=object)
+            if syn.weight_exp < 0:  # the current is floor(S / 2^-e): floor is monotone, so it maps the range
+                lo, hi = lo // (1 << -int(syn.weight_exp)), hi // (1 << -int(syn.weight_exp))
             ranges[syn.name] = (src_lo, src_hi, lo, hi, bound)
         # Per output channel (conv) or neuron (dense): where a dense current feeds a (C, H, W) layer
         # (a bias source), every range is taken per neuron, C-major.
@@ -431,8 +439,8 @@ def plan(
         for syn in synapses:
             src_lo, src_hi, _, _, bound = ranges[syn.name]
             arith = ariths[syn.name]
-            if kernel == "float32" or (precision == "auto" and bound <= FLOAT32_EXACT):
-                dtype = "float32"  # a float32 kernel layer has bound <= a_bound < 2^17
+            if bound <= FLOAT32_EXACT and (kernel == "float32" or precision == "auto"):
+                dtype = "float32"  # a float32 kernel layer has bound <= a_bound < 2^17 unless the synapse floors
             elif bound <= FLOAT64_EXACT:
                 dtype = "float64"
             else:
@@ -574,8 +582,14 @@ class _Synapse:
         # Lava's wrap, applied to the exact int64 sum (only planned for int64-kernel layers: module docstring).
         self.arith = synapse_arithmetic(node, graded) if sp.can_wrap else None
         # The weights carry 64 (a prescaled float32 layer) and 2^weight_exp (a power of two: exact),
-        # unless Lava's wrap applies: then lava_current shifts the exact sum itself.
-        self.factor = (_SCALE if sp.prescaled else 1) * (1 << int(node.weight_exp) if self.arith is None else 1)
+        # unless Lava's wrap applies: then lava_current shifts the exact sum itself. A negative exponent
+        # floors the exact sum (right_shift bits), after which the current is scaled by 64 (after_shift).
+        exp = int(node.weight_exp)
+        self.right_shift = -exp if exp < 0 else 0
+        self.after_shift = _SCALE if sp.prescaled and self.right_shift else 1
+        self.factor = (_SCALE if sp.prescaled and not self.right_shift else 1) * (
+            1 << exp if self.arith is None and exp > 0 else 1
+        )
         if sp.op == "diagonal":
             d = torch.from_numpy(_diagonal(node).astype(np.int64) * self.factor).to(device=device, dtype=self.dtype)
             self.diag = d.view(1, -1, 1, 1) if node.kind == "conv" else d.view(1, -1)
@@ -596,14 +610,18 @@ class _Synapse:
             y = F.conv2d(x.to(self.dtype), self.weight, None, node.stride, node.padding, 1, node.groups)
         else:
             y = F.linear(x.to(self.dtype).reshape(x.shape[0], -1), self.weight)
+        if self.right_shift and self.arith is None:
+            y = floor_shift(y, self.right_shift)  # exact: y holds the integer sum (module docstring)
         y = y if y.dtype == self.out_dtype else y.to(self.out_dtype)
         if self.out_shape is not None:
             y = y.reshape(y.shape[0], *self.out_shape)
-        return y if self.arith is None else lava_current(self.arith, y)
+        if self.arith is not None:
+            y = lava_current(self.arith, y)
+        return y * self.after_shift if self.after_shift != 1 else y
 
     def add_into(self, y: torch.Tensor, x: torch.Tensor) -> None:
         """``y += current(x)`` for a diagonal synapse, in place (y is a fresh tensor of the layer)."""
-        if y.dtype == self.dtype and self.arith is None:
+        if y.dtype == self.dtype and self.arith is None and not self.right_shift:
             y.addcmul_(self._select(x), self.diag)
         else:
             y.add_(self(x))

@@ -17,7 +17,7 @@ What travels (dtypes of the ports, ``magma/core/model/py/ports.py``)
   int32 and wraps modulo 2^32.
 
 Connections (``S`` is the exact integer ``sum_k W[o, k] * x[k] * 2^k_w`` of
-the IR weights and the synapse's ``weight_exp`` k_w >= 0;
+the IR weights and the synapse's ``weight_exp`` k_w >= 0; k_w < 0: below;
 ``wrap_b(z) = (z + 2^(b-1)) mod 2^b - 2^(b-1)``)
 ---------------------------------------------------------------------------
 Dense-like processes (Dense, DelayDense, Sparse, DelaySparse) hold an 8-bit
@@ -50,6 +50,16 @@ A left shift by ``e >= 0`` of an int32 sum wraps like the sum of the
 shifted products (``wrap_32(wrap_32(z) * 2^e) = wrap_32(z * 2^e)``); a
 right shift by ``-e`` of a multiple of ``2^-e`` wraps at ``32 + e`` bits
 (``wrap_32(z * 2^-e) >> -e = wrap_(32+e)(z)``).
+
+A negative IR exponent ``k_w < 0`` (a layer whose u headroom caps its
+scale below its weights' grid) truncates: Lava's ``right_shift`` floors, so
+the current is ``floor(S' / 2^-k_w)`` with ``S' = sum_k W[o, k] x[k]``
+(no exponent). With the encoding ``m = W * 2^j`` (``j = k_w - e >= 0``), an
+int32 sum wraps ``2^j S'`` at 32 bits, i.e. ``S'`` at ``32 - j``, and the
+shift follows: ``floor(wrap_(32-j)(S') / 2^-k_w)``; an int64 sum shifted
+and then cut to int32 gives ``wrap_32(floor(S' / 2^-k_w)) =
+floor(wrap_(32-k_w)(S') / 2^-k_w)``. Either way: a wrap of ``S'``, then the
+floor (:func:`lava_current`).
 
 ``c32`` is numpy's float64 -> int32 cast: exact below 2^31; beyond, x86's
 conversion gives ``-2^31`` ("integer indefinite"), which ``wrap_24`` maps
@@ -99,6 +109,7 @@ __all__ = [
     "SynapseArithmetic",
     "conv_current",
     "encode_dense_weights",
+    "floor_shift",
     "lava_current",
     "synapse_arithmetic",
     "weight_reach",
@@ -159,7 +170,8 @@ def encode_dense_weights(weight: np.ndarray, weight_exp: int = 0, num_weight_bit
 
     Args:
         weight: The IR's integer weights ``W``.
-        weight_exp: The IR synapse's exponent (>= 0): the current is ``(W @ x) * 2^weight_exp``.
+        weight_exp: The IR synapse's exponent: the current is ``(W @ x) * 2^weight_exp``
+            (``floor((W @ x) / 2^-weight_exp)`` when negative: then ``e <= 0``).
         num_weight_bits: Lava's ``num_weight_bits`` (1..8): the stored mantissa width.
 
     Returns:
@@ -173,6 +185,8 @@ def encode_dense_weights(weight: np.ndarray, weight_exp: int = 0, num_weight_bit
     if not 1 <= bits <= 8:
         raise LavaArithmeticError(f"num_weight_bits must be in 1..8, got {bits}")
     for e in [weight_exp + j for j in range(8)] + [weight_exp - j for j in range(1, 10)]:
+        if weight_exp < 0 < e:
+            continue  # a truncating exponent stays a right shift (lava_current's wraps assume it)
         shift = weight_exp - e  # m = W * 2^shift
         if shift >= 0:
             m = w << shift
@@ -219,8 +233,10 @@ class SynapseArithmetic:
         weight_exp: The Dense encoding's Lava exponent (None for Conv, or when
             no encoding exists: Lava refuses such a synapse, the simulators use
             the IR's exponent).
-        wrap_bits: The current is ``wrap_<wrap_bits>(S * 2^shift)`` (Conv: of ``c32(S)``).
-        shift: The IR synapse's ``weight_exp``: the exact current is ``S * 2^shift``.
+        wrap_bits: The current is ``wrap_<wrap_bits>(S * 2^shift)`` (Conv: of ``c32(S)``);
+            for ``shift < 0`` it is ``floor(wrap_<wrap_bits>(S) / 2^-shift)``.
+        shift: The IR synapse's ``weight_exp``: the exact current is ``S * 2^shift``
+            (``floor(S / 2^-shift)`` when negative).
     """
 
     process: LavaProcess
@@ -231,7 +247,7 @@ class SynapseArithmetic:
 
     @property
     def limit(self) -> int:
-        """The current equals the exact (shifted) sum whenever ``-limit <= S * 2^shift < limit``."""
+        """The current equals the exact (shifted) sum whenever ``-limit <= S * 2^max(shift, 0) < limit``."""
         return 1 << (self.wrap_bits - 1)
 
     def can_wrap(self, bound: int) -> bool:
@@ -252,11 +268,15 @@ def _cached(node: n.FixedPointSynapse, key, compute):
 
 
 def weight_reach(node: n.FixedPointSynapse) -> int:
-    """``max_o sum_k |W[o, k]| * 2^weight_exp`` as a Python int: ``|S * 2^weight_exp| <= weight_reach * max |x|``."""
+    """``max_o sum_k |W[o, k]| * 2^max(weight_exp, 0)``: the sum Lava wraps is at most this times ``max |x|``.
+
+    A negative exponent shifts after the wrap (:func:`lava_current`), so its
+    reach is that of ``S`` itself.
+    """
 
     def compute() -> int:
         w = np.abs(np.asarray(node.weight, dtype=np.int64)).reshape(node.weight.shape[0], -1)
-        return max((int(v) for v in w.sum(axis=1)), default=0) << int(node.weight_exp)
+        return max((int(v) for v in w.sum(axis=1)), default=0) << max(int(node.weight_exp), 0)
 
     return _cached(node, "reach", compute)
 
@@ -277,16 +297,42 @@ def _synapse_arithmetic(node: n.FixedPointSynapse, graded: bool) -> SynapseArith
         exp = None
     # Processes that sum in int32 and then shift right by -e wrap at 32 + e bits (module docstring).
     int32_sum = process == "DelaySparse" or (process in ("Dense", "Sparse") and graded)
+    if shift < 0:
+        # floor(wrap_b(S) / 2^-shift): an int32 sum of the encoding m = W 2^j (j = shift - e) wraps 2^j S
+        # at 32 bits, i.e. S at 32 - j; an int64 sum cut to int32 after the shift wraps S at 32 - shift.
+        encoded = shift - exp if exp is not None else 0
+        return SynapseArithmetic(process, graded, exp, 32 - encoded if int32_sum else 32 - shift, shift)
     narrowed = -exp if exp is not None and exp < 0 and int32_sum else 0
     return SynapseArithmetic(process, graded, exp, 32 - narrowed, shift)
 
 
 def lava_current(arith: SynapseArithmetic, exact_sum):
-    """The current Lava delivers for the exact int64 sum ``S`` (numpy array or torch tensor): ``wrap(S * 2^shift)``."""
+    """The current Lava delivers for the exact int64 sum ``S`` (numpy array or torch tensor).
+
+    ``wrap(S * 2^shift)`` for ``shift >= 0``; ``floor(wrap(S) / 2^-shift)``
+    (Lava's arithmetic right shift) for ``shift < 0``.
+    """
     if arith.process == "Conv":
         return conv_current(exact_sum)
+    if arith.shift < 0:
+        return floor_shift(wrap(exact_sum, arith.wrap_bits), -arith.shift)
     shifted = exact_sum * (1 << arith.shift) if arith.shift else exact_sum
     return wrap(shifted, arith.wrap_bits)
+
+
+def floor_shift(x, bits: int):
+    """``floor(x / 2^bits)``: numpy's and torch's ``>>`` on integers; exact division and floor on floats.
+
+    A float ``x`` must hold an integer (the simulator's exact sums): dividing by
+    a power of two and flooring then round nothing.
+    """
+    if bits == 0:
+        return x
+    if isinstance(x, np.ndarray):
+        return x >> bits if x.dtype.kind in "iu" else np.floor(x / float(1 << bits))
+    import torch
+
+    return x >> bits if not x.is_floating_point() else torch.floor(x / float(1 << bits))
 
 
 def check_sum_bound(node: n.FixedPointSynapse, arith: SynapseArithmetic, bound: int) -> None:

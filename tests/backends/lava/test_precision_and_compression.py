@@ -78,3 +78,43 @@ def test_low_bit_and_pruned_residual_nets_are_bit_exact(weight_bits, prune):
             assert np.count_nonzero(syn.weight) <= round((1 - prune) * syn.weight.size) + 1, syn.name
             assert lb.lava_process(syn, graded=syn.sources[0] == graph.input.name) in ("Sparse", "DelaySparse")
     _assert_bit_exact(graph, _images(graph, 2))
+
+
+@pytest.mark.lava
+@pytest.mark.parametrize("wide", [False, True])
+def test_negative_exponents_floor_exactly_as_lava(wide):
+    """Lava's right shift floors; graded sums past int32 wrap before it (``wide``)."""
+    from tests.backends.sim.test_negative_weight_exp import right_shift_graph
+
+    ctx = PassContext(target=load_target("loihi2-sim"), probe=np.zeros((1, 2, 4, 4), np.float32))
+    if wide:
+        graph = ScheduleTimesteps.run(right_shift_graph(float(2**22), (-256.0, 256.0)), ctx)
+        images = np.random.default_rng(9).uniform(-256, 256, (2, 2, 4, 4)).astype(np.float32)
+    else:
+        graph = ScheduleTimesteps.run(right_shift_graph(), ctx)
+        images = _images(graph, 2)
+    assert {lb.lava_process(graph.node(s), graded=s == "g") for s in ("g", "d", "k")} == {"Sparse", "Dense"}
+    parity = lb.compare_with_simulator(graph, images)
+    assert parity.ok, parity.summary()
+
+
+@pytest.mark.lava
+def test_a_quantized_wide_fan_in_layer_takes_a_negative_exponent_and_stays_bit_exact():
+    """A graded input layer whose u headroom caps its scale: its conv runs as Sparse with a right shift."""
+    rng = np.random.default_rng(13)
+    graph = Graph(
+        nodes=(
+            n.Input("image", (), shape=(8, 4, 4)),
+            n.Conv2d("c1", ("image",), weight=rng.normal(0.02, 0.05, (4, 8, 3, 3)).astype(np.float32),
+                     bias=None, padding=(1, 1)),  # fmt: skip
+            n.Neuron("n1", ("c1",), vth=0.5, reset_amount=0.5),
+            n.Linear("fc", ("n1",), weight=rng.normal(0, 0.3, (3, 64)).astype(np.float32), bias=None),
+            n.Accumulator("out", ("fc",)),
+        ),
+        timesteps=3,
+        name="wide_fan_in",
+    )
+    fixed = _compile(graph)
+    c1 = fixed.node("c1")
+    assert c1.weight_exp < 0 and np.abs(c1.weight).max() >= 64
+    _assert_bit_exact(fixed, _images(fixed, 2))
