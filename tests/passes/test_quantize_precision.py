@@ -70,3 +70,14 @@ def test_levels_2_stays_bit_exact_on_the_new_constructs(compiled):
     np.testing.assert_array_equal(sim.accumulator, reference.accumulator)
     for name, spikes in reference.spikes.items():
         np.testing.assert_array_equal(sim.spikes[name], spikes, err_msg=name)
+
+
+def test_the_bundled_model_keeps_at_least_100_levels_in_every_layer():
+    """The bundled model's first layer was capped by its bias range at bias_exp 6 (56 levels, 0.8 % RMS)."""
+    from inflor_deploy.pretrained import DEFAULT_MODEL
+
+    result = compile_checkpoint(DEFAULT_MODEL, "loihi2-sim", probe_samples=2, stop_after="QuantizeFixedPoint")
+    rows = {syn: err for layer in result.quantization_report for syn, err in layer["weight_rounding"].items()}
+    assert len(rows) == 4
+    for name, err in rows.items():
+        assert err["levels_available"] >= MIN_LEVELS and err["rms_relative_error"] <= MAX_RMS, (name, err)
