@@ -161,13 +161,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--train-only", action="store_true", help="train missing checkpoints and stop")
     parser.add_argument("--retrain", action="store_true", help="retrain every checkpoint")
     parser.add_argument("--name", default="quantization", help="results file name (bench/results/NAME.json)")
+    parser.add_argument("--no-train", action="store_true", help="measure only the checkpoints already trained")
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
-    trained = train_missing(args.retrain)
+    trained = {} if args.no_train else train_missing(args.retrain)
     if args.train_only:
         return trained
     out: dict[str, Any] = {"data": DATA, "trained": {}, "structural": {}}
     for name in TRAINED:
+        if not checkpoint_path(name).exists():
+            print(f"{name}: no checkpoint in {MODELS} (train it: --train-only); skipped")
+            continue
         row = out["trained"][name] = measure_trained(name)
         print(f"{name:<24} float {row['accuracy_float']:.4f} fixed {row['accuracy_fixed']:.4f} "
               f"class agreement {row['class_agreement']:.4f} min spike agreement {row['min_spike_agreement']:.4f} "
