@@ -48,8 +48,8 @@ MODELS = Path(__file__).resolve().parent / "models"
 DATA = "digits32"
 #: name -> (ModelConfig arguments, TrainConfig arguments)
 TRAINED: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
-    "resnet8_digits32_t4": ({"arch": "resnet8", "timesteps": 4}, {"epochs": 10, "seed": 0}),
-    "resnet20_digits32_t4": ({"arch": "resnet20", "timesteps": 4}, {"epochs": 3, "seed": 0}),
+    "resnet8_digits32_t4": ({"arch": "resnet8", "timesteps": 4}, {"epochs": 4, "seed": 0, "threads": 2}),
+    "resnet20_digits32_t4": ({"arch": "resnet20", "timesteps": 4}, {"epochs": 3, "seed": 0, "threads": 2}),
 }
 STRUCTURAL = {
     "resnet19 32x32 T=4": "resnet19",
