@@ -26,8 +26,12 @@ their currents add into one membrane):
    conv: [-128, 127]; fewer levels with ``weight_bits``) at exponent 0; every
    other synapse takes the smallest ``weight_exp`` that fits its grid
    (``a = (W x) << weight_exp``), so each keeps at least half its grid's
-   levels. An identity shortcut is made exact by lowering s by less than
-   one of its mantissa steps.
+   levels. Where a cap below (usually the u headroom of a wide fan-in)
+   holds s under the fill scale, the exponent goes negative
+   (``a = floor((W x) / 2^-weight_exp)``, Lava's right shift, at most one
+   wu per step low) so the weights keep their grid all the same. An
+   identity shortcut is made exact by lowering s by less than one of its
+   mantissa steps.
 2. Headroom against the 24-bit wrap of u (always enforced): the current of
    one step enters u as ``a << 6``, so the worst-case ``|a|`` (every input
    at the end of the Input's declared ``value_range`` that raises it, the
