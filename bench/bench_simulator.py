@@ -48,12 +48,12 @@ _MEASURED = ("seconds", "peak_rss_increase_mib", "memory_method")
 
 def _compile_without_contracts(model: torch.nn.Module, probe: np.ndarray, target: str = "loihi2-sim"):
     """model -> IR -> every compile pass's ``run`` (the contracts are checked by the compile benchmark)."""
-    from inflor_deploy.frontends.zoo import model_to_ir
+    from inflor_deploy.frontends.fx import trace
     from inflor_deploy.passes.base import PassContext
     from inflor_deploy.passes.pipeline import COMPILE_PIPELINE
     from inflor_deploy.targets import load_target
 
-    graph = model_to_ir(model)
+    graph = trace(model)
     ctx = PassContext(target=load_target(target), probe=probe)
     for p in COMPILE_PIPELINE:
         graph = p.run(graph, ctx)

@@ -1,34 +1,53 @@
 """`inflor-deploy`: a thin click layer over the library, one command per library call.
 
 Errors a user can act on (:class:`inflor_deploy.errors.InflorError`) print
-as one message and exit with status 1; verification failures exit with 2.
+as one message and exit with status 1; verification failures exit with 2;
+Ctrl-C, SIGTERM and SIGHUP print one line and exit with 128 + the signal.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from pathlib import Path
 
 import click
 
+from inflor_deploy import interrupts
 from inflor_deploy.errors import InflorError
 
 EXIT_USER_ERROR = 1
 EXIT_VERIFICATION_FAILED = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT; a SIGTERM exits 143, a SIGHUP 129
 
 
 def _user_errors(command):
-    """Turn InflorError into a clean message and a non-zero exit (no traceback)."""
+    """Turn InflorError into a clean message and a non-zero exit (no traceback).
+
+    Ctrl-C, SIGTERM and SIGHUP unwind the command as an exception (every
+    ``finally`` runs: Lava workers stopped, shared memory freed, staging
+    directories removed), then print one line and exit ``128 + signum``.
+    """
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
-        try:
-            return command(*args, **kwargs)
-        except InflorError as err:
-            click.echo(f"error: {err}", err=True)
-            sys.exit(EXIT_USER_ERROR)
+        with interrupts.signals_raise():
+            try:
+                result = command(*args, **kwargs)
+                interrupts.check()  # a signal whose exception a library dropped
+                return result
+            except InflorError as err:
+                click.echo(f"error: {err}", err=True)
+                sys.exit(EXIT_USER_ERROR)
+            except KeyboardInterrupt as err:
+                with interrupts.deferred():  # a second Ctrl-C must not turn this into a traceback
+                    stray = interrupts.reap_children()
+                    if stray:
+                        err.add_note(f"stopped {stray} other child processes")
+                    click.echo(f"error: {interrupts.describe(err)}", err=True)
+                    sys.exit(getattr(err, "exit_status", EXIT_INTERRUPTED))
 
     return wrapper
 
@@ -66,11 +85,13 @@ def train(arch, data_spec, timesteps, neuron, mpr, epochs, lr, seed, output, for
     from inflor_deploy.checkpoint import save_checkpoint
     from inflor_deploy.data import load_train_test
     from inflor_deploy.data.conform import as_unit_pixels
-    from inflor_deploy.nn.models import ModelConfig
+    from inflor_deploy.memory import training_estimate
+    from inflor_deploy.nn.models import ModelConfig, build_model
+    from inflor_deploy.outputs import check_output_path
     from inflor_deploy.train import TrainConfig
     from inflor_deploy.train import train as run_training
 
-    if output.exists() and not force:
+    if os.path.exists(output) and not force:  # os.path: a too-long name is reported below, not raised here
         raise InflorError(f"{output} exists; pass --force to overwrite it")
     # The test split is never trained on (an .npz with only x, y holds out a seeded 20 %).
     train_data, test_data, test_split = load_train_test(data_spec)
@@ -92,6 +113,11 @@ def train(arch, data_spec, timesteps, neuron, mpr, epochs, lr, seed, output, for
         train_config = TrainConfig(epochs=epochs, lr=lr, seed=seed)
     except ValueError as err:
         raise InflorError(str(err)) from err
+    # Before the work: a checkpoint that cannot be written, or a T the machine cannot hold.
+    model = build_model(model_config)
+    checkpoint_bytes = sum(t.numel() * t.element_size() for t in model.state_dict().values()) + (1 << 20)
+    check_output_path(output, need_bytes=checkpoint_bytes, what="checkpoint")
+    training_estimate(model, timesteps, train_config.batch_size, sequence=sequence).require()
     result = run_training(model_config, train_data, test_data, train_config)
     save_checkpoint(
         output,
@@ -174,22 +200,53 @@ def targets(as_json):
         click.echo(f"  {'':<12} {row['description']}")
 
 
+def _input_shape(text: str | None):
+    if text is None:
+        return None
+    try:
+        shape = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        shape = ()
+    if not 1 <= len(shape) <= 3 or any(s < 1 for s in shape):
+        raise InflorError(f"--input-shape must be one sample's shape as positive integers C,H,W (e.g. 1,8,8); got {text!r}")
+    return shape
+
+
 def _compile(model, target, output, force, *, stop_after=None, trust_pickle=False, input_scale=None,
-             headroom="u", overflow="warn", timesteps=None, probe_samples=None, input_range=None,
-             input_mean=None, input_std=None, input_encoding=None, weight_bits=None, prune=0.0):
-    from inflor_deploy.artifact import prepare_output, write_artifact
-    from inflor_deploy.compiler import compile_checkpoint
+             headroom="u", overflow="warn", timesteps=None, probe_samples=None, factory=None, model_args=(),
+             input_shape=None, time_mode=None, input_range=None, input_mean=None, input_std=None,
+             input_encoding=None, weight_bits=None, prune=0.0):  # fmt: skip
+    from inflor_deploy.artifact import reserve_output, write_artifact
+    from inflor_deploy.compiler import compile_checkpoint, compile_factory
+    from inflor_deploy.outputs import estimate_artifact_bytes
     from inflor_deploy.passes.base import QuantizationOptions
 
-    prepare_output(output, force)  # refuse before spending time on the compile
-    options = QuantizationOptions(input_grade_scale=input_scale, headroom=headroom, overflow=overflow,
-                                  weight_bits=weight_bits, prune=prune)  # fmt: skip
-    result = compile_checkpoint(
-        model, target, trust_pickle=trust_pickle, quantization=options, stop_after=stop_after,
-        timesteps=timesteps, probe_samples=probe_samples, input_range=input_range, input_mean=input_mean,
-        input_std=input_std, input_encoding=input_encoding,
-    )  # fmt: skip
-    write_artifact(result, output, force=force)
+    if factory is None and (model_args or input_shape or time_mode):
+        raise InflorError("--model-arg, --input-shape and --time-mode describe a model given with --model MODULE:FACTORY; "
+                          "a checkpoint records its own architecture")  # fmt: skip
+    if factory is not None and (input_shape is None or timesteps is None):
+        raise InflorError("--model needs --input-shape C,H,W and -T N (one sample's shape and the timesteps)")
+    shape = _input_shape(input_shape)
+    need = estimate_artifact_bytes(model) if model.is_file() else 0
+    # Refuse before spending time on the compile; hold the output so a second compile fails at once.
+    with reserve_output(output, force, need_bytes=need):
+        options = QuantizationOptions(input_grade_scale=input_scale, headroom=headroom, overflow=overflow,
+                                      weight_bits=weight_bits, prune=prune)  # fmt: skip
+        declared = dict(input_range=input_range, input_mean=input_mean, input_std=input_std, input_encoding=input_encoding)
+        if factory is not None:
+            from inflor_deploy.frontends.user_model import FactorySpec
+
+            result = compile_factory(
+                model, FactorySpec.parse(factory, model_args), input_shape=shape, timesteps=timesteps, target=target,
+                time_mode=time_mode, quantization=options, stop_after=stop_after, probe_samples=probe_samples,
+                **declared,
+            )  # fmt: skip
+        else:
+            result = compile_checkpoint(
+                model, target, trust_pickle=trust_pickle, quantization=options, stop_after=stop_after,
+                timesteps=timesteps, probe_samples=probe_samples, **declared,
+            )  # fmt: skip
+        write_artifact(result, output, force=force)
     return result
 
 
@@ -199,11 +256,13 @@ def _span(value) -> str:
 
 
 def _print_compile_summary(result, output) -> None:
-    config = result.checkpoint.config
-    click.echo(
-        f"compiled {result.checkpoint.path.name} ({config.arch}, T={result.graph.timesteps}, "
-        f"{config.neuron}{'+MPR' if config.mpr else ''}) for {result.target.name} in {result.seconds:.1f} s"
-    )
+    source, conventions = result.source, result.conventions
+    if source.config is not None:
+        config = source.config
+        what = f"{config['arch']}, T={result.graph.timesteps}, {config['neuron']}{'+MPR' if config['mpr'] else ''}"
+    else:
+        what = f"{source.model_class}, T={result.graph.timesteps}, {conventions.get('time_mode')}-step"
+    click.echo(f"compiled {source.label} ({what}) for {result.target.name} in {result.seconds:.1f} s")
     click.echo(f"contracts (probe: {result.probe_source}):")
     for contract in result.contracts:
         click.echo(f"  {'ok  ' if contract.ok else 'FAIL'} {contract.pass_name:<27} [{contract.kind}] {contract.summary}")
@@ -258,12 +317,13 @@ compile_options = [
                  help="Range of the input data [default 0,1: pixels at 1/255]; 0,255 declares raw 8-bit pixels; "
                       "e.g. -2.5,2.5 a signed range. Inputs outside it are refused."),
     click.option("--input-mean", default=None, metavar="M1,M2,...",
-                 help="Per-channel mean the model's inputs were normalized with ((x - mean) / std); "
-                      "folded into the first synapses, so the chip receives the raw pixels."),
+                 help="Per-channel mean the model's inputs were normalized with ((x - mean) / std) before the "
+                      "model; folded into the first synapses, so the chip receives the raw pixels. (A --model "
+                      "whose forward normalizes its input itself needs none.)"),
     click.option("--input-std", default=None, metavar="S1,S2,...", help="Per-channel std of that normalization."),
     click.option("--input-encoding", type=click.Choice(["direct", "sequence"]), default=None,
-                 help="direct: the frame at every step; sequence: [T, C, H, W] event frames, one per step "
-                      "[default: the checkpoint's, else direct]."),
+                 help="direct: the frame at every step; sequence: [T, C, H, W] event frames, one per step (a "
+                      "multi-step --model is called on [T, B, C, H, W]) [default: the checkpoint's, else direct]."),
     click.option("--headroom", type=click.Choice(["u", "uv"]), default="u", show_default=True,
                  help="Worst cases the scales must respect: u never wraps (u), and also v never saturates (uv)."),
     click.option("--overflow", type=click.Choice(["warn", "error"]), default="warn", show_default=True,
@@ -276,7 +336,8 @@ compile_options = [
     click.option("--prune", type=float, default=0.0, show_default=True, metavar="FRACTION",
                  help="Remove this fraction of each synapse's connections, smallest |weight| first (magnitude "
                       "pruning); pruned synapses run as Lava Sparse and count only their kept connections."),
-    click.option("-T", "--timesteps", type=int, default=None, help="Override the checkpoint's T."),
+    click.option("-T", "--timesteps", type=int, default=None,
+                 help="Timesteps T: overrides a checkpoint's; required with --model."),
     click.option("--probe-samples", type=int, default=None,
                  help="Inputs the pass contracts run on [default: 16, fewer (>= 2) for very large nets]."),
     click.option("--lava-smoke/--no-lava-smoke", default=True, show_default=True,
@@ -297,24 +358,39 @@ def _default_output(model: Path, target: str) -> Path:
     return Path("artifacts") / f"{model.stem}-{target}"
 
 
+model_options = [
+    click.option("--model", "factory", default=None, metavar="MODULE:FACTORY",
+                 help="Your own model: MODULE (importable name or path/to/file.py) and FACTORY (a callable in it "
+                      "returning the nn.Module). MODEL is then a plain state_dict. Naming it runs that code."),
+    click.option("--model-arg", "model_args", multiple=True, metavar="KEY=VALUE",
+                 help="Keyword argument for FACTORY (a Python literal, else a string); repeatable."),
+    click.option("--input-shape", default=None, metavar="C,H,W", help="One input sample's shape (with --model)."),
+    click.option("--time-mode", type=click.Choice(["multi", "single"]), default=None,
+                 help="multi: the model is called once on [T, B, ...]; single: once per step [default: from the neurons]."),
+]
+
+
 @cli.command(name="compile")
 @click.argument("model", type=click.Path(path_type=Path))
 @_with_options(compile_options)
+@_with_options(model_options)
 @trust_pickle_option
 @_user_errors
 def compile_command(model, target, output, force, stop_after, input_scale, input_range, input_mean, input_std,
-                    input_encoding, headroom, overflow, weight_bits, prune, timesteps, probe_samples, lava_smoke,
-                    trust_pickle):  # fmt: skip
-    """Compile a checkpoint to Loihi 2 fixed point and write an artifact directory.
+                    input_encoding, headroom, overflow, weight_bits, prune, timesteps, probe_samples, lava_smoke, factory, model_args,
+                    input_shape, time_mode, trust_pickle):  # fmt: skip
+    """Compile MODEL to Loihi 2 fixed point and write an artifact directory.
 
+    MODEL is an inflor-deploy checkpoint, or, with --model MODULE:FACTORY, a
+    plain state_dict of your own network (torch.save(model.state_dict(), path)).
     Exits with status 2 if the Lava smoke run is not bit-exact with the simulator.
     """
     output = output or _default_output(model, target)
     result = _compile(
         model, target, output, force, stop_after=stop_after, trust_pickle=trust_pickle, input_scale=input_scale,
-        headroom=headroom, overflow=overflow, timesteps=timesteps, probe_samples=probe_samples,
-        input_range=input_range, input_mean=input_mean, input_std=input_std, input_encoding=input_encoding,
-        weight_bits=weight_bits, prune=prune,
+        headroom=headroom, overflow=overflow, timesteps=timesteps, probe_samples=probe_samples, factory=factory,
+        model_args=model_args, input_shape=input_shape, time_mode=time_mode, input_range=input_range,
+        input_mean=input_mean, input_std=input_std, input_encoding=input_encoding, weight_bits=weight_bits, prune=prune,
     )  # fmt: skip
     _print_compile_summary(result, output)
     if lava_smoke:
@@ -335,12 +411,29 @@ def _lava_smoke(result) -> None:
 
 
 def _artifact_for(model: Path, target, output, force, trust_pickle):
-    """An artifact directory as given, or a fresh compile of a checkpoint file."""
+    """An artifact directory as given; for a checkpoint, its artifact: reused when it matches, else compiled."""
     from inflor_deploy.artifact import load_artifact
+    from inflor_deploy.artifact_reuse import decide_reuse
+    from inflor_deploy.checkpoint import load_checkpoint
+    from inflor_deploy.compiler import requested_options
+    from inflor_deploy.targets import load_target
 
     if model.is_dir():
         return load_artifact(model)
     output = output or _default_output(model, target)
+    if not force and model.is_file() and os.path.lexists(output):
+        # What `_compile` below would record (the input encoding defaults to the checkpoint's).
+        loaded_target = load_target(target)
+        request = requested_options(load_checkpoint(model, trust_pickle=trust_pickle), loaded_target)
+        decision = decide_reuse(output, model, loaded_target, request)
+        if decision.action == "reuse":
+            click.echo(decision.reason)
+            return decision.artifact
+        if decision.action == "rebuild":
+            click.echo(decision.reason)
+            force = True
+        if decision.action == "refuse":
+            raise InflorError(decision.reason)
     result = _compile(model, target, output, force, trust_pickle=trust_pickle)
     _print_compile_summary(result, output)
     return load_artifact(output)
@@ -398,9 +491,12 @@ def verify(model, data_spec, samples, reference_samples, lava_samples, target, o
         max_accuracy_drop=max_accuracy_drop / 100,
         min_spike_agreement=MIN_SPIKE_AGREEMENT if min_spike_agreement is None else min_spike_agreement,
     )  # fmt: skip
-    path = artifact.write_json("verify.json", {"data": data.name, **ladder.to_dict()})
     _print_ladder(ladder)
-    click.echo(f"ladder written to {path}")
+    try:
+        path = artifact.write_json("verify.json", {"data": data.name, **ladder.to_dict()})
+        click.echo(f"ladder written to {path}")
+    except InflorError as err:  # a read-only artifact still gets its ladder printed, and the exit code
+        click.echo(f"warning: the ladder above was not saved: {err}", err=True)
     if not ladder.ok:
         failed = ", ".join(str(level.level) for level in ladder.failed)
         click.echo(f"error: parity level(s) {failed} failed (see the summary and first divergence above)", err=True)
@@ -414,13 +510,23 @@ def verify(model, data_spec, samples, reference_samples, lava_samples, target, o
 @click.option("--samples", type=click.IntRange(min=1), default=None, help="Use only the first N test samples.")
 @click.option("--target", "-t", default=None, help="Limits and energy constants of this target instead of the artifact's.")
 @click.option("--progress/--no-progress", default=False, show_default=True, help="Show a progress bar while simulating.")
+@click.option("--output-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Write the report files here instead of ARTIFACT/report (e.g. for a read-only artifact).")
 @_user_errors
-def report(artifact, data_spec, samples, target, progress):
+def report(artifact, data_spec, samples, target, progress, output_dir):
     """Simulate ARTIFACT over a dataset; write ARTIFACT/report/report.{json,md,html} (spikes, synops, energy, cores)."""
-    from inflor_deploy.report import build_report, short_summary, write_report
+    from inflor_deploy.artifact import load_artifact
+    from inflor_deploy.outputs import OutputError, check_output_path
+    from inflor_deploy.report import REPORT_DIR, build_report, short_summary, write_report
 
-    result = build_report(artifact, data_spec, samples=samples, progress=progress, target=target)
-    paths = write_report(result, artifact)
+    art = load_artifact(artifact)
+    directory = output_dir or artifact / REPORT_DIR
+    try:
+        check_output_path(directory, what="report")  # before simulating: a read-only artifact fails now
+    except OutputError as err:
+        raise OutputError(f"{err}; or pass --output-dir DIR to write the report elsewhere") from err
+    result = build_report(art, data_spec, samples=samples, progress=progress, target=target)
+    paths = write_report(result, artifact, directory=directory)
     click.echo(short_summary(result))
     for kind, path in paths.items():
         click.echo(f"  {kind}: {path}")
@@ -480,6 +586,91 @@ def run_command(artifact, backend, data_spec, samples, chunk, soft_reset, show):
         click.echo(f"  sample {i:>4}: predicted {int(predicted[i])}  label {int(data.labels[i])}")
     accuracy = float((predicted == data.labels).mean())
     click.echo(f"{backend}: accuracy {accuracy:.4f} on {len(data)} samples of {data.name}")
+
+
+def _export_netx(art, output, *, force, check, data_spec, allow_inexact) -> None:
+    """``export --format netx``: lava-dl NetX HDF5 (stock CUBA blocks), checked in Lava before it is kept."""
+    from inflor_deploy.backends.netx.export import NetxCheckFailed, export_netx
+
+    graph = art.fixed_graph
+    images = None
+    if check:
+        from inflor_deploy.data import load_dataset
+
+        data = load_dataset(data_spec, "test").take(check)
+        if tuple(data.images.shape[1:]) != tuple(graph.input.shape):
+            raise InflorError(
+                f"{data.name} images are {tuple(data.images.shape[1:])}; the model expects {tuple(graph.input.shape)}"
+            )
+        images = data.images
+    elif allow_inexact:
+        raise InflorError(
+            "--allow-inexact needs --check N >= 1: an inexact file is only written with its measured agreement"
+        )
+    source = {
+        "artifact": str(art.path.resolve()),
+        "fixed_point_ir_sha256": art.manifest["integrity"]["files"].get(art.manifest["files"]["fixed_point_ir"]),
+        "target": art.manifest["target"]["name"],
+    }
+    try:
+        result = export_netx(
+            graph, output, check_images=images, allow_inexact=allow_inexact, force=force, source=source
+        )
+    except NetxCheckFailed as failed:
+        click.echo(failed.check.summary())
+        click.echo(f"error: the NetX file does not run bit-exactly in Lava; {output} was not written", err=True)
+        sys.exit(EXIT_VERIFICATION_FAILED)
+    plan = result.plan
+    click.echo(f"NetX HDF5 ({len(plan.blocks)} CUBA blocks, {'exact' if plan.exact else 'INEXACT'}):")
+    for index, block in enumerate(plan.blocks):
+        role = "readout" if block.is_readout else f"vThMant {block.vth}"
+        click.echo(
+            f"  {index}: {block.synapse.kind:<5} {block.synapse.name} -> {block.layer.name} {tuple(block.shape)} {role}"
+            + (f"  INEXACT: {block.inexact}" if block.inexact else "")
+        )
+    args = ", ".join(f"{k}={v}" for k, v in plan.load_arguments.items())
+    click.echo(f"load: lava.lib.dl.netx.hdf5.Network(net_config={str(output)!r}, {args})")
+    meta = plan.metadata()
+    inp, readout = meta["input"], meta["readout"]
+    click.echo(f"input: {plan.input_encoding}, {inp['frames']}; Network.inp is {inp['network_inp']}")
+    click.echo(f"readout: {readout['read']}; score = v / (64 * {readout['scale']:.6g} * {readout['divisor']})")
+    for warning in plan.warnings:
+        click.echo(f"  WARNING: {warning}")
+    if result.check is not None:
+        click.echo(result.check.summary())
+    click.echo(f"written: {result.path} (sha256 {result.sha256[:16]}...)")
+
+
+#: ``export --format`` -> the writer; a new format adds its function here.
+_EXPORTERS = {"netx": _export_netx}
+
+
+@cli.command()
+@click.argument("artifact", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(sorted(_EXPORTERS)), required=True,
+              help="netx: lava-dl NetX HDF5, which lava.lib.dl.netx.hdf5.Network loads (Loihi 2; stock CUBA layers).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="The file to write.")
+@click.option("--force", is_flag=True, help="Replace an existing output file.")
+@click.option("--check", type=click.IntRange(min=0), default=2, show_default=True,
+              help="Run N test samples through the written file in its consumer before keeping it and compare with "
+                   "the simulator (netx: lava-dl on Loihi2SimCfg fixed_pt, bit for bit; exit 2 if not). 0 skips.")
+@click.option("--data", "data_spec", default="digits", show_default=True,
+              help="Samples for --check: digits | cifar10:FOLDER | FILE.npz")
+@click.option("--allow-inexact", is_flag=True,
+              help="netx: write soft-reset layers as stock hard-reset layers instead of refusing; prints the "
+                   "measured spike and class agreement with the simulator (needs --check >= 1).")
+@_user_errors
+def export(artifact, fmt, output, force, check, data_spec, allow_inexact):
+    """Write a compiled ARTIFACT in an exchange format (the artifact's files are checked first).
+
+    Refusals (a layer the format cannot express exactly) exit with status 1 and
+    write nothing; a --check that is not bit-exact exits with status 2 and writes nothing.
+    """
+    from inflor_deploy.artifact import load_artifact
+
+    art = load_artifact(artifact)
+    _EXPORTERS[fmt](art, output, force=force, check=check, data_spec=data_spec, allow_inexact=allow_inexact)
 
 
 @cli.command()

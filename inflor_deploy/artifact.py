@@ -2,10 +2,11 @@
 
 Layout of ``OUT/``::
 
-    manifest.json              versions, source checkpoint, target, declared input (range,
-                               encoding, normalization, grade scale), compile options, pass
-                               list, every contract's result, schedule, file index, and the
-                               sha256 of every file below and of every source (``integrity``)
+    manifest.json              versions, source (checkpoint or weights, the model's code and
+                               conventions), target, declared input (range, encoding,
+                               normalization, grade scale), compile options, pass list, every
+                               contract's result, schedule, file index, and the sha256 of every
+                               file below and of every source (``integrity``)
     model.float.onnx           per-timestep float ONNX export (neurons = inflor.Neuron nodes)
     model.fixed_point.onnx     per-timestep integer ONNX (inflor.LoihiNeuron nodes); onnxruntime
                                runs it bit-exactly like the integer reference
@@ -16,8 +17,12 @@ Layout of ``OUT/``::
     report/                    written by `inflor-deploy report`
 
 Everything is written into a temporary sibling directory that is renamed
-into place only when complete, so a failed compile leaves no partial
-artifact, and an existing ``OUT`` is replaced only with ``force``.
+into place only when complete, so a failed or interrupted compile leaves no
+partial artifact, and an existing ``OUT`` is replaced only with ``force``
+(in one atomic exchange). The output is checked before the compile
+(:func:`inflor_deploy.outputs.check_output_path`) and locked while it is
+written, so of two compiles to the same ``OUT`` without ``--force`` one
+fails at once, naming the other (:mod:`inflor_deploy.outputs`).
 
 Reading one back (:func:`load_artifact`) checks, before anything else, the
 manifest's keys and types and the sha256 of every file compile wrote
@@ -29,21 +34,29 @@ and are not hashed. :attr:`Artifact.fixed_graph` also checks every field of
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import json
-import os
 import platform
 import shutil
 import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from inflor_deploy.atomic import apply_umask, write_file_atomically
 from inflor_deploy.errors import InflorError
 from inflor_deploy.integrity import (
     ManifestError, check_artifact_files, check_sources, hash_artifact_files, sha256, source_entry, validate_manifest,
+)
+from inflor_deploy.outputs import (
+    OutputError,
+    check_output_path,
+    output_error,
+    output_lock,
+    rename_into_place,
+    sibling_name,
 )
 from inflor_deploy.ir import Graph
 from inflor_deploy.ir.serialize import load_graph, save_graph
@@ -93,32 +106,61 @@ def write_json(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data, indent=2, default=json_default, allow_nan=True) + "\n")
 
 
-def prepare_output(out: Path, force: bool) -> None:
-    """Refuse an existing output unless forced (checked before any work is done)."""
+def prepare_output(out: Path, force: bool, need_bytes: int = 0) -> None:
+    """Refuse an output that exists (unless forced) or cannot be written (checked before any work is done)."""
+    check_output_path(out, need_bytes=need_bytes, what="output")  # first: a too-long name cannot even be tested
     if out.exists() and not force:
         raise ArtifactError(f"{out} already exists; choose another -o or pass --force to replace it")
     if out.exists() and not out.is_dir():
         raise ArtifactError(f"{out} exists and is not a directory")
 
 
+@contextlib.contextmanager
+def reserve_output(out: Path, force: bool, need_bytes: int = 0) -> Iterator[None]:
+    """Check ``out`` and hold its lock while the block computes and writes it.
+
+    Without ``force`` a second writer of the same ``out`` fails at once,
+    naming this one; with ``force`` the lock is taken only for the final
+    swap (:func:`write_atomically` waits for it), so the last one wins.
+    """
+    prepare_output(out, force, need_bytes)
+    if force:
+        yield
+        return
+    with output_lock(out, wait=False):
+        prepare_output(out, force)  # again under the lock: a writer may have finished meanwhile
+        yield
+
+
 def write_atomically(out: Path, force: bool, fill: Callable[[Path], None]) -> Path:
-    """Let `fill` write a fresh directory, then move it to `out` in one rename."""
+    """Let `fill` write a fresh directory, then move it to `out` in one rename (an atomic swap with `force`)."""
     prepare_output(out, force)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.partial-"))
+    created = [p for p in reversed(out.absolute().parents) if not p.exists()]  # removed again if the write fails
     try:
-        fill(staging)
-        apply_umask(staging)
-        if out.exists():
-            retired = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old-"))
-            retired.rmdir()
-            os.replace(out, retired)
-            os.replace(staging, out)
-            shutil.rmtree(retired, ignore_errors=True)
-        else:
-            os.replace(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with output_lock(out, wait=force):
+            staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=sibling_name(out, "partial-")))
+            try:
+                fill(staging)
+                apply_umask(staging)
+                retired = rename_into_place(staging, out, replace=force)
+            except BaseException:
+                shutil.rmtree(staging, ignore_errors=True)
+                raise
+            if retired is not None:
+                shutil.rmtree(retired, ignore_errors=True)
+    except BaseException as err:
+        for directory in reversed(created):
+            with contextlib.suppress(OSError):
+                directory.rmdir()
+        if isinstance(err, FileExistsError):
+            raise ArtifactError(
+                f"{out} appeared while this one was being written (another process wrote it); "
+                "choose another -o or pass --force to replace it"
+            ) from err
+        cause = err.__cause__ if isinstance(err, OutputError) else err
+        if isinstance(cause, OSError):  # name the output, not a file inside its staging copy
+            raise output_error(cause, out) from err
         raise
     return out
 
@@ -157,22 +199,19 @@ def manifest(result, files: dict[str, Any], hashes: dict[str, str]) -> dict[str,
     """The manifest of a compile; ``hashes`` maps every written file (relative path) to its sha256."""
     from inflor_deploy.frontends.input_spec import input_spec_of
 
-    ckpt = result.checkpoint
+    checkpoint = result.source.checkpoint  # None for a module compiled in memory
     schedule = result.graph.schedule
     fixed = result.fixed_graph
-    sources = [source_entry("checkpoint", ckpt.path), source_entry("target", Path(result.target.path))]
+    sources = [] if checkpoint is None else [source_entry("checkpoint", checkpoint)]
+    sources.append(source_entry("target", Path(result.target.path)))
     sources += [source_entry(role, path) for role, path in result.sources]
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "versions": _versions(),
-        "source": {
-            "checkpoint": str(ckpt.path.resolve()),
-            "sha256": sha256(ckpt.path),
-            "config": ckpt.config.to_dict(),
-            "metadata": ckpt.metadata,
-        },
+        # checkpoint, sha256, config, metadata, and model: how verify rebuilds and runs it (frontends/source.py).
+        "source": result.source.manifest(result.conventions),
         "target": {
             "name": result.target.name,
             "file": str(result.target.path),
@@ -251,8 +290,24 @@ class Artifact:
         raise ArtifactError(f"{self.path}: no IR saved after {step!r}")
 
     def write_json(self, name: str, data: Any) -> Path:
-        """Add or replace one JSON file in the artifact (atomic rename)."""
-        return write_file_atomically(self.path / name, lambda tmp: write_json(tmp, data))
+        """Add or replace one JSON file in the artifact (atomic rename; the last of concurrent writers wins).
+
+        Raises:
+            ArtifactError: The artifact was replaced (a ``compile --force``)
+                since it was loaded: what was computed belongs to the old one.
+            OutputError: The file cannot be written (read-only, full disk, ...).
+        """
+        with output_lock(self.path, wait=True):
+            try:
+                on_disk = json.loads((self.path / MANIFEST).read_text())
+            except (OSError, ValueError):
+                on_disk = None
+            if on_disk != self.manifest:
+                raise ArtifactError(
+                    f"{self.path} was replaced while this command ran (another compile --force); "
+                    f"{name} was not written: run the command again on the new artifact"
+                )
+            return write_file_atomically(self.path / name, lambda tmp: write_json(tmp, data))
 
 
 def load_artifact(path: str | Path, *, check_files: bool = True) -> Artifact:

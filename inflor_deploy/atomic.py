@@ -2,6 +2,8 @@
 
 Every writer in the project goes through these two helpers, so a crash or a
 failed step never leaves a half-written checkpoint, IR, ONNX or JSON file.
+An ``OSError`` while writing (a full disk, a read-only file system) becomes
+an :class:`~inflor_deploy.outputs.OutputError` naming the path and the fix.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ import os
 import tempfile
 from pathlib import Path
 from typing import Callable
+
+from inflor_deploy.outputs import output_error, rename_into_place, sibling_name
 
 
 def apply_umask(root: Path) -> None:
@@ -24,23 +28,39 @@ def apply_umask(root: Path) -> None:
         path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
 
 
-def write_file_atomically(path: str | Path, write: Callable[[Path], None], suffix: str = ".tmp") -> Path:
+def write_file_atomically(path: str | Path, write: Callable[[Path], None], suffix: str = ".tmp",
+                          replace: bool = True) -> Path:  # fmt: skip
     """Call ``write(tmp)`` on a temporary file next to ``path``, then rename it onto ``path``.
 
     Args:
         path: The file to create or replace.
         write: Writes the content to the path it is given.
         suffix: The temporary file's suffix (``np.savez`` appends ``.npz`` to any other).
+        replace: Replace an existing ``path`` (atomically); False refuses one
+            that appeared meanwhile (``RENAME_NOREPLACE``: a ``FileExistsError``,
+            and the temporary file is removed).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=path.parent, prefix=sibling_name(path, ""), suffix=suffix)
+    except OSError as err:
+        raise output_error(err, path) from err
     os.close(fd)
     tmp = Path(name)
     try:
         write(tmp)
         apply_umask(tmp)
-        os.replace(tmp, path)
+        if replace:
+            os.replace(tmp, path)
+        else:
+            rename_into_place(tmp, path, replace=False)
+    except FileExistsError:
+        tmp.unlink(missing_ok=True)
+        raise
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise output_error(err, path) from err
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

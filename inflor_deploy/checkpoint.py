@@ -130,11 +130,12 @@ def _from_module(path: Path, module: Any) -> Checkpoint:
             f"{path}: holds a pickled {type(module).__name__} without a ModelConfig; build the model "
             f"with inflor_deploy.nn.build_model (architectures: {', '.join(sorted(ARCHITECTURES))})"
         )
-    _check_finite(path, module.state_dict())
+    check_finite_weights(path, module.state_dict())
     return Checkpoint(path=path, config=config, model=module.eval(), metadata={"converted_from": "pickled nn.Module"})
 
 
-def _check_finite(path: Path, state_dict: dict[str, torch.Tensor]) -> None:
+def check_finite_weights(path: Path, state_dict: dict[str, torch.Tensor]) -> None:
+    """Raise :class:`CheckpointError` naming the first tensor of ``state_dict`` with NaN/inf values."""
     for name, tensor in state_dict.items():
         if tensor.is_floating_point() and not torch.isfinite(tensor).all():
             bad = int((~torch.isfinite(tensor)).sum())
@@ -166,9 +167,9 @@ def load_checkpoint(path: str | Path, *, trust_pickle: bool = False) -> Checkpoi
         found = sorted(map(str, payload))[:8] if isinstance(payload, dict) else type(payload).__name__
         raise CheckpointError(
             f"{path}: a PyTorch file but not an inflor-deploy checkpoint (found {found}; expected "
-            f"the keys format={FORMAT!r}, config, state_dict). Build the model with "
-            "inflor_deploy.nn.build_model, load your weights into it and save it with "
-            "inflor_deploy.checkpoint.save_checkpoint."
+            f"the keys format={FORMAT!r}, config, state_dict). If it is the state_dict of a model of "
+            "your own, name the code that builds the model: inflor-deploy compile WEIGHTS.pt --model "
+            "MODULE:FACTORY --input-shape C,H,W -T N (or inflor_deploy.compile(model, ...) in Python)."
         )
     version = payload.get("format_version")
     if version != FORMAT_VERSION:
@@ -191,7 +192,7 @@ def load_checkpoint(path: str | Path, *, trust_pickle: bool = False) -> Checkpoi
     state_dict = payload.get("state_dict")
     if not isinstance(state_dict, dict):
         raise CheckpointError(f"{path}: checkpoint has no state_dict")
-    _check_finite(path, state_dict)
+    check_finite_weights(path, state_dict)
     model = build_model(config)
     missing, unexpected = _key_mismatch(model.state_dict(), state_dict)
     if missing or unexpected:

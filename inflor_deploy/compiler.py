@@ -1,7 +1,11 @@
-"""The compile driver: checkpoint -> ONNX -> IR -> passes -> fixed-point IR.
+"""The compile driver: model -> fx front end -> ONNX -> IR -> passes -> fixed-point IR.
 
-    load_checkpoint ─> model_to_ir ─> apply_input_spec ─> graph_to_onnx ─(float ONNX)─> onnx_to_graph
-                    ─> COMPILE_PIPELINE (each pass validated and its contract checked)
+    trace_model (+ apply_input_spec) ─> graph_to_onnx ─(float ONNX)─> onnx_to_graph
+                ─> COMPILE_PIPELINE (each pass validated and its contract checked)
+
+Three routes share that one path (:func:`compile_model`): an inflor-deploy
+checkpoint (:func:`compile_checkpoint`), a state_dict plus the code that
+builds the model (:func:`compile_factory`), and an in-memory module.
 
 The declared input (range, pixel levels, normalization, encoding:
 :mod:`inflor_deploy.frontends.input_spec`) is part of the exported graph, so
@@ -17,16 +21,19 @@ import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 import onnx
+from torch import nn
 
 from inflor_deploy.checkpoint import Checkpoint, load_checkpoint
 from inflor_deploy.errors import InflorError
 from inflor_deploy.backends.onnx.float_model import graph_to_onnx, onnx_to_graph
-from inflor_deploy.frontends.input_spec import apply_input_spec, resolve_input_spec
-from inflor_deploy.frontends.zoo import model_to_ir
+from inflor_deploy.frontends.fx import trace_model
+from inflor_deploy.frontends.input_spec import InputSpec, resolve_input_spec
+from inflor_deploy.frontends.source import ModelSource
+from inflor_deploy.frontends.user_model import FactorySpec, model_from_factory
 from inflor_deploy.ir import Graph
 from inflor_deploy.passes.base import ContractResult, PassContext, QuantizationOptions
 from inflor_deploy.passes.pipeline import COMPILE_PIPELINE, run_pipeline
@@ -54,6 +61,18 @@ def macs_per_sample(graph: Graph) -> int:
     return per_step * graph.timesteps
 
 
+def _probe_count(graph: Graph, requested: int | None) -> int:
+    """The probe size: as requested, or automatic; refused up front when the contracts' runs would not fit in memory."""
+    from inflor_deploy.memory import batch_size_for, samples_estimate
+
+    what = f"compiling with T={graph.timesteps:,} (the contracts keep every layer's trace of each probe input)"
+    if requested is not None:
+        samples_estimate(graph, "recorded", what, requested, "--probe-samples or -T").require()
+        return requested
+    samples_estimate(graph, "recorded", what, MIN_PROBE_SAMPLES, "-T").require()
+    return max(MIN_PROBE_SAMPLES, batch_size_for(graph, "recorded", what, wanted=auto_probe_samples(graph), lower="-T"))
+
+
 def auto_probe_samples(graph: Graph) -> int:
     """16 probe inputs for small nets, fewer (at least 2) when one float run would exceed the budget."""
     fit = int(PROBE_MAC_BUDGET // max(1, macs_per_sample(graph)))
@@ -65,7 +84,7 @@ class CompileResult:
     """Everything one compile produced.
 
     Attributes:
-        checkpoint: The loaded checkpoint.
+        source: Where the model came from (recorded in the manifest).
         target: The hardware target compiled for.
         onnx_model: The per-timestep float ONNX export.
         steps: ``(name, graph)`` after the import and after each pass, in order.
@@ -74,14 +93,15 @@ class CompileResult:
         probe_source: Where the contract probe came from.
         probe: The probe inputs themselves ``[N, C, H, W]``.
         seconds: Wall time of the compile.
-        options: Every option that shaped the result (target, T override, probe size,
-            stop_after, quantization, the resolved input declaration): with the checkpoint,
-            enough to rebuild it bit for bit.
+        conventions: The front end's time and I/O conventions (``TracedModel.conventions``).
+        options: Every option that shaped the result (:func:`compile_options`: target, T,
+            probe size, stop_after, quantization, the resolved input declaration), as the
+            manifest records them: with the model's source (``source``), enough to rebuild it bit for bit.
         sources: Inputs besides the checkpoint and the target file, as ``(role, path)``
-            (e.g. a model factory's source file); the manifest records their sha256.
+            (a model factory's source file); the manifest records their sha256.
     """
 
-    checkpoint: Checkpoint
+    source: ModelSource
     target: Target
     onnx_model: onnx.ModelProto
     steps: list[tuple[str, Graph]]
@@ -90,6 +110,7 @@ class CompileResult:
     probe_source: str = ""
     probe: np.ndarray | None = None
     seconds: float = 0.0
+    conventions: dict[str, Any] = field(default_factory=dict)
     options: dict[str, Any] = field(default_factory=dict)
     sources: list[tuple[str, Path]] = field(default_factory=list)
 
@@ -117,24 +138,175 @@ class CompileResult:
         return graph if graph.is_fixed_point and graph.schedule is not None else None
 
 
-def _probe(checkpoint: Checkpoint, graph: Graph, samples: int) -> tuple[np.ndarray, str]:
-    """Real test images when the checkpoint names a built-in dataset that fits, else seeded noise.
+def compile_options(target: Target, quantization: QuantizationOptions, spec: InputSpec, *,
+                    stop_after: str | None = None, probe_samples: int | None = None,
+                    timesteps: int) -> dict[str, Any]:  # fmt: skip
+    """The manifest's ``compile_options``: every option that decides what a compile produces, JSON-ready.
+
+    The one record of them: level 0 rebuilds from it (:mod:`inflor_deploy.rebuild`)
+    and a re-run of ``verify CHECKPOINT`` compares a request with it
+    (:mod:`inflor_deploy.artifact_reuse`); two compiles of one checkpoint
+    (and target file) whose options are equal give byte-identical artifacts.
+
+    ``timesteps`` is the resolved T (the checkpoint's unless overridden); ``input`` is the resolved input declaration (range, normalization,
+    encoding): with it, level 0 rebuilds a normalized, raw-pixel,
+    signed-range or sequence artifact exactly (the encoding default reads the
+    checkpoint, so the resolved value is recorded, not the option as typed).
+    """
+    return {
+        "target": target.name,
+        "timesteps": timesteps,
+        "probe_samples": probe_samples,
+        "stop_after": stop_after,
+        "quantization": dataclasses.asdict(quantization),
+        "input": {
+            "range": [float(v) for v in spec.value_range],
+            "mean": None if spec.mean is None else [float(v) for v in spec.mean],
+            "std": None if spec.std is None else [float(v) for v in spec.std],
+            "encoding": spec.encoding,
+        },
+    }
+
+
+def requested_options(
+    checkpoint: Checkpoint,
+    target: Target,
+    *,
+    quantization: QuantizationOptions = QuantizationOptions(),
+    stop_after: str | None = None,
+    probe_samples: int | None = None,
+    timesteps: int | None = None,
+    input_range: str | Sequence[float] | None = None,
+    input_mean: str | Sequence[float] | None = None,
+    input_std: str | Sequence[float] | None = None,
+    input_encoding: str | None = None,
+) -> dict[str, Any]:
+    """The :func:`compile_options` that :func:`compile_checkpoint` would record for these arguments, without compiling."""
+    encoding = input_encoding or checkpoint.metadata.get("input_encoding", "direct")
+    spec = resolve_input_spec(input_range, input_mean, input_std, encoding)
+    return compile_options(
+        target, quantization, spec, stop_after=stop_after, probe_samples=probe_samples,
+        timesteps=timesteps or checkpoint.config.timesteps,
+    )  # fmt: skip
+
+
+def _probe(source: ModelSource, graph: Graph, samples: int, images: np.ndarray | None) -> tuple[np.ndarray, str]:
+    """The caller's images, real test images when the source names a built-in dataset that fits, else seeded noise.
 
     Digits are pixels in [0, 1]; they are converted to the declared units
     (``x * 255 / pixel_levels``) and used only for a direct-encoded pixel input.
     """
-    dataset = checkpoint.metadata.get("dataset")
-    source = graph.input
-    if dataset in ("digits", "digits32") and source.encoding == "direct" and source.pixel_levels is not None:
+    if images is not None:
+        probe = make_probe(graph, images=images)
+        return probe, f"{len(probe)} given images"
+    declared = graph.input
+    dataset = source.metadata.get("dataset")
+    if dataset in ("digits", "digits32") and declared.encoding == "direct" and declared.pixel_levels is not None:
         from inflor_deploy.data import load_dataset
 
-        images = load_dataset(dataset, "test").images[:samples]
-        if images.shape[1:] == tuple(source.shape):
-            units = np.float32(255 / source.pixel_levels)
-            return images * units if units != 1 else images, f"{dataset}/test[:{samples}]"
-    low, high = source.value_range
-    kind = "integer frames" if source.encoding == "sequence" else "noise"
+        digits = load_dataset(dataset, "test").images[:samples]
+        if digits.shape[1:] == tuple(declared.shape):
+            units = np.float32(255 / declared.pixel_levels)
+            return digits * units if units != 1 else digits, f"{dataset}/test[:{samples}]"
+    low, high = declared.value_range
+    kind = "integer frames" if declared.encoding == "sequence" else "noise"
     return make_probe(graph, count=samples, seed=0), f"uniform[{low:g},{high:g}] {kind}, seed 0, {samples} samples"
+
+
+def compile_model(
+    model: nn.Module,
+    *,
+    input_shape: Sequence[int] | None = None,
+    timesteps: int | None = None,
+    target: str | Target = "loihi2-sim",
+    time_mode: str | None = None,
+    adapters: Iterable[str] | None = None,
+    name: str | None = None,
+    source: ModelSource | None = None,
+    quantization: QuantizationOptions = QuantizationOptions(),
+    stop_after: str | None = None,
+    probe_samples: int | None = None,
+    probe_images: np.ndarray | None = None,
+    on_step: Callable[[str, Graph], None] | None = None,
+    input_range: str | Sequence[float] | None = None,
+    input_mean: str | Sequence[float] | None = None,
+    input_std: str | Sequence[float] | None = None,
+    input_encoding: str | None = None,
+) -> CompileResult:
+    """Compile an ``nn.Module`` for a target, checking every pass's contract.
+
+    Args:
+        model: The trained module (see :func:`inflor_deploy.frontends.fx.trace_model`).
+        input_shape: One sample, without batch or time, e.g. ``(C, H, W)`` (None: declared by the model).
+        timesteps: T (None: declared by the model).
+        target: Target name (``inflor-deploy targets``) or a loaded Target.
+        time_mode: ``"multi"``, ``"single"`` or None (read from the neurons).
+        adapters: Framework adapter names (None: detected from the model).
+        name: The graph's name (default: the model's class name).
+        source: Where the model came from (default: an in-memory module).
+        quantization: Options of ``QuantizeFixedPoint``.
+        stop_after: Stop after this pass (see ``PASSES_BY_NAME``).
+        probe_samples: How many probe inputs the contracts run on (None: :func:`auto_probe_samples`).
+        probe_images: Real inputs ``[N, *input_shape]`` for the contracts instead.
+        on_step: Called with ``(name, graph)`` after the import and each pass.
+        input_range: ``(low, high)`` (or ``"LO,HI"``) of the input data; default
+            pixels in [0, 1]; ``(0, 255)`` declares raw 8-bit pixels
+            (:mod:`inflor_deploy.frontends.input_spec`).
+        input_mean, input_std: Per-channel normalization the data pipeline
+            applied before the model (``(x - mean) / std``); folded into the
+            first synapses. (A model that normalizes inside its ``forward``
+            declares its own: do not repeat it here.)
+        input_encoding: ``"direct"`` (default) or ``"sequence"`` (event data,
+            ``[T, C, H, W]`` per sample; a multi-step model gets ``[T, B, C, H, W]``).
+
+    Raises:
+        InflorError: an unsupported model or op, a bad option, a broken
+            precondition, or a violated contract (each names the fix).
+    """
+    start = time.perf_counter()
+    if isinstance(target, str):
+        target = load_target(target)
+    if probe_samples is not None and probe_samples < 1:
+        raise InflorError(f"probe_samples must be >= 1, got {probe_samples}")
+    spec = resolve_input_spec(input_range, input_mean, input_std, input_encoding or "direct")
+    traced = trace_model(
+        model, input_shape, timesteps, time_mode=time_mode, adapters=adapters, name=name, input_spec=spec
+    )
+    source = source or ModelSource.from_module(model)
+    onnx_model = graph_to_onnx(traced.graph)
+    imported = onnx_to_graph(onnx_model)
+    steps: list[tuple[str, Graph]] = [("import", imported)]
+    if on_step:
+        on_step("import", imported)
+
+    def record(step: str, graph: Graph) -> None:
+        steps.append((step, graph))
+        if on_step:
+            on_step(step, graph)
+
+    probe, probe_source = _probe(source, imported, _probe_count(imported, probe_samples), probe_images)
+    ctx = PassContext(target=target, probe=probe, quantization=quantization)
+    result = run_pipeline(imported, COMPILE_PIPELINE, ctx, stop_after=stop_after, on_step=record)
+    report: list[dict[str, Any]] = []
+    if "QuantizeFixedPoint" in result.steps:
+        float_graph = [g for _, g in steps if not g.is_fixed_point][-1]
+        _, report = quantize_with_report(float_graph, ctx)
+    return CompileResult(
+        source=source,
+        target=target,
+        onnx_model=onnx_model,
+        steps=steps,
+        contracts=result.results,
+        quantization_report=report,
+        probe_source=probe_source,
+        probe=probe,
+        seconds=time.perf_counter() - start,
+        conventions=traced.conventions(),
+        sources=source.hashed_sources(),
+        options=compile_options(
+            target, quantization, spec, stop_after=stop_after, probe_samples=probe_samples, timesteps=traced.timesteps
+        ),
+    )
 
 
 def compile_checkpoint(
@@ -152,7 +324,7 @@ def compile_checkpoint(
     input_std: str | Sequence[float] | None = None,
     input_encoding: str | None = None,
 ) -> CompileResult:
-    """Compile a checkpoint for a target, checking every pass's contract.
+    """Compile an inflor-deploy checkpoint (a zoo architecture) for a target.
 
     Args:
         path: A checkpoint written by ``save_checkpoint``.
@@ -163,74 +335,49 @@ def compile_checkpoint(
         probe_samples: How many probe inputs the contracts run on (None: :func:`auto_probe_samples`).
         timesteps: Override the checkpoint's T (must be >= 1).
         on_step: Called with ``(name, graph)`` after the import and each pass.
-        input_range: ``(low, high)`` (or ``"LO,HI"``) of the input data; default
-            pixels in [0, 1]; ``(0, 255)`` declares raw 8-bit pixels
-            (:mod:`inflor_deploy.frontends.input_spec`).
-        input_mean, input_std: Per-channel normalization the model was trained
-            with (``(x - mean) / std``); folded into the first synapses.
-        input_encoding: ``"direct"`` or ``"sequence"`` (event data, ``[T, C, H, W]``
-            per sample); default the checkpoint's ``input_encoding`` metadata, else direct.
+        input_range, input_mean, input_std: As :func:`compile_model`.
+        input_encoding: As :func:`compile_model`; default the checkpoint's
+            ``input_encoding`` metadata, else direct.
 
     Raises:
         InflorError: bad checkpoint, unsupported layer, bad option, a broken
             precondition, or a violated contract (each names the fix).
     """
-    start = time.perf_counter()
     if isinstance(target, str):
         target = load_target(target)
     checkpoint = load_checkpoint(path, trust_pickle=trust_pickle)
     if timesteps is not None and timesteps < 1:
         raise InflorError(f"timesteps must be >= 1, got {timesteps}")
-    if probe_samples is not None and probe_samples < 1:
-        raise InflorError(f"probe_samples must be >= 1, got {probe_samples}")
-    spec = resolve_input_spec(
-        input_range, input_mean, input_std, input_encoding or checkpoint.metadata.get("input_encoding", "direct")
-    )
-    exported = model_to_ir(checkpoint.model)
-    if timesteps is not None:
-        exported = Graph(exported.nodes, timesteps, exported.name)
-    exported = apply_input_spec(exported, spec)
-    onnx_model = graph_to_onnx(exported)
-    imported = onnx_to_graph(onnx_model)
-    steps: list[tuple[str, Graph]] = [("import", imported)]
-    if on_step:
-        on_step("import", imported)
+    config = checkpoint.config
+    return compile_model(
+        checkpoint.model, input_shape=(config.in_channels, config.image_size, config.image_size),
+        timesteps=timesteps or config.timesteps, target=target, name=config.arch,
+        source=ModelSource.from_checkpoint(checkpoint), quantization=quantization, stop_after=stop_after,
+        probe_samples=probe_samples, on_step=on_step, input_range=input_range, input_mean=input_mean,
+        input_std=input_std, input_encoding=input_encoding or checkpoint.metadata.get("input_encoding", "direct"),
+    )  # fmt: skip
 
-    def record(name: str, graph: Graph) -> None:
-        steps.append((name, graph))
-        if on_step:
-            on_step(name, graph)
 
-    probe, probe_source = _probe(checkpoint, imported, probe_samples or auto_probe_samples(imported))
-    ctx = PassContext(target=target, probe=probe, quantization=quantization)
-    result = run_pipeline(imported, COMPILE_PIPELINE, ctx, stop_after=stop_after, on_step=record)
-    report: list[dict[str, Any]] = []
-    if "QuantizeFixedPoint" in result.steps:
-        float_graph = [g for _, g in steps if not g.is_fixed_point][-1]
-        _, report = quantize_with_report(float_graph, ctx)
-    return CompileResult(
-        checkpoint=checkpoint,
-        target=target,
-        onnx_model=onnx_model,
-        steps=steps,
-        contracts=result.results,
-        quantization_report=report,
-        probe_source=probe_source,
-        probe=probe,
-        seconds=time.perf_counter() - start,
-        options={
-            "target": target.name,
-            "timesteps": timesteps,
-            "probe_samples": probe_samples,
-            "stop_after": stop_after,
-            "quantization": dataclasses.asdict(quantization),
-            # The resolved input declaration: with it, level 0 rebuilds a normalized, raw-pixel,
-            # signed-range or sequence artifact exactly (the encoding default reads the checkpoint).
-            "input": {
-                "range": [float(v) for v in spec.value_range],
-                "mean": None if spec.mean is None else [float(v) for v in spec.mean],
-                "std": None if spec.std is None else [float(v) for v in spec.std],
-                "encoding": spec.encoding,
-            },
-        },
-    )
+def compile_factory(
+    weights: str | Path,
+    factory: FactorySpec,
+    *,
+    input_shape: Sequence[int],
+    timesteps: int,
+    target: str | Target = "loihi2-sim",
+    time_mode: str | None = None,
+    **options: Any,
+) -> CompileResult:
+    """Compile a plain state_dict loaded into the model that ``factory`` builds.
+
+    Args:
+        weights: ``torch.save(model.state_dict(), path)``; read with ``weights_only=True``.
+        factory: ``MODULE:FACTORY`` and its arguments (the user's code: it runs).
+        input_shape, timesteps, target, time_mode: As :func:`compile_model`.
+        **options: Further keyword arguments of :func:`compile_model`.
+    """
+    model = model_from_factory(factory, weights)
+    return compile_model(
+        model, input_shape=input_shape, timesteps=timesteps, target=target, time_mode=time_mode,
+        source=ModelSource.from_factory(factory, weights, model), **options,
+    )  # fmt: skip

@@ -75,9 +75,18 @@ def source_entry(role: str, path: str | Path) -> dict[str, str]:
 
 
 def _recompile_hint(manifest: dict[str, Any], artifact: Path) -> str:
-    source = manifest.get("source", {}).get("checkpoint", "CHECKPOINT")
-    target = manifest.get("target", {}).get("name", "TARGET")
-    return f"inflor-deploy compile {source} --target {target} -o {artifact} --force"
+    source = manifest.get("source") or {}
+    target = (manifest.get("target") or {}).get("name", "TARGET")
+    model = source.get("model") or {}
+    if model.get("route") == "python":
+        return f"compile the module again with inflor_deploy.compile(model, ..., target={target!r}, output={str(artifact)!r})"
+    weights = source.get("checkpoint") or "CHECKPOINT"
+    if model.get("route") == "factory":
+        args = "".join(f" --model-arg {k}={v!r}" for k, v in (model.get("args") or {}).items())
+        shape = ",".join(str(s) for s in model.get("input_shape") or ())
+        return (f"inflor-deploy compile {weights} --model {model.get('module')}:{model.get('factory')}{args} "
+                f"--input-shape {shape} -T {model.get('timesteps')} --target {target} -o {artifact} --force")
+    return f"inflor-deploy compile {weights} --target {target} -o {artifact} --force"
 
 
 def check_artifact_files(root: Path, manifest: dict[str, Any]) -> None:
@@ -150,7 +159,10 @@ MANIFEST_SPEC: dict[str, Any] = {
     "format_version": int,
     "created": str,
     "versions": dict,
-    "source": {"checkpoint": str, "sha256": str, "config": dict, "metadata": dict},
+    # checkpoint and sha256 are null for a module compiled in memory, config for a non-zoo model;
+    # model (the fx front end's record of how to rebuild and run it) is absent from older artifacts.
+    "source": {"checkpoint": (str, type(None)), "sha256": (str, type(None)), "config": (dict, type(None)),
+               "metadata": dict, "model": _Optional(dict)},
     "target": {"name": str, "file": str, "sha256": str},
     "timesteps": int,
     "passes": [str],

@@ -1,4 +1,4 @@
-"""The two import-time shims that let lava-nc 0.10.0 / lava-dl 0.6.0 run on Python 3.11.
+"""The import-time shims that let lava-nc 0.10.0 / lava-dl 0.6.0 run on Python 3.11 (and in any session).
 
 Every Lava import in this project goes through :func:`import_lava` (or
 :func:`apply`), the one place where the shims are applied. Both upstream
@@ -15,6 +15,20 @@ loudly, naming the fix, when the installed Lava no longer matches.
    torchvision (no CPU build exists for torch 2.13). The shim registers a
    placeholder module under that name; touching any of its attributes
    raises an ImportError that says why.
+3. ``lava/magma/runtime/message_infrastructure/multiprocessing.py`` calls
+   ``multiprocessing.set_start_method('fork')`` at import, without
+   ``force``. That raises ``RuntimeError: context has already been set``
+   once anything has fixed the default context, and creating any
+   multiprocessing lock does: tqdm's first progress bar creates one
+   (``TqdmDefaultWriteLock.create_mp_lock`` -> ``multiprocessing.RLock()``),
+   so training with a progress bar and then running Lava in the same
+   process failed. The shim runs that module with the start method unset
+   again when it was already ``fork`` (Linux's default, so nothing
+   changes); Lava needs fork (its workers inherit the compiled network),
+   so any other method already chosen is refused with the reason. Like
+   shim 1 it is a loader wrapper found by the one finder: it takes effect
+   whenever that module is first executed, and patches nothing in
+   ``multiprocessing`` itself.
 """
 
 from __future__ import annotations
@@ -30,6 +44,7 @@ from typing import Any
 SUPPORTED_VERSIONS = {"lava-nc": "0.10.0", "lava-dl": "0.6.0"}
 
 _VAR_MODEL = "lava.magma.compiler.var_model"
+_MULTIPROCESSING = "lava.magma.runtime.message_infrastructure.multiprocessing"
 _OBJECT_DETECTION = "lava.lib.dl.slayer.object_detection"
 _REINSTALL = (
     "reinstall the pinned versions with `make setup` (or "
@@ -91,16 +106,48 @@ class _HashableByteEncoderLoader(importlib.abc.Loader):
             )
 
 
-class _VarModelFinder(importlib.abc.MetaPathFinder):
+class _ForkStartMethodLoader(importlib.abc.Loader):
+    """Executes Lava's multiprocessing module with the start method unset, if it was fixed to fork already."""
+
+    def __init__(self, wrapped: importlib.abc.Loader):
+        self._wrapped = wrapped
+
+    def create_module(self, spec):  # noqa: D401 - Loader protocol
+        return self._wrapped.create_module(spec)
+
+    def exec_module(self, module: types.ModuleType) -> None:
+        import multiprocessing
+
+        chosen = multiprocessing.get_start_method(allow_none=True)
+        if chosen not in (None, "fork") and sys.platform != "win32":
+            raise LavaCompatError(
+                f"this process already uses the multiprocessing start method {chosen!r}, but Lava "
+                "0.10.0 needs 'fork' (its workers inherit the compiled network); do not call "
+                f"multiprocessing.set_start_method({chosen!r}) in a process that runs Lava"
+            )
+        if chosen == "fork":
+            # Set implicitly (e.g. tqdm created a multiprocessing lock); Lava sets it again, unforced.
+            multiprocessing.set_start_method(None, force=True)
+        self._wrapped.exec_module(module)
+
+
+#: Lava module -> the loader wrapper that executes it.
+_SHIMMED_LOADERS = {_VAR_MODEL: _HashableByteEncoderLoader, _MULTIPROCESSING: _ForkStartMethodLoader}
+
+
+class _ShimFinder(importlib.abc.MetaPathFinder):
+    """Finds the shimmed Lava modules with the next finder and wraps their loaders."""
+
     def find_spec(self, fullname, path, target=None):
-        if fullname != _VAR_MODEL:
+        wrapper = _SHIMMED_LOADERS.get(fullname)
+        if wrapper is None:
             return None
         for finder in sys.meta_path:
             if finder is self or not hasattr(finder, "find_spec"):
                 continue
             spec = finder.find_spec(fullname, path, target)
             if spec is not None:
-                spec.loader = _HashableByteEncoderLoader(spec.loader)
+                spec.loader = wrapper(spec.loader)
                 return spec
         return None
 
@@ -120,7 +167,7 @@ _applied = False
 
 
 def apply() -> None:
-    """Install both shims. Idempotent. Must run before the first lava import."""
+    """Install the shims. Idempotent. Must run before the first lava import."""
     global _applied
     if _applied:
         return
@@ -131,8 +178,8 @@ def apply() -> None:
             f"{_VAR_MODEL} was imported before inflor_deploy.lava_compat.apply(); "
             "import Lava only through inflor_deploy.lava_compat.import_lava()"
         )
-    if not any(isinstance(f, _VarModelFinder) for f in sys.meta_path):
-        sys.meta_path.insert(0, _VarModelFinder())
+    if not any(isinstance(f, _ShimFinder) for f in sys.meta_path):
+        sys.meta_path.insert(0, _ShimFinder())
     if _OBJECT_DETECTION not in sys.modules:
         module = _NoObjectDetection(_OBJECT_DETECTION)
         module.__spec__ = importlib.machinery.ModuleSpec(_OBJECT_DETECTION, loader=None)

@@ -1,4 +1,4 @@
-"""Level 0 of the parity ladder: the artifact is exactly what compiling its checkpoint gives.
+"""Level 0 of the parity ladder: the artifact is exactly what compiling its model gives.
 
 Compiling is deterministic: the same checkpoint, target file and options
 give byte-identical ``fixed_point.npz``, IR steps, ONNX files and
@@ -6,11 +6,16 @@ quantization report (``np.savez`` stamps every member 1980-01-01, dicts keep
 insertion order, JSON floats print by ``repr``, protobuf serializes fields in
 order). Only ``manifest.json`` differs (creation time, compile seconds).
 
-:func:`compare_with_rebuild` recompiles the artifact's source checkpoint
-with the options its manifest records (``compile_options``), for the target
-file it recorded, into a temporary directory (the artifact is never
-touched), and compares every file compile wrote byte for byte, the
-fixed-point IR first. When an IR file differs it names the first tensor or
+:func:`compare_with_rebuild` recompiles the artifact's model through the
+route it was compiled by (``source.model.route``: an inflor-deploy
+checkpoint, or a state_dict and the ``MODULE:FACTORY`` that builds the model,
+with the factory's arguments and the input shape, T, time convention and
+adapters the front end recorded; a module compiled in memory needs the
+module itself), with the options its manifest records (``compile_options``:
+quantization, declared input, probe size, stop_after), for the target file
+it recorded, into a temporary directory (the artifact is never touched),
+and compares every file compile wrote byte for byte, the fixed-point IR
+first. When an IR file differs it names the first tensor or
 attribute that differs (node, field, index, expected, actual) with
 :func:`inflor_deploy.ir.diff.first_difference`; when an ONNX file differs,
 the first initializer that differs.
@@ -27,6 +32,10 @@ from typing import Any
 import numpy as np
 
 from inflor_deploy.errors import InflorError
+
+
+class NotRebuildable(InflorError):
+    """The manifest does not hold what a rebuild needs (a module compiled in memory, without the module)."""
 
 
 @dataclass(frozen=True)
@@ -47,24 +56,56 @@ class RebuildComparison:
     seconds: float = 0.0
 
 
-def rebuild(artifact, *, trust_pickle: bool = False):
-    """Compile the artifact's source checkpoint again with its recorded options (a CompileResult)."""
-    from inflor_deploy.compiler import compile_checkpoint
+def rebuild(artifact, *, trust_pickle: bool = False, model=None):
+    """Compile the artifact's model again with its recorded route and options (a CompileResult).
+
+    Args:
+        artifact: The artifact.
+        trust_pickle: Passed to the checkpoint loader.
+        model: The module compiled in memory (``python`` route; required
+            there). The checkpoint and factory routes always rebuild from
+            their recorded, hash-checked files.
+
+    Raises:
+        NotRebuildable: a module compiled in memory, and no ``model``.
+    """
+    from inflor_deploy.compiler import compile_checkpoint, compile_factory, compile_model
+    from inflor_deploy.frontends.source import in_memory_note
+    from inflor_deploy.frontends.user_model import FactorySpec
     from inflor_deploy.passes.base import QuantizationOptions
 
-    options = artifact.manifest["compile_options"]
+    manifest = artifact.manifest
+    options = manifest["compile_options"]
     try:
         quantization = QuantizationOptions(**options["quantization"])
     except TypeError as err:
         raise InflorError(f"{artifact.path}: manifest compile_options.quantization is not understood ({err}); "
                           "recompile the artifact") from err
     declared = options["input"]
-    return compile_checkpoint(
-        artifact.manifest["source"]["checkpoint"], artifact.target, trust_pickle=trust_pickle,
+    common = dict(
         quantization=quantization, stop_after=options["stop_after"], probe_samples=options["probe_samples"],
-        timesteps=options["timesteps"], input_range=declared["range"], input_mean=declared["mean"],
-        input_std=declared["std"], input_encoding=declared["encoding"],
+        input_range=declared["range"], input_mean=declared["mean"], input_std=declared["std"],
+        input_encoding=declared["encoding"],
     )  # fmt: skip
+    source = manifest["source"]
+    info = source.get("model") or {"route": "checkpoint"}
+    route = info.get("route", "checkpoint")
+    try:
+        if route == "checkpoint":
+            return compile_checkpoint(source["checkpoint"], artifact.target, trust_pickle=trust_pickle,
+                                      timesteps=options["timesteps"], **common)  # fmt: skip
+        traced_as = dict(input_shape=tuple(info["input_shape"]), timesteps=int(info["timesteps"]),
+                         time_mode=info["time_mode"], adapters=info["adapters"])  # fmt: skip
+        if route == "factory":
+            spec = FactorySpec(module=info["module"], factory=info["factory"], args=dict(info.get("args") or {}))
+            return compile_factory(source["checkpoint"], spec, target=artifact.target, **traced_as, **common)
+    except KeyError as err:
+        raise InflorError(f"{artifact.path}: manifest source.model lacks {err}, which a rebuild needs; recompile "
+                          "the artifact") from err
+    if model is None:
+        raise NotRebuildable(in_memory_note(info))
+    # Named as compiled: the graph's name is in every IR file.
+    return compile_model(model, target=artifact.target, name=artifact.graph_at("import").name, **traced_as, **common)
 
 
 def _order(files: list[str], artifact) -> list[str]:
@@ -110,13 +151,16 @@ def _ir_difference(expected: Path, actual: Path) -> dict[str, Any]:
     return found or {"reason": "the same graph, serialized differently (bytes differ)"}
 
 
-def compare_with_rebuild(artifact, *, trust_pickle: bool = False) -> RebuildComparison:
-    """Rebuild the artifact in a temporary directory and compare every file it wrote (module docstring)."""
+def compare_with_rebuild(artifact, *, trust_pickle: bool = False, model=None) -> RebuildComparison:
+    """Rebuild the artifact in a temporary directory and compare every file it wrote (module docstring).
+
+    ``model``: see :func:`rebuild`.
+    """
     from inflor_deploy.artifact import write_artifact
     from inflor_deploy.integrity import hash_artifact_files
 
     start = time.perf_counter()
-    result = rebuild(artifact, trust_pickle=trust_pickle)
+    result = rebuild(artifact, trust_pickle=trust_pickle, model=model)
     recorded = list(artifact.manifest["integrity"]["files"])
     with tempfile.TemporaryDirectory(prefix="inflor-rebuild-") as tmp:
         fresh = write_artifact(result, Path(tmp) / "rebuilt")
@@ -130,7 +174,7 @@ def compare_with_rebuild(artifact, *, trust_pickle: bool = False) -> RebuildComp
             compared.append(rel)
             if rel not in rebuilt:
                 return RebuildComparison(False, compared, {"file": rel, "reason": "the artifact has it; compiling the "
-                                                           "checkpoint does not write it"}, time.perf_counter() - start)
+                                                           "model does not write it"}, time.perf_counter() - start)
             ours, theirs = fresh / rel, artifact.path / rel
             if ours.read_bytes() == theirs.read_bytes():
                 continue

@@ -7,6 +7,7 @@ and, for SRIF+MPR, through phi (MPR's whole effect is on training).
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 
@@ -61,8 +62,16 @@ def time_first(batch: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, data: Dataset, batch_size: int = 256) -> tuple[float, np.ndarray]:
-    """Accuracy of `model` on `data` and its predicted labels."""
+def evaluate(model: torch.nn.Module, data: Dataset, batch_size: int | None = None) -> tuple[float, np.ndarray]:
+    """Accuracy of `model` on `data` and its predicted labels (batches of 256, fewer when memory is short)."""
+    if batch_size is None:
+        from inflor_deploy.memory import batch_size_for, layer_graph
+
+        graph = layer_graph(model)
+        if data.is_sequence:  # event data: each sample's T frames are held too (memory.SEQUENCE_INPUT_BYTES)
+            sequence = dataclasses.replace(graph.input, encoding="sequence")
+            graph = graph.replace_nodes(sequence if node is graph.input else node for node in graph)
+        batch_size = batch_size_for(graph, "forward", "evaluating one sample", wanted=256, lower="-T")
     model.eval()
     predictions = []
     for start in range(0, len(data), batch_size):

@@ -4,8 +4,9 @@ Before any level, the sources the artifact was built from (checkpoint,
 target file, ...) are checked against the sha256 the manifest recorded: a
 checkpoint replaced after compiling is named as such.
 
-0. **artifact vs a fresh compile** (bit-exact): the checkpoint compiled
-   again with the recorded options gives the artifact's files byte for byte
+0. **artifact vs a fresh compile** (bit-exact): the model compiled again
+   through its recorded route (checkpoint, or weights + ``MODULE:FACTORY``)
+   with the recorded options gives the artifact's files byte for byte
    (:mod:`inflor_deploy.rebuild`); a difference names the first tensor.
 1. **torch vs float IR** (spike-exact): the PyTorch model with MPR against
    the imported IR with phi folded into the threshold, every IR layer fed
@@ -32,7 +33,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -112,27 +113,38 @@ def _batches(count: int, size: int):
 # --------------------------------------------------------------------------- level 0
 
 
-def level0_artifact_vs_rebuild(artifact, trust_pickle: bool = False) -> LevelResult:
-    """Bit-exact: every file of the artifact equals what compiling its checkpoint again writes."""
-    from inflor_deploy.rebuild import compare_with_rebuild
+def level0_artifact_vs_rebuild(artifact, trust_pickle: bool = False, model: torch.nn.Module | None = None) -> LevelResult:
+    """Bit-exact: every file of the artifact equals what compiling its model again writes.
 
-    comparison = compare_with_rebuild(artifact, trust_pickle=trust_pickle)
+    The model is rebuilt through the route it was compiled by (checkpoint,
+    or weights + ``MODULE:FACTORY``); a module compiled in memory needs
+    ``model`` (without it the level is skipped and says so).
+    """
+    from inflor_deploy.rebuild import NotRebuildable, compare_with_rebuild
+
+    name = "artifact vs a fresh compile of its model"
+    try:
+        comparison = compare_with_rebuild(artifact, trust_pickle=trust_pickle, model=model)
+    except NotRebuildable as err:
+        return LevelResult(level=0, name=name, kind="bit-exact", ok=None, summary=f"skipped: {err}")
     d = comparison.first_difference
+    route = (artifact.manifest["source"].get("model") or {}).get("route", "checkpoint")
+    what = {"checkpoint": "the checkpoint", "factory": "the weights with MODULE:FACTORY"}.get(route, "the module")
     if comparison.ok:
-        summary = (f"{len(comparison.files_compared)} files byte-identical to a fresh compile of the checkpoint "
+        summary = (f"{len(comparison.files_compared)} files byte-identical to a fresh compile of {what} "
                    f"(fixed-point IR, ONNX, IR steps, quantization report)")
     else:
         where = ", ".join(f"{k}={d[k]}" for k in ("node", "field", "index", "initializer", "expected", "actual",
                                                    "reason") if k in d)  # fmt: skip
-        summary = (f"DIFFERS from a fresh compile of the checkpoint: {d['file']}: {where}. The artifact is not what "
-                   "this checkpoint compiles to: recompile it")
+        summary = (f"DIFFERS from a fresh compile of {what}: {d['file']}: {where}. The artifact is not what "
+                   f"{what} compiles to: recompile it")
     return LevelResult(
         level=0,
-        name="artifact vs a fresh compile of the checkpoint",
+        name=name,
         kind="bit-exact",
         ok=comparison.ok,
         summary=summary,
-        metrics={"files_compared": comparison.files_compared},
+        metrics={"files_compared": comparison.files_compared, "route": route},
         first_divergence=d,
         seconds=comparison.seconds,
     )
@@ -141,75 +153,62 @@ def level0_artifact_vs_rebuild(artifact, trust_pickle: bool = False) -> LevelRes
 # --------------------------------------------------------------------------- level 1
 
 
-def model_input(images: np.ndarray, graph: Graph | None = None) -> torch.Tensor:
-    """What the trained PyTorch model takes for these inputs of ``graph`` (its declared Input).
+def _traced(reference, graph: Graph):
+    """A TracedModel for ``reference``: given as one, or a module traced like ``graph``.
 
-    A Normalize after the Input is applied as the model's training pipeline
-    applied it, ``(x - mean) / std`` per channel in float32 (the float IR's
-    own arithmetic); a sequence ``[B, T, ...]`` becomes time-first
-    ``[T, B, ...]`` (contiguous, the layout the float IR uses).
+    ``graph`` (the imported float IR) gives the input shape, T, the name and
+    the declared input (encoding, and a normalization the data pipeline
+    applies before the module: :func:`~inflor_deploy.frontends.input_spec.declared_input_spec`).
     """
-    x = torch.from_numpy(np.ascontiguousarray(images))
-    if graph is None:
-        return x
-    for norm in graph.of_type(n.Normalize):
-        view = (1,) * (x.dim() - len(graph.input.shape)) + (-1,) + (1,) * (len(graph.input.shape) - 1)
-        x = (x - torch.from_numpy(np.array(norm.mean)).view(view)) / torch.from_numpy(np.array(norm.std)).view(view)
-    if graph.input.encoding == "sequence":
-        x = x.transpose(0, 1).contiguous()
-    return x
+    from inflor_deploy.frontends.fx import TracedModel, trace_model
+    from inflor_deploy.frontends.input_spec import declared_input_spec
 
-
-def torch_run(model: torch.nn.Module, images: np.ndarray, graph: Graph | None = None) -> FloatRun:
-    """The PyTorch model's scores, spikes and membranes H, keyed like the IR (module paths).
-
-    Args:
-        model: The trained model.
-        images: Inputs in the units of ``graph``'s Input (see :func:`model_input`).
-        graph: The imported float graph, whose Input declaration (normalization,
-            encoding) says what the model takes; None feeds ``images`` as they are.
-    """
-    from inflor_deploy.nn.neurons import Neuron
-
-    spikes: dict[str, np.ndarray] = {}
-    neurons = [(name, m) for name, m in model.named_modules() if isinstance(m, Neuron)]
-    hooks = [
-        m.register_forward_hook(lambda mod, inp, out, name=name: spikes.__setitem__(name, out.detach().numpy()))
-        for name, m in neurons
-    ]
-    saved = {name: m.record_membrane for name, m in neurons}
-    try:
-        for _, m in neurons:
-            m.record_membrane = True
-        with torch.no_grad():
-            scores = model.eval()(model_input(images, graph)).numpy()
-        membranes = {name: m.last_membrane.numpy() for name, m in neurons}
-    finally:
-        for h in hooks:
-            h.remove()
-        for name, m in neurons:
-            m.record_membrane = saved[name]
-    return FloatRun(
-        scores=scores,
-        spikes={k: v.astype(np.uint8) for k, v in spikes.items()},
-        membranes=membranes,
+    if isinstance(reference, TracedModel):
+        return reference
+    return trace_model(
+        reference, tuple(graph.input.shape), graph.timesteps, name=graph.name, input_spec=declared_input_spec(graph)
     )
 
 
-def level1_torch_vs_float_ir(model, imported: Graph, data: Dataset, batch_size: int = 256,
-                             progress: Progress | None = None) -> LevelResult:  # fmt: skip
-    """Teacher-forced: each IR layer gets the model's spikes; ties are the only excuse."""
+def level1_torch_vs_float_ir(reference, imported: Graph, data: Dataset, batch_size: int = 256,
+                             progress: Progress | None = None, notes: Sequence[str] = ()) -> LevelResult:  # fmt: skip
+    """Teacher-forced: each IR layer gets the framework's own spikes; ties are the only excuse.
+
+    Args:
+        reference: The user's module run by the framework itself: a
+            :class:`~inflor_deploy.frontends.fx.TracedModel`, or a module
+            traced here with ``imported``'s input shape and T.
+        imported: The float IR as imported (before the passes).
+        data: The samples.
+        notes: Facts to show with the result (e.g. a source file changed since the compile).
+
+    Where the framework exposes no membrane for a layer, the IR's own H
+    (under teacher forcing it integrates the same inputs) classifies a
+    mismatch as a near-tie or not. Near-tie bands: MPR layers, a few float32
+    ulps of phi^-1(vth) (``tie_band``); layers whose framework computes H in
+    another float operation order, a few ulps of the largest |H|; others
+    none (the same float32 operations give the same H bit for bit).
+    """
+    from inflor_deploy.backends.sim.compare import float_tie_tolerance
     from inflor_deploy.passes.fold_rectifier import FoldRectifierIntoThreshold, tie_band
-    from inflor_deploy.passes.probe import compare_runs
+    from inflor_deploy.passes.probe import compare_runs, effective_threshold
 
     start = time.perf_counter()
+    traced = _traced(reference, imported)
     folded = FoldRectifierIntoThreshold.run(imported, None)
-    bands = {x.name: tie_band(x) for x in imported.of_type(n.Neuron) if x.mpr}
+    neurons = {x.name: x for x in imported.of_type(n.Neuron)}
     totals = {"spikes": 0, "mismatches": 0, "near_ties": 0, "unexplained": 0, "after_first": 0}
     max_score_diff, divergence = 0.0, None
+    from_ir: set[str] = set()
     for s in _batches(len(data), batch_size):
-        ref = torch_run(model, data.images[s], imported)
+        ref = traced.run(data.images[s])
         out = run_float(folded, data.images[s], record=True, forced_spikes=ref.spikes)
+        from_ir |= {name for name in ref.spikes if name not in ref.membranes}
+        membranes = {name: ref.membranes.get(name, out.membranes[name]) for name in ref.spikes}
+        ref = FloatRun(scores=ref.scores, spikes=ref.spikes, membranes=membranes)
+        bands = {name: tie_band(neurons[name]) for name in ref.spikes if neurons[name].mpr}
+        for name in traced.inexact & set(ref.spikes):
+            bands[name] = max(bands.get(name, 0.0), float_tie_tolerance(membranes[name], effective_threshold(neurons[name])))
         comparison = compare_runs(imported, ref, out, tie_band=bands)
         totals["spikes"] += int(sum(int(v.sum()) for v in ref.spikes.values()))
         totals["mismatches"] += comparison.spike_mismatches
@@ -230,10 +229,12 @@ def level1_torch_vs_float_ir(model, imported: Graph, data: Dataset, batch_size: 
         ok=ok,
         summary=(
             f"{totals['spikes']} spikes on {len(data)} samples: {totals['mismatches']} mismatches, "
-            f"{totals['near_ties']} near-ties within float32 rounding of phi^-1(vth), "
+            f"{totals['near_ties']} near-ties within float32 rounding of the threshold, "
             f"{totals['unexplained']} unexplained; max |score diff| {max_score_diff:.2g}"
+            + "".join(f"; NOTE: {note}" for note in notes)
         ),
-        metrics={**totals, "samples": len(data), "max_score_diff": max_score_diff},
+        metrics={**totals, "samples": len(data), "max_score_diff": max_score_diff, "time_mode": traced.time_mode,
+                 "membranes_from_ir": sorted(from_ir), "notes": list(notes)},  # fmt: skip
         first_divergence=divergence,
         seconds=time.perf_counter() - start,
     )
@@ -352,15 +353,18 @@ def level3_simulator_vs_lava(graph: Graph, images: np.ndarray, float_graph: Grap
 # --------------------------------------------------------------------------- level 4
 
 
-def level4_float_vs_fixed(model, float_graph: Graph, fixed_graph: Graph, data: Dataset,
+def level4_float_vs_fixed(reference, float_graph: Graph, fixed_graph: Graph, data: Dataset,
                           batch_size: int = 256, progress: Progress | None = None,
                           imported: Graph | None = None, *,
                           max_accuracy_drop: float = MAX_ACCURACY_DROP,
                           min_spike_agreement: float = MIN_SPIKE_AGREEMENT) -> LevelResult:  # fmt: skip
     """Accuracy of the trained model and of the fixed-point network; spike agreement per layer.
 
-    ``imported`` (the graph as exported, with its Input declaration) says what
-    the model takes (:func:`model_input`); None feeds the data as they are.
+    ``reference`` is the trained module (or its TracedModel), run by the
+    framework the way its user runs it; None uses the float IR's scores as
+    the float accuracy (when the module cannot be rebuilt). ``imported``
+    (the graph as exported, with its Input declaration) says what a module
+    takes (:func:`_traced`); None: ``float_graph``'s input.
 
     Fails when ``accuracy_float - accuracy_fixed > max_accuracy_drop`` or a
     layer agrees on fewer than ``min_spike_agreement`` of its neuron-steps.
@@ -374,6 +378,7 @@ def level4_float_vs_fixed(model, float_graph: Graph, fixed_graph: Graph, data: D
     from inflor_deploy.backends.sim.fixed_point import simulate
 
     start = time.perf_counter()
+    traced = None if reference is None else _traced(reference, imported or float_graph)
     # Neurons the float model has (a bias source, added by quantization, has no float counterpart).
     float_neurons = {x.name for x in float_graph.of_type(n.Neuron)}
     layers = [x.name for x in fixed_graph.of_type(n.FixedPointNeuron) if x.name in float_neurons]
@@ -387,9 +392,8 @@ def level4_float_vs_fixed(model, float_graph: Graph, fixed_graph: Graph, data: D
     wraps: dict[str, int] = {}
     for s in _batches(len(data), batch_size):
         images, labels = data.images[s], data.labels[s]
-        with torch.no_grad():
-            torch_scores = model.eval()(model_input(images, imported)).numpy()
         reference = run_float(float_graph, images, record=True)
+        torch_scores = reference.scores if traced is None else traced.run(images).scores
         fixed = simulate(fixed_graph, images, view="aligned", record=True)
         fixed_scores = fixed.scores(fixed_graph)
         correct_float += int((torch_scores.argmax(1) == labels).sum())
@@ -457,6 +461,7 @@ def level4_float_vs_fixed(model, float_graph: Graph, fixed_graph: Graph, data: D
             "layers_below_floor": below,
             "look_at": look_at if problems else None,
             "samples": len(data),
+            "float_reference": "float IR (the module could not be rebuilt)" if traced is None else "the trained module",
             "readout": readout_mode,
             "accuracy_float": acc_float,
             "accuracy_fixed": acc_fixed,
@@ -473,8 +478,14 @@ def level4_float_vs_fixed(model, float_graph: Graph, fixed_graph: Graph, data: D
 def run_ladder(artifact, data: Dataset, *, reference_samples: int = 8, lava_samples: int = 2,
                trust_pickle: bool = False, progress: Progress | None = None,
                max_accuracy_drop: float = MAX_ACCURACY_DROP, min_spike_agreement: float = MIN_SPIKE_AGREEMENT,
-               rebuild: bool = True) -> Ladder:  # fmt: skip
+               rebuild: bool = True, model: torch.nn.Module | None = None) -> Ladder:  # fmt: skip
     """Levels 0-4 for a compiled artifact on a dataset, after checking its sources' hashes.
+
+    Levels 0 and 1 rebuild the module the artifact was compiled from (its
+    checkpoint, or its factory and weights, as the manifest records); level 1
+    runs it with the recorded time convention and input declaration.
+    ``model`` supplies the module instead (required for artifacts compiled
+    from an in-memory module).
 
     Args:
         artifact: The artifact (its files already hash-checked by ``load_artifact``).
@@ -485,12 +496,13 @@ def run_ladder(artifact, data: Dataset, *, reference_samples: int = 8, lava_samp
         progress: Called with a line before each level.
         max_accuracy_drop: Level 4's accuracy limit (fraction).
         min_spike_agreement: Level 4's per-layer agreement floor (fraction).
-        rebuild: Run level 0 (one compile of the checkpoint).
+        rebuild: Run level 0 (one compile of the model).
+        model: The trained module (default: rebuilt from the manifest).
 
     Raises:
         TamperError: the checkpoint (or another source) is missing or was replaced after compiling.
     """
-    from inflor_deploy.checkpoint import load_checkpoint
+    from inflor_deploy.frontends.source import rebuild_traced
 
     if not 0 <= max_accuracy_drop <= 1 or not 0 <= min_spike_agreement <= 1:
         from inflor_deploy.errors import InflorError
@@ -498,26 +510,40 @@ def run_ladder(artifact, data: Dataset, *, reference_samples: int = 8, lava_samp
         raise InflorError(f"max_accuracy_drop ({max_accuracy_drop}) and min_spike_agreement ({min_spike_agreement}) "
                           "must be fractions in [0, 1]")
     artifact.check_sources()
-    source = artifact.manifest["source"]
-    checkpoint = load_checkpoint(source["checkpoint"], trust_pickle=trust_pickle)
     imported = artifact.graph_at("import")
     fixed = artifact.fixed_graph
     float_graph = artifact.float_graph
     # Range, units, encoding and labels as compiled (raw uint8 pixels converted exactly).
     data = conform_dataset(data, fixed.input, classes=fixed.output.shape[0], timesteps=fixed.timesteps)
+    from inflor_deploy.memory import batch_size_for, samples_estimate
+
+    # Before any level runs: what cannot fit in memory is refused, the batched levels are sized to fit.
+    batch = batch_size_for(imported, "recorded", "verifying one sample (levels 1 and 4)", wanted=256,
+                           lower="T (compile with a smaller -T)")  # fmt: skip
+    samples_estimate(fixed, "recorded", "level 2 (integer reference)", min(reference_samples, len(data)),
+                     "--reference-samples").require()  # fmt: skip
+    if lava_samples:
+        samples_estimate(fixed, "recorded", "level 3 (Lava, traces of every layer)", min(lava_samples, len(data)),
+                         "--lava-samples", steps_per_sample=fixed.schedule.reset_interval).require()  # fmt: skip
+    traced, notes = rebuild_traced(
+        artifact.manifest, imported.timesteps, imported.name, trust_pickle=trust_pickle, model=model
+    )
     say = progress or (lambda _: None)
     levels = []
     if rebuild:
         say("level 0: artifact vs a fresh compile")
-        levels.append(level0_artifact_vs_rebuild(artifact, trust_pickle=trust_pickle))
+        levels.append(level0_artifact_vs_rebuild(artifact, trust_pickle=trust_pickle, model=model))
     say("level 1: torch vs float IR")
-    levels.append(level1_torch_vs_float_ir(checkpoint.model, imported, data, progress=progress))
+    if traced is None:
+        levels.append(LevelResult(1, "float torch (MPR) vs float IR (folded threshold)", "spike-exact", None,
+                                  "skipped: " + "; ".join(notes)))  # fmt: skip
+    else:
+        levels.append(level1_torch_vs_float_ir(traced, imported, data, batch_size=batch, progress=progress, notes=notes))
     say("level 2: integer reference vs simulator")
     levels.append(level2_reference_vs_simulator(fixed, data.images[:reference_samples]))
     say("level 3: simulator vs Lava")
     levels.append(level3_simulator_vs_lava(fixed, data.images[:lava_samples], float_graph))
     say("level 4: float vs fixed point")
-    levels.append(level4_float_vs_fixed(checkpoint.model, float_graph, fixed, data, progress=progress,
-                                        imported=imported, max_accuracy_drop=max_accuracy_drop,
-                                        min_spike_agreement=min_spike_agreement))
+    levels.append(level4_float_vs_fixed(traced, float_graph, fixed, data, batch_size=batch, progress=progress, imported=imported,
+                                        max_accuracy_drop=max_accuracy_drop, min_spike_agreement=min_spike_agreement))
     return Ladder(levels)

@@ -8,7 +8,7 @@ from inflor_deploy.compiler import auto_probe_samples, compile_checkpoint
 from inflor_deploy.ir import nodes as n
 from inflor_deploy.nn import ModelConfig
 from inflor_deploy.backends.sim.fixed_point import simulate
-from tests.frontends.test_zoo import images_for, randomized_model
+from tests.frontends.zoo_models import images_for, randomized_model
 
 
 @pytest.mark.parametrize("arch", ["resnet20", "vgg16", "resnet19"])
@@ -33,9 +33,9 @@ def test_cifar_architectures_compile_and_run(tmp_path, arch):
 
 
 def test_probe_size_shrinks_only_for_very_large_networks():
-    from inflor_deploy.frontends.zoo import model_to_ir
+    from inflor_deploy.frontends.fx import trace
     from inflor_deploy.nn import build_model
 
-    sizes = {a: auto_probe_samples(model_to_ir(build_model(ModelConfig(arch=a, timesteps=4))))
+    sizes = {a: auto_probe_samples(trace(build_model(ModelConfig(arch=a, timesteps=4))))
              for a in ("resnet20", "resnet19")}  # fmt: skip
     assert sizes == {"resnet20": 16, "resnet19": 2}

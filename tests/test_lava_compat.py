@@ -49,3 +49,24 @@ def test_importing_lava_first_is_refused():
         "from inflor_deploy import lava_compat; lava_compat.apply()"
     )
     assert result.returncode != 0 and "imported before inflor_deploy.lava_compat.apply()" in result.stderr
+
+
+def test_lava_imports_after_a_progress_bar_fixed_the_start_method_to_fork():
+    # tqdm's first bar creates a multiprocessing RLock, which fixes the start method.
+    result = _run(
+        "import multiprocessing; from tqdm import tqdm; list(tqdm(range(2)));"
+        "assert multiprocessing.get_start_method(allow_none=True) == 'fork';"
+        "from inflor_deploy import lava_compat; lava_compat.import_lava();"
+        "import lava.magma.runtime.runtime; print(multiprocessing.get_start_method())"
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "fork"
+
+
+def test_another_start_method_is_refused_with_the_reason():
+    result = _run(
+        "import multiprocessing; multiprocessing.set_start_method('spawn');"
+        "from inflor_deploy import lava_compat; lava_compat.import_lava(); import lava.magma.runtime.runtime"
+    )
+    assert result.returncode != 0
+    assert "already uses the multiprocessing start method 'spawn'" in result.stderr and "needs 'fork'" in result.stderr

@@ -2,8 +2,10 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -59,8 +61,6 @@ def test_an_untouched_artifact_equals_its_rebuild(compiled):
 
 
 def _copy(compiled, tmp_path):
-    import shutil
-
     shutil.copytree(compiled, tmp_path / "art")
     return tmp_path / "art"
 
@@ -117,3 +117,44 @@ def test_level0_rebuilds_with_the_declared_input(tmp_path, declared, differs_at)
     (out / "manifest.json").write_text(json.dumps(manifest))
     d = compare_with_rebuild(load_artifact(out)).first_difference
     assert (d["file"], d["node"], d["field"]) == ("fixed_point.npz", *differs_at), d
+
+
+def test_level0_rebuilds_a_factory_artifact_through_its_factory(tmp_path):
+    """--model artifacts: level 0 recompiles the weights with the recorded MODULE:FACTORY, arguments,
+    input shape, T, time convention and input declaration (not through compile_checkpoint)."""
+    import torch
+
+    from inflor_deploy.compiler import compile_factory
+    from inflor_deploy.frontends.user_model import FactorySpec, UserModelError
+    from tests.cli.user_nets import three_conv_net
+
+    nets = Path(__file__).resolve().parent / "cli" / "user_nets.py"
+    torch.manual_seed(0)
+    torch.save(three_conv_net(width=4).state_dict(), tmp_path / "weights.pt")
+    spec = FactorySpec(module=str(nets), factory="three_conv_net", args={"width": 4})
+    result = compile_factory(tmp_path / "weights.pt", spec, input_shape=(1, 8, 8), timesteps=2, probe_samples=2,
+                             quantization=QuantizationOptions(headroom="uv"), input_mean="0.3", input_std="0.4")
+    out = tmp_path / "art"
+    write_artifact(result, out)
+    artifact = load_artifact(out)
+    assert artifact.manifest["source"]["model"]["route"] == "factory"
+    comparison = compare_with_rebuild(artifact)
+    assert comparison.ok, comparison.first_difference
+    assert len(comparison.files_compared) == 4 + len(artifact.manifest["files"]["ir_steps"])
+
+    def edited(change):
+        manifest = json.loads((out / "manifest.json").read_text())
+        change(manifest)
+        copy = tmp_path / f"edited{len(list(tmp_path.iterdir()))}"
+        shutil.copytree(out, copy)
+        (copy / "manifest.json").write_text(json.dumps(manifest))
+        return load_artifact(copy)
+
+    # The recorded declaration is what the rebuild uses: without the normalization conv1's weights differ (W / std).
+    plain = edited(lambda m: m["compile_options"]["input"].update(mean=None, std=None))
+    d = compare_with_rebuild(plain).first_difference
+    assert (d["file"], d["node"], d["field"]) == ("fixed_point.npz", "conv1", "weight"), d
+    # The recorded factory arguments too: another width builds a model these weights do not fit.
+    wider = edited(lambda m: m["source"]["model"]["args"].update(width=8))
+    with pytest.raises(UserModelError, match="the weights do not fit the model built by the factory"):
+        compare_with_rebuild(wider)

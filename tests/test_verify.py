@@ -103,6 +103,18 @@ def test_verify_cli_writes_the_ladder_and_exits_2_on_a_bit_exact_failure(artifac
     assert "2  FAIL" in failed.output and "accumulator readout" in failed.output
 
 
+def test_level1_runs_the_model_with_an_overridden_T(tmp_path):
+    # compile -T 6 traces and verifies the zoo model at T = 6 (its forward's T argument), not its config's 4.
+    out = tmp_path / "t6"
+    write_artifact(compile_checkpoint(DEFAULT_MODEL, timesteps=6, probe_samples=4), out)
+    artifact = load_artifact(out)
+    assert artifact.manifest["source"]["model"]["timesteps"] == 6
+    ladder = verify.run_ladder(artifact, load_digits("test").take(16), reference_samples=1, lava_samples=0,
+                               rebuild=False)
+    level1 = ladder.levels[0]
+    assert level1.level == 1 and level1.ok and level1.metrics["spikes"] > 0 and level1.metrics["unexplained"] == 0
+
+
 def _scaled_threshold(graph, layer, factor):
     return graph.replace_nodes(
         [dataclasses.replace(x, vth=int((x.vth + 1) * factor) - 1) if x.name == layer else x for x in graph])

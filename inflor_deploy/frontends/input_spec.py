@@ -40,7 +40,10 @@ from inflor_deploy.errors import InflorError
 from inflor_deploy.ir import nodes as n
 from inflor_deploy.ir.graph import Graph, infer_shapes, validate
 
-__all__ = ["InputSpec", "NORMALIZE_NAME", "apply_input_spec", "input_spec_of", "parse_floats", "resolve_input_spec"]
+__all__ = [
+    "InputSpec", "NORMALIZE_NAME", "apply_input_spec", "declared_input_spec", "input_spec_of", "parse_floats",
+    "resolve_input_spec",
+]  # fmt: skip
 
 #: Name of the Normalize node :func:`apply_input_spec` inserts.
 NORMALIZE_NAME = "input_normalization"
@@ -131,7 +134,9 @@ def apply_input_spec(graph: Graph, spec: InputSpec) -> Graph:
 
     Raises:
         InputSpecError: The normalization has not one value per input channel,
-            or the graph already holds a node named :data:`NORMALIZE_NAME`.
+            the graph normalizes its input already (a front end mapped the
+            model's own ``(x - mean) / std``), or it holds a node named
+            :data:`NORMALIZE_NAME`.
     """
     if graph.is_fixed_point:
         raise InputSpecError("declare the input on the float graph, before QuantizeFixedPoint")
@@ -139,6 +144,12 @@ def apply_input_spec(graph: Graph, spec: InputSpec) -> Graph:
         graph.input, value_range=tuple(spec.value_range), pixel_levels=spec.pixel_levels, encoding=spec.encoding
     )
     nodes: list[n.Node] = [source if node is graph.input else node for node in graph]
+    own = graph.of_type(n.Normalize)
+    if spec.mean is not None and own:
+        raise InputSpecError(
+            f"the model normalizes its input itself (Normalize {own[0].name!r}, from its forward); declaring "
+            "--input-mean/--input-std as well would normalize twice: drop them (give --input-range for the raw data)"
+        )
     if spec.mean is not None:
         channels = infer_shapes(graph)[source.name][0]
         if len(spec.mean) not in (1, channels):
@@ -163,6 +174,24 @@ def apply_input_spec(graph: Graph, spec: InputSpec) -> Graph:
     declared = graph.replace_nodes(nodes)
     validate(declared)
     return declared
+
+
+def declared_input_spec(graph: Graph) -> InputSpec:
+    """The :class:`InputSpec` a float graph was declared with (the inverse of :func:`apply_input_spec`).
+
+    Only the Normalize named :data:`NORMALIZE_NAME` is a declared
+    normalization (the data pipeline applies it before the model); a
+    Normalize a front end mapped from the model's own ``forward`` is part of
+    the model.
+    """
+    source = graph.input
+    norm = next((x for x in graph.of_type(n.Normalize) if x.name == NORMALIZE_NAME), None)
+    return InputSpec(
+        value_range=tuple(float(v) for v in source.value_range), pixel_levels=source.pixel_levels,
+        mean=None if norm is None else tuple(float(v) for v in norm.mean),
+        std=None if norm is None else tuple(float(v) for v in norm.std),
+        encoding=source.encoding,
+    )  # fmt: skip
 
 
 def input_spec_of(graph: Graph, grade_scale: float | None = None) -> dict[str, Any]:

@@ -6,8 +6,10 @@ from inflor_deploy.ir.nodes import (
     FLOAT_NODES,
     STATEFUL_NODES,
     Accumulator,
+    Add,
     AvgPool2d,
     BatchNorm,
+    Concat,
     Conv2d,
     FixedPointAccumulator,
     FixedPointNeuron,
@@ -21,7 +23,7 @@ from inflor_deploy.ir.nodes import (
 )
 
 __all__ = [
-    "Accumulator", "AvgPool2d", "BatchNorm", "Conv2d", "FIXED_POINT_NODES", "FLOAT_NODES",
+    "Accumulator", "Add", "AvgPool2d", "BatchNorm", "Concat", "Conv2d", "FIXED_POINT_NODES", "FLOAT_NODES",
     "FixedPointAccumulator", "FixedPointNeuron", "FixedPointSynapse", "Flatten", "Graph",
     "IRError", "Input", "Linear", "Neuron", "Node", "Normalize", "STATEFUL_NODES", "Schedule",
     "infer_shapes", "validate",

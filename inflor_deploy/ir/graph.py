@@ -178,6 +178,16 @@ def _node_shape(node: n.Node, ins: list[tuple[int, ...]]) -> tuple[int, ...]:
     if isinstance(node, n.Flatten):
         need(1)
         return (math.prod(ins[0]),)
+    if isinstance(node, (n.Add, n.Concat)):
+        if len(ins) < 2:
+            raise IRError(f"{type(node).__name__} {node.name!r} joins at least 2 sources, has {len(ins)}")
+        if isinstance(node, n.Add):
+            if any(s != ins[0] for s in ins):
+                raise IRError(f"add {node.name!r}: its sources' shapes differ: {ins}")
+            return ins[0]
+        if any(len(s) != len(ins[0]) or s[1:] != ins[0][1:] for s in ins):
+            raise IRError(f"concat {node.name!r}: sources must agree on all but the channel dimension: {ins}")
+        return (sum(s[0] for s in ins), *ins[0][1:])
     if isinstance(node, (n.Neuron, n.Accumulator, n.FixedPointNeuron, n.FixedPointAccumulator)):
         if not ins:
             # A fixed-point neuron without synapses (a bias source, driven by its own bias) has its declared shape.

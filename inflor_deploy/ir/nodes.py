@@ -194,6 +194,27 @@ class Flatten(Node):
 
 
 @dataclass(frozen=True, eq=False)
+class Add(Node):
+    """Elementwise sum of spike trains (or graded inputs) that a synapse reads.
+
+    ``Y = X_1 + X_2 + ... + X_k`` (left to right), all sources of one shape.
+    A neuron sums its own sources, so an Add appears only where the sum feeds
+    a synapse, a pooling or a Flatten (e.g. SEW-ResNet's ADD connection);
+    ``DistributeJoins`` rewrites it into one synapse per source.
+    """
+
+
+@dataclass(frozen=True, eq=False)
+class Concat(Node):
+    """Concatenation along the channel axis (``torch.cat(dim=1)`` per sample).
+
+    ``Y[c] = X_i[c - o_i]`` for ``o_i <= c < o_i + C_i``, ``o_i = C_1 + ... + C_{i-1}``;
+    the sources agree on every dimension but the first. ``DistributeJoins``
+    splits the synapse that reads it into one synapse per source.
+    """
+
+
+@dataclass(frozen=True, eq=False)
 class Neuron(Node):
     """A spiking neuron layer; its input current is the sum of its sources.
 
@@ -528,6 +549,6 @@ def readout_divisor(node: "Accumulator | FixedPointAccumulator", timesteps: int)
     return 1 if node.readout == "spike_count" else int(timesteps)
 
 
-FLOAT_NODES = (Input, Normalize, Conv2d, Linear, BatchNorm, AvgPool2d, Flatten, Neuron, Accumulator)
+FLOAT_NODES = (Input, Normalize, Conv2d, Linear, BatchNorm, AvgPool2d, Flatten, Add, Concat, Neuron, Accumulator)
 FIXED_POINT_NODES = (Input, FixedPointSynapse, FixedPointNeuron, FixedPointAccumulator)
 STATEFUL_NODES = (Neuron, Accumulator, FixedPointNeuron, FixedPointAccumulator)

@@ -34,7 +34,8 @@ READABLE_VERSIONS = (1, 2, 3)
 NODE_TYPES: dict[str, type[n.Node]] = {
     cls.__name__: cls
     for cls in (
-        n.Input, n.Normalize, n.Conv2d, n.Linear, n.BatchNorm, n.AvgPool2d, n.Flatten, n.Neuron, n.Accumulator,
+        n.Input, n.Normalize, n.Conv2d, n.Linear, n.BatchNorm, n.AvgPool2d, n.Flatten, n.Add, n.Concat, n.Neuron,
+        n.Accumulator,
         n.FixedPointSynapse, n.FixedPointNeuron, n.FixedPointAccumulator,
     )
 }  # fmt: skip

@@ -15,11 +15,9 @@ Building blocks (all time-first, ``[T, B, ...]``):
 
       O = neuron2( bn2(conv2(neuron1(bn1(conv1(x))))) + shortcut(x) )
 
-Layout contract for exporters: a :class:`SpikingNetwork` runs its direct
-children in registration order (``forward`` is literally that loop), and
-every child is a plain module: ``TimeDistributed`` (Conv2d, Linear, pooling,
-Flatten), ``TdBatchNorm``, a :class:`~inflor_deploy.nn.neurons.Neuron`,
-``nn.Sequential`` of those, a :class:`BasicBlock`, or the readout.
+The fx front end (:mod:`inflor_deploy.frontends.fx`) reads the data flow
+from ``forward`` itself, so these models follow no layout contract beyond
+using layers it maps; :func:`direct_encoding` stays one call in its trace.
 """
 
 from __future__ import annotations
@@ -31,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Literal, Mapping, Optional, Sequence, Union
 
 import torch
+import torch.fx
 from torch import nn
 
 from inflor_deploy.nn.layers import TimeDistributed
@@ -54,6 +53,7 @@ __all__ = [
     "build_model",
     "conv_unit",
     "count_parameters",
+    "direct_encoding",
     "make_neuron",
 ]
 
@@ -263,13 +263,49 @@ class BasicBlock(nn.Module):
         return self.neuron2(self.bn2(self.conv2(s1)) + self.shortcut(x))
 
 
+def direct_encoding(
+    image: torch.Tensor, T: Optional[int], arch: str, in_channels: int, image_size: int, default_timesteps: int
+) -> torch.Tensor:
+    """:meth:`SpikingNetwork.encode` as a plain function of its inputs.
+
+    ``X[t] = image`` for t = 0..T-1 (a ``[T, B, C, H, W]`` view of the
+    ``[B, C, H, W]`` batch); a 5-D input is returned as is. A module-level
+    function of tensors, ints and strings, so that the fx front end keeps it
+    as one call instead of tracing its shape checks (``torch.fx.wrap`` below
+    applies in every trace, whichever ``forward`` calls it).
+    """
+    expected = f"[B, {in_channels}, {image_size}, {image_size}]"
+    if image.dim() == 5:
+        if T is not None and T != image.shape[0]:
+            raise ValueError(f"T={T} contradicts the time-first input with {image.shape[0]} timesteps")
+        x_seq = image
+    elif image.dim() == 4:
+        T = default_timesteps if T is None else T
+        if isinstance(T, bool) or not isinstance(T, int) or T < 1:
+            raise ValueError(f"T must be an int >= 1; got {T!r}")
+        x_seq = image.unsqueeze(0).expand(T, *image.shape)
+    else:
+        raise ValueError(
+            f"{arch} expects an image batch {expected} or a time-first [T, B, C, H, W] "
+            f"input; got shape {tuple(image.shape)}"
+        )
+    if tuple(x_seq.shape[2:]) != (in_channels, image_size, image_size):
+        raise ValueError(
+            f"{arch} was configured for images {expected}; got "
+            f"[B, {', '.join(str(s) for s in x_seq.shape[2:])}]"
+        )
+    return x_seq
+
+
+torch.fx.wrap("direct_encoding")
+
+
 class SpikingNetwork(nn.Module):
     """Base class: direct encoding, then the children in registration order.
 
     Subclasses only register their layers, in data-flow order; the last one
     is an :class:`OutputAccumulator`. ``forward`` is the loop over
-    ``self.children()``, so an exporter that walks the children in order
-    sees exactly what runs.
+    ``self.children()``.
 
     Args:
         config: The model's configuration, kept as ``self.config``.
@@ -300,27 +336,7 @@ class SpikingNetwork(nn.Module):
                 or a T that contradicts a 5-D input.
         """
         cfg = self.config
-        expected = f"[B, {cfg.in_channels}, {cfg.image_size}, {cfg.image_size}]"
-        if image.dim() == 5:
-            if T is not None and T != image.shape[0]:
-                raise ValueError(f"T={T} contradicts the time-first input with {image.shape[0]} timesteps")
-            x_seq = image
-        elif image.dim() == 4:
-            T = cfg.timesteps if T is None else T
-            if isinstance(T, bool) or not isinstance(T, int) or T < 1:
-                raise ValueError(f"T must be an int >= 1; got {T!r}")
-            x_seq = image.unsqueeze(0).expand(T, *image.shape)
-        else:
-            raise ValueError(
-                f"{cfg.arch} expects an image batch {expected} or a time-first [T, B, C, H, W] "
-                f"input; got shape {tuple(image.shape)}"
-            )
-        if tuple(x_seq.shape[2:]) != (cfg.in_channels, cfg.image_size, cfg.image_size):
-            raise ValueError(
-                f"{cfg.arch} was configured for images {expected}; got "
-                f"[B, {', '.join(str(s) for s in x_seq.shape[2:])}]"
-            )
-        return x_seq
+        return direct_encoding(image, T, cfg.arch, cfg.in_channels, cfg.image_size, cfg.timesteps)
 
     def forward(self, image: torch.Tensor, T: Optional[int] = None) -> torch.Tensor:
         """Class scores ``[B, num_classes]``: the readout's mean over T.

@@ -19,6 +19,7 @@ from typing import Callable, Sequence
 from inflor_deploy.ir.graph import Graph, IRError, validate
 from inflor_deploy.passes.base import ContractResult, ContractViolation, Pass, PassContext, PassError
 from inflor_deploy.passes.delayed_reset import DelayedResetToSameStep
+from inflor_deploy.passes.distribute_joins import DistributeJoins
 from inflor_deploy.passes.fold_batch_norm import FoldBatchNorm
 from inflor_deploy.passes.fold_input_gain import FoldInputGain
 from inflor_deploy.passes.fold_input_normalization import FoldInputNormalization
@@ -31,6 +32,7 @@ from inflor_deploy.passes.soft_reset import SoftResetToSubtractive
 
 FLOAT_PIPELINE: list[Pass] = [
     FoldBatchNorm,
+    DistributeJoins,
     FoldAveragePool,
     FoldInputNormalization,
     FoldRectifierIntoThreshold,
@@ -54,6 +56,7 @@ COMPILE_PIPELINE: list[Pass] = [
 
 PASSES_BY_NAME: dict[str, Pass] = {
     "FoldBatchNorm": FoldBatchNorm,
+    "DistributeJoins": DistributeJoins,
     "FoldAveragePool": FoldAveragePool,
     "FoldInputNormalization": FoldInputNormalization,
     "FoldRectifierIntoThreshold": FoldRectifierIntoThreshold,

@@ -262,11 +262,13 @@ def build_report(artifact, data, samples: int | None = None, progress: bool = Fa
 # --------------------------------------------------------------------------- writing
 
 
-def write_report(report: Report | dict[str, Any], artifact_dir: str | Path) -> dict[str, Path]:
+def write_report(report: Report | dict[str, Any], artifact_dir: str | Path,
+                 directory: str | Path | None = None) -> dict[str, Path]:  # fmt: skip
     """Write ``report.json``, ``report.md`` and a self-contained ``report.html`` into ``artifact_dir/report/``.
 
     The directory is replaced atomically. The JSON is validated against the
-    schema first (an invalid report is a bug, and raises).
+    schema first (an invalid report is a bug, and raises). ``directory``
+    puts the files elsewhere (for an artifact that is read-only).
 
     Returns:
         ``{"json": ..., "markdown": ..., "html": ...}`` paths.
@@ -278,7 +280,7 @@ def write_report(report: Report | dict[str, Any], artifact_dir: str | Path) -> d
     errors = validate(data)
     if errors:
         raise AssertionError("report does not match its schema:\n  " + "\n  ".join(errors[:20]))
-    out = Path(artifact_dir) / REPORT_DIR
+    out = Path(directory) if directory is not None else Path(artifact_dir) / REPORT_DIR
     markdown = render_markdown(data)
     html = render_html(data)
 

@@ -49,11 +49,6 @@ def synthetic_events(count: int, seed: int) -> Dataset:
 @pytest.fixture(scope="module")
 def compiled(tmp_path_factory):
     """(checkpoint model, CompileResult) of a briefly trained event network, compiled for sequence input."""
-    from inflor_deploy.backends.lava.network import _lava
-
-    # Importing Lava sets the multiprocessing start method, which fails once training's progress bar has
-    # created a lock (issue 9, item 6, handled on its own): import Lava first.
-    _lava()
     config = ModelConfig(arch="digits_cnn", num_classes=CLASSES, in_channels=2, image_size=8, timesteps=T)
     result = train(config, synthetic_events(240, seed=0), synthetic_events(60, seed=1),
                    TrainConfig(epochs=4, seed=0), progress=False)  # fmt: skip

@@ -36,11 +36,11 @@ def test_compile_bundled_model_writes_a_self_describing_artifact(tmp_path):
     manifest = artifact.manifest
     assert manifest["target"]["name"] == "loihi2-sim" and manifest["complete"]
     assert manifest["passes"] == [
-        "FoldBatchNorm", "FoldAveragePool", "FoldInputNormalization", "FoldRectifierIntoThreshold",
-        "SoftResetToSubtractive", "DelayedResetToSameStep", "ShiftResetToZero", "FoldInputGain",
-        "QuantizeFixedPoint", "ScheduleTimesteps",
+        "FoldBatchNorm", "DistributeJoins", "FoldAveragePool", "FoldInputNormalization",
+        "FoldRectifierIntoThreshold", "SoftResetToSubtractive", "DelayedResetToSameStep", "ShiftResetToZero",
+        "FoldInputGain", "QuantizeFixedPoint", "ScheduleTimesteps",
     ]  # fmt: skip
-    assert all(c["ok"] for c in manifest["contracts"]) and len(manifest["contracts"]) == 10
+    assert all(c["ok"] for c in manifest["contracts"]) and len(manifest["contracts"]) == 11
     assert {"torch", "onnx", "lava-nc", "python"} <= set(manifest["versions"])
     assert len(manifest["source"]["sha256"]) == 64
     fixed = artifact.fixed_graph

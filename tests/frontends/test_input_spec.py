@@ -10,7 +10,7 @@ from inflor_deploy.frontends.input_spec import (
     input_spec_of,
     resolve_input_spec,
 )
-from inflor_deploy.frontends.zoo import model_to_ir
+from inflor_deploy.frontends.fx import trace as model_to_ir
 from inflor_deploy.ir import nodes as n
 from inflor_deploy.nn import ModelConfig, build_model
 

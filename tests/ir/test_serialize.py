@@ -59,6 +59,14 @@ def test_foreign_and_missing_files(tmp_path):
         load_graph(tmp_path / "missing.npz")
 
 
+def test_round_trip_of_the_joins(tmp_path):
+    from tests.passes.test_distribute_joins import _graph
+
+    graph = _graph()
+    assert graph.of_type(n.Add) and graph.of_type(n.Concat)
+    _same(graph, load_graph(save_graph(graph, tmp_path / "joins.npz")))
+
+
 def test_round_trip_of_every_neuron_field_and_readout(tmp_path):
     """Framework neurons (per-channel vth and amounts, compare, timing, v_reset, charge, gain) and readouts."""
     from tests.neuron_cases import CASES, compile_graph, conv_images, conv_per_channel_graph, variant_graph

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from inflor_deploy.frontends.zoo import model_to_ir
+from inflor_deploy.frontends.fx import trace
 from inflor_deploy.ir import AvgPool2d, BatchNorm, Flatten, IRError, Neuron
 from inflor_deploy.nn.models import ModelConfig, build_model
 from inflor_deploy.nn.tdbn import TdBatchNorm
@@ -17,7 +17,7 @@ from inflor_deploy.passes.probe import make_probe
 from inflor_deploy.targets import load_target
 
 NAMES = [
-    "FoldBatchNorm", "FoldAveragePool", "FoldInputNormalization", "FoldRectifierIntoThreshold",
+    "FoldBatchNorm", "DistributeJoins", "FoldAveragePool", "FoldInputNormalization", "FoldRectifierIntoThreshold",
     "SoftResetToSubtractive", "DelayedResetToSameStep", "ShiftResetToZero", "FoldInputGain",
 ]  # fmt: skip
 
@@ -34,7 +34,7 @@ def digits():
                 module.running_var.uniform_(0.2, 2.0)
                 module.lambda_.uniform_(0.5, 2.0)
                 module.beta.uniform_(-0.3, 0.3)
-    return model_to_ir(model.eval())
+    return trace(model.eval())
 
 
 @pytest.fixture(scope="module")
@@ -50,11 +50,11 @@ def test_float_pipeline_on_digits(digits, ctx):
     assert steps[-1][1] is result.graph
     assert [r.pass_name for r in result.results] == NAMES and all(r.ok for r in result.results)
     assert [r.kind for r in result.results] == [
-        "float-tolerance", "float-tolerance", "float-tolerance", "spike-exact", "bit-exact", "spike-exact",
-        "spike-exact", "float-tolerance",
+        "float-tolerance", "float-tolerance", "float-tolerance", "float-tolerance", "spike-exact", "bit-exact",
+        "spike-exact", "spike-exact", "float-tolerance",
     ]  # fmt: skip
     # InfLoR neurons have nothing for the three framework-neuron passes to rewrite.
-    assert [r.metrics.get("rewritten") for r in result.results[5:]] == [0, 0, 0]
+    assert [r.metrics.get("rewritten") for r in result.results[6:]] == [0, 0, 0]
     graph = result.graph
     assert not graph.of_type(BatchNorm, AvgPool2d, Flatten)
     neurons = graph.of_type(Neuron)
@@ -70,12 +70,12 @@ def test_stop_after(digits, ctx):
     result = run_pipeline(
         digits, FLOAT_PIPELINE, ctx, stop_after="FoldAveragePool", on_step=lambda name, g: seen.append(name)
     )
-    assert result.steps == seen == NAMES[:2] and len(result.results) == 2
+    assert result.steps == seen == NAMES[:3] and len(result.results) == 3
     assert all(x.mpr for x in result.graph.of_type(Neuron))  # the rectifier is not folded yet
 
 
 def test_unknown_stop_after_lists_the_passes(digits, ctx):
-    with pytest.raises(PassError, match="unknown pass 'FoldBN'.*FoldBatchNorm, FoldAveragePool"):
+    with pytest.raises(PassError, match="unknown pass 'FoldBN'.*FoldBatchNorm, DistributeJoins, FoldAveragePool"):
         run_pipeline(digits, FLOAT_PIPELINE, ctx, stop_after="FoldBN")
 
 

@@ -116,7 +116,7 @@ def paper_graphs():
     """ResNet19, ResNet20, VGG16 (random weights) at 32x32, exported and quantized (no schedule needed)."""
     import torch
 
-    from inflor_deploy.frontends.zoo import model_to_ir
+    from inflor_deploy.frontends.fx import trace
     from inflor_deploy.nn.models import ModelConfig, build_model
     from inflor_deploy.passes.base import PassContext
     from inflor_deploy.passes.fold_batch_norm import FoldBatchNorm
@@ -130,7 +130,7 @@ def paper_graphs():
     torch.manual_seed(0)
     for arch in ("resnet19", "resnet20", "vgg16"):
         model = build_model(ModelConfig(arch=arch, timesteps=4)).eval()
-        graph = model_to_ir(model)
+        graph = trace(model)
         for p in (FoldBatchNorm, FoldAveragePool, FoldRectifierIntoThreshold, SoftResetToSubtractive, QuantizeFixedPoint):
             graph = p.run(graph, ctx)
         graphs[arch] = graph

@@ -97,16 +97,18 @@ Running and stopping
 Lava's blocking ``run`` deadlocks when a ProcessModel raises (the failing
 worker exits; its neighbours wait forever for its spikes), so runs are
 started non-blocking and watched (:func:`_run_watched`). Every run stops
-the Lava runtime in ``finally`` (also on Ctrl-C): worker processes are
-killed and the shared memory released when a graceful stop is impossible
-(see :func:`_shutdown`).
+the Lava runtime when it ends, also on Ctrl-C, SIGTERM and SIGHUP (raised
+as :class:`~inflor_deploy.interrupts.Interrupted` while it runs): worker
+processes are killed and the shared memory released when a graceful stop
+is impossible (:mod:`.teardown`). The workers ignore those signals
+themselves and die with the process that started them
+(:func:`~inflor_deploy.interrupts.quiet_children`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-import threading
 import time
 import types
 from dataclasses import dataclass, field
@@ -114,10 +116,12 @@ from typing import Any, Literal
 
 import numpy as np
 
+from inflor_deploy import interrupts
 from inflor_deploy.errors import InflorError
 from inflor_deploy.ir import nodes as n
 from inflor_deploy.ir.graph import Graph, infer_shapes
 from inflor_deploy.backends.sim.compare import Divergence, first_divergence
+from inflor_deploy.backends.lava.teardown import create_runtime, guarded_run
 from inflor_deploy.backends.sim.int_reference import check_inputs, quantize_input, readout_scores, run_pipelined
 from inflor_deploy.backends.sim.lava_arith import LavaArithmeticError, lava_process
 from inflor_deploy.backends.sim.lava_arith import encode_dense_weights as _encode_dense_weights
@@ -132,6 +136,7 @@ __all__ = [
     "LavaRun",
     "build_network",
     "compare_floating_pt",
+    "compare_runs",
     "compare_with_simulator",
     "encode_dense_weights",
     "run_lava",
@@ -150,8 +155,6 @@ SOFT_RESET_ROUTES = ("process", "recurrent")
 ACCUMULATOR_VTH = 2**17
 #: Largest synaptic delay Lava's bit-accurate DelayDense/DelaySparse accept (6 bits; they raise above).
 MAX_DELAY = 63
-#: Seconds a graceful ``runtime.stop()`` may take before the workers are killed.
-STOP_TIMEOUT_S = 20.0
 _V_UNITS = 64  # one weight unit in v (a_in << 6)
 
 
@@ -362,6 +365,61 @@ RECURRENT_ROUTE_INEXACT = (
 )
 
 
+def input_frames(graph: Graph, images: np.ndarray, steps: int) -> tuple[np.ndarray, int]:
+    """The input ``RingBuffer``'s data for ``images`` and the message bits the frames need.
+
+    Samples run back to back: column ``k*R + t`` holds sample k's integer frame
+    of step t (t < T) in Lava's layout (:func:`_to_lava`): the same frame at
+    every step (direct encoding) or frame t of the sequence. The other
+    columns are zero.
+
+    Returns:
+        ``(frames [*lava_shape, steps] int64, num_message_bits)``.
+    """
+    R, T = graph.schedule.reset_interval, graph.timesteps
+    sequence = graph.input.encoding == "sequence"
+    x = _to_lava(quantize_input(graph, images), len(graph.input.shape))
+    frames = np.zeros((*x.shape[2 if sequence else 1 :], steps), dtype=np.int64)
+    for k in range(x.shape[0]):
+        for t in range(T):
+            if k * R + t < steps:
+                frames[..., k * R + t] = x[k, t] if sequence else x[k]
+    input_bits = max(1, int(np.abs(x).max(initial=0)).bit_length() + int(np.any(x < 0)))
+    return frames, input_bits
+
+
+def readout_reader(L, graph: Graph, steps: int, samples: int):
+    """``(Read process, reads to skip)`` sampling the accumulator's v as its readout needs.
+
+    Mean current and spike count: one read per sample, after global step
+    ``g = k*R + T + depth`` (``Read`` samples after step g when
+    ``(g - 1) % interval == offset``); mean membrane: v at every step, summed by
+    the host (:func:`readout_values`). Connect it with ``connect_var(<accumulator>.v)``.
+    """
+    s, T = graph.schedule, graph.timesteps
+    if graph.output.readout == "mean_membrane":
+        # v at every step g (buffer index g - 1); the host sums each sample's T steps.
+        return L.Read(buffer=steps, interval=1, offset=0), 0
+    first_read = T + s.depth[graph.output.name]
+    offset = (first_read - 1) % s.reset_interval
+    skip = (first_read - 1 - offset) // s.reset_interval
+    # One spare slot: with T = 1 a recorded run reaches one read past the last sample.
+    return L.Read(buffer=skip + samples + 1, interval=s.reset_interval, offset=offset), skip
+
+
+def readout_values(graph: Graph, data: np.ndarray, samples: int, skip: int) -> np.ndarray:
+    """``[B, *shape]`` readouts (IR layout) from the ``[*lava_shape, reads]`` data of :func:`readout_reader`'s Read."""
+    out = graph.output
+    if out.readout == "mean_membrane":
+        R, d = graph.schedule.reset_interval, graph.schedule.depth[out.name]
+        # Sample k, step t is global step k*R + t + 1 + d: buffer index k*R + t + d.
+        index = np.array([[k * R + t + d for t in range(graph.timesteps)] for k in range(samples)])
+        acc = np.moveaxis(data[..., index].sum(axis=-1), -1, 0)  # exact: float64 sums of integers
+    else:
+        acc = np.moveaxis(data[..., skip : skip + samples], -1, 0)
+    return _from_lava(acc, len(infer_shapes(graph)[out.name]))
+
+
 def build_network(
     graph: Graph,
     images: np.ndarray,
@@ -419,20 +477,11 @@ def build_network(
 
     L = _lava()
     fixed = tag == "fixed_pt"
-    schedule, samples, T = graph.schedule, images.shape[0], graph.timesteps
-    R = schedule.reset_interval
+    schedule, samples = graph.schedule, images.shape[0]
     steps = _trace_steps(graph, samples) if record else _readout_steps(graph, samples)
 
-    # Input frames, back to back: column k*R + t holds sample k's frame of step t (t < T):
-    # the same frame at every step (direct encoding) or frame t of the sequence.
-    x = _to_lava(quantize_input(graph, images), len(graph.input.shape))
-    frames = np.zeros((*x.shape[2 if sequence else 1 :], steps), dtype=np.int64)
-    for k in range(samples):
-        for t in range(T):
-            if k * R + t < steps:
-                frames[..., k * R + t] = x[k, t] if sequence else x[k]
+    frames, input_bits = input_frames(graph, images, steps)
     source = L.FrameSource(data=frames.astype(np.int32) if fixed else frames.astype(np.float64))
-    input_bits = max(1, int(np.abs(x).max(initial=0)).bit_length() + int(np.any(x < 0)))
 
     layers: dict[str, Any] = {}
     for node in graph.of_type(n.FixedPointNeuron, n.FixedPointAccumulator):
@@ -463,18 +512,8 @@ def build_network(
         proc.a_out.connect(layers[name].a_in)
         connections[f"{name}.recurrent"] = proc
 
-    out_node = graph.output
-    if out_node.readout == "mean_membrane":
-        # v at every step g (buffer index g - 1); the host sums each sample's T steps.
-        readout, skip = L.Read(buffer=steps, interval=1, offset=0), 0
-    else:
-        # One read per sample, at g = k*R + T + depth(out): (g - 1) % R == offset.
-        first_read = T + schedule.depth[out_node.name]
-        offset = (first_read - 1) % R
-        skip = (first_read - 1 - offset) // R
-        # One spare slot: with T = 1 a recorded run reaches one read past the last sample.
-        readout = L.Read(buffer=skip + samples + 1, interval=R, offset=offset)
-    readout.connect_var(layers[out_node.name].v)
+    readout, skip = readout_reader(L, graph, steps, samples)
+    readout.connect_var(layers[graph.output.name].v)
 
     spike_sinks, voltage_reads = {}, {}
     if record:
@@ -695,23 +734,13 @@ def run_lava(
     L = _lava()
     shapes = infer_shapes(graph)
     anchor = net.source
-    failed = True
-    try:
+    with guarded_run(anchor):
         t0 = time.perf_counter()
-        anchor.create_runtime(run_cfg=L.Loihi2SimCfg(select_tag=tag))
+        create_runtime(anchor, L.Loihi2SimCfg(select_tag=tag))
         t1 = time.perf_counter()
         _run_watched(anchor, L.RunSteps(num_steps=net.steps, blocking=False))
         t2 = time.perf_counter()
-        out = graph.output
-        data = np.asarray(net.readout.data.get())  # [*lava_shape, reads]
-        if out.readout == "mean_membrane":
-            R, d = graph.schedule.reset_interval, graph.schedule.depth[out.name]
-            # Sample k, step t is global step k*R + t + 1 + d: buffer index k*R + t + d.
-            index = np.array([[k * R + t + d for t in range(graph.timesteps)] for k in range(net.samples)])
-            acc = np.moveaxis(data[..., index].sum(axis=-1), -1, 0)  # exact: float64 sums of integers
-        else:
-            acc = np.moveaxis(data[..., net.readout_skip : net.readout_skip + net.samples], -1, 0)
-        acc = _from_lava(acc, len(shapes[out.name]))
+        acc = readout_values(graph, np.asarray(net.readout.data.get()), net.samples, net.readout_skip)
         spikes = {
             name: _from_lava(np.moveaxis(np.asarray(sink.data.get()), -1, 0), len(shapes[name])).astype(np.uint8)
             for name, sink in net.spike_sinks.items()
@@ -720,9 +749,6 @@ def run_lava(
             name: _from_lava(np.moveaxis(np.asarray(read.data.get()), -1, 0), len(shapes[name]))
             for name, read in net.voltage_reads.items()
         }
-        failed = False
-    finally:
-        _shutdown(anchor, graceful=not failed)
     if tag == "fixed_pt":
         acc = np.rint(acc).astype(np.int64)
         voltages = {k: np.rint(v).astype(np.int64) for k, v in voltages.items()}
@@ -762,6 +788,7 @@ def _run_watched(anchor, condition) -> None:
     replies = list(runtime.service_to_runtime)
     actors = list(runtime._messaging_infrastructure.actors)
     while not all(port.probe() for port in replies):
+        interrupts.check()
         dead = [actor for actor in actors if actor.exitcode is not None]
         if dead:
             reports = [actor.exception for actor in dead]
@@ -774,57 +801,6 @@ def _run_watched(anchor, condition) -> None:
         if not enum_equal(reply, MGMT_RESPONSE.DONE):
             raise LavaRunError(f"Lava's runtime service answered {reply} instead of DONE")
     runtime.wait()  # consumes the DONE replies
-
-
-def _shutdown(anchor, graceful: bool = True, timeout: float = STOP_TIMEOUT_S) -> None:
-    """Stop the Lava runtime of ``anchor``'s network; never leave workers or shared memory behind.
-
-    A graceful ``runtime.stop()`` waits for every worker's reply. After a
-    failed or interrupted run some replies never come (a worker died, or
-    the runtime is mid-step), so then — or when the graceful stop exceeds
-    ``timeout`` — the workers are killed and Lava's shared-memory manager is
-    shut down directly. Lava has no public API for that; this touches
-    ``Runtime._messaging_infrastructure`` (lava-nc 0.10.0) on purpose.
-    """
-    runtime = getattr(anchor, "runtime", None)
-    if runtime is None:
-        return
-    if graceful:
-        done = threading.Event()
-
-        def stop():
-            try:
-                runtime.stop()
-                done.set()
-            except BaseException:  # noqa: BLE001 - any failure falls through to the forced stop
-                pass
-
-        worker = threading.Thread(target=stop, name="lava-stop", daemon=True)
-        worker.start()
-        worker.join(timeout)
-        if done.is_set():
-            return
-    _force_stop(runtime)
-
-
-def _force_stop(runtime) -> None:
-    infra = getattr(runtime, "_messaging_infrastructure", None)
-    for actor in list(getattr(infra, "actors", None) or []):
-        try:
-            if actor.is_alive():
-                actor.kill()
-            actor.join()
-        except (ValueError, AssertionError, OSError):
-            pass  # already joined and closed
-    smm = getattr(infra, "smm", None)
-    if smm is not None:
-        smm.shutdown()
-    watchdog = getattr(runtime, "_watchdog_manager", None)
-    if watchdog is not None:
-        watchdog.stop()
-    # Runtime.__del__ calls stop() while _is_started, which would block on dead workers.
-    runtime._is_started = False
-    runtime._is_running = False
 
 
 # --------------------------------------------------------------------------- parity
@@ -906,11 +882,24 @@ def compare_with_simulator(
 
     t0 = time.perf_counter()
     reference = simulate(graph, images, view="pipelined", record=True)
-    raw = reference.raw
     reference_seconds = time.perf_counter() - t0
     lava = run_lava(
         graph, images, record_layers=True, tag="fixed_pt", soft_reset=soft_reset, allow_inexact=allow_inexact
     )
+    return compare_runs(graph, reference, lava, reference_seconds=reference_seconds)
+
+
+def compare_runs(graph: Graph, reference, lava: LavaRun, *, reference_seconds: float = 0.0) -> LavaParity:
+    """Parity of a recorded fixed_pt Lava run with the simulator's recorded pipelined run of the same samples.
+
+    Args:
+        graph: The scheduled fixed-point graph both ran.
+        reference: ``simulate(graph, images, view="pipelined", record=True)``.
+        lava: A :class:`LavaRun` with every layer's spikes and v recorded
+            (``[G, ...]`` at global steps 1..G, the IR's layout) and the readout.
+        reference_seconds: Wall time of the reference run, reported.
+    """
+    raw = reference.raw
     order = [node.name for node in graph.of_type(n.FixedPointNeuron, n.FixedPointAccumulator)]
     # One "batch" of the whole pipelined run: [G, 1, ...].
     ref = {kind: {k: v[:, None] for k, v in raw[kind].items()} for kind in ("spikes", "voltages")}
@@ -951,7 +940,7 @@ def compare_with_simulator(
         steps=lava.steps,
         lava_seconds=lava.seconds,
         reference_seconds=reference_seconds,
-        soft_reset=soft_reset,
+        soft_reset=lava.soft_reset,
     )
 
 

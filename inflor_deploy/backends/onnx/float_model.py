@@ -17,7 +17,8 @@ preceded by Flatten(axis=1) when its input is not a vector),
 BatchNormalization, AveragePool, Flatten(axis=1), ``Sub`` then ``Div`` by
 per-channel constants (an IR ``Normalize``; the Sub is tagged
 ``inflor.normalize``), Add (``<neuron>.current``: a neuron's sources are
-summed in source order), and
+summed in source order), Sum and Concat(axis=1) (the IR's ``Add`` and
+``Concat`` joins), and
 two operators of the ``inflor`` domain (version 2), each carried as an ONNX
 FunctionProto whose body is standard ONNX so onnxruntime executes it
 unchanged:
@@ -147,6 +148,8 @@ SUPPORTED_OPS: tuple[str, ...] = (
     "GlobalAveragePool",
     "Flatten",
     "Add",
+    "Sum",
+    "Concat(axis=1)",
     "Identity",
     "Constant",
     f"{DOMAIN}.Neuron",
@@ -485,6 +488,10 @@ class _Writer:
             )  # fmt: skip
         elif isinstance(node, n.Flatten):
             emit(helper.make_node("Flatten", [x], [name], name=name, axis=1))
+        elif isinstance(node, n.Add):
+            emit(helper.make_node("Sum", [self.tensor[s] for s in node.sources], [name], name=name))
+        elif isinstance(node, n.Concat):
+            emit(helper.make_node("Concat", [self.tensor[s] for s in node.sources], [name], name=name, axis=1))
         elif isinstance(node, n.Neuron):
             shape = self.shapes[name]
             state, spikes, state_next = f"{name}.u", f"{name}.spikes", f"{name}.u_next"
@@ -913,6 +920,16 @@ class _Reader:
             return
         self.emit(n.Flatten(name=self.label(proto), sources=(source,)), proto.output[0])
 
+    def join(self, proto: onnx.NodeProto, attrs: dict[str, Any]) -> None:
+        """``Sum`` -> IR Add, ``Concat(axis=1)`` -> IR Concat (joins of activations a synapse reads)."""
+        if proto.op_type == "Concat" and attrs.get("axis") != 1:
+            raise self.unsupported(proto, f"axis={attrs.get('axis')}; only 1 (the channel axis)")
+        if len(proto.input) < 2 or any(t in self.constants for t in proto.input):
+            raise self.unsupported(proto, "only a join of two or more activations is supported")
+        sources = tuple(self.source(proto, t) for t in proto.input)
+        node_type = n.Add if proto.op_type == "Sum" else n.Concat
+        self.emit(node_type(name=self.label(proto), sources=sources), proto.output[0])
+
     def identity(self, proto: onnx.NodeProto, attrs: dict[str, Any]) -> None:
         tensor = proto.input[0]
         if tensor in self.constants:
@@ -995,6 +1012,8 @@ _HANDLERS: dict[tuple[str, str], Callable[[_Reader, onnx.NodeProto, dict[str, An
     ("", "AveragePool"): _Reader.avgpool,
     ("", "GlobalAveragePool"): _Reader.global_avgpool,
     ("", "Flatten"): _Reader.flatten,
+    ("", "Sum"): _Reader.join,
+    ("", "Concat"): _Reader.join,
     ("", "Identity"): _Reader.identity,
     ("", "Constant"): _Reader.constant_node,
     (DOMAIN, "Neuron"): _Reader.neuron,

@@ -155,6 +155,7 @@ import torch.nn.functional as F
 
 from inflor_deploy.ir import nodes as n
 from inflor_deploy.ir.graph import Graph, IRError, infer_shapes
+from inflor_deploy.memory import batch_size_for
 from inflor_deploy.backends.sim.int_reference import (
     ACT_SHIFT, DECAY_UNIT, U_LIMIT, V_LIMIT, VTH_SHIFT, IntRun, check_inputs, quantize_input,
 )  # fmt: skip
@@ -1045,7 +1046,9 @@ def simulate(
             current state is kept.
         device: A torch device (``"cpu"``, ``"cuda"``, ...); never required.
         batch_size: Samples per batch; None keeps each activation of a batch
-            under 2^24 elements.
+            under 2^24 elements and the batch within half the available
+            memory (:mod:`inflor_deploy.memory`; one sample that does not fit
+            raises :class:`~inflor_deploy.memory.MemoryLimitError`).
         progress: Print a line per batch to stderr.
         precision: ``"auto"`` (the fastest exact plan) or ``"int64"`` (the
             int64 kernel everywhere: a second implementation, for tests).
@@ -1071,7 +1074,10 @@ def simulate(
     samples = images.shape[0]
     if batch_size is None:
         largest = max(math.prod(s) for s in shapes.values())
-        batch_size = max(1, min(samples, DEFAULT_ELEMENTS_PER_BATCH // max(largest, 1)))
+        steps = graph.schedule.reset_interval if view == "pipelined" else graph.timesteps
+        fits = batch_size_for(graph, "recorded" if record else "simulate", "simulating one sample", wanted=samples,
+                              steps_per_sample=steps, lower="T (compile with a smaller -T)")  # fmt: skip
+        batch_size = max(1, min(samples, DEFAULT_ELEMENTS_PER_BATCH // max(largest, 1), fits))
     with _exact_backends(device):
         net = _Network(graph, sim_plan, shapes, device)
         setup = time.perf_counter() - started

@@ -188,6 +188,12 @@ def run_float(
             out = F.avg_pool2d(src[0], node.kernel, node.stride)
         elif isinstance(node, n.Flatten):
             out = src[0].flatten(1)
+        elif isinstance(node, n.Add):
+            out = src[0]
+            for extra in src[1:]:
+                out = out + extra
+        elif isinstance(node, n.Concat):
+            out = torch.cat(src, dim=1)
         elif isinstance(node, n.Neuron):
             current = src[0]
             for extra in src[1:]:

@@ -51,9 +51,9 @@ def digits():
     """(scheduled fixed-point graph, float graph, test images) of the bundled digits model."""
     from inflor_deploy.checkpoint import load_checkpoint
     from inflor_deploy.data import load_digits
-    from inflor_deploy.frontends.zoo import model_to_ir
+    from inflor_deploy.frontends.fx import trace
 
-    graph = model_to_ir(load_checkpoint(DIGITS).model)
+    graph = trace(load_checkpoint(DIGITS).model)
     images = load_digits("test").images[:3]
     ctx = PassContext(target=load_target("loihi2-sim"), probe=images)
     for p in FLOAT_PIPELINE:

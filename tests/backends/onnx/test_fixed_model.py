@@ -24,7 +24,7 @@ from inflor_deploy.backends.onnx.fixed_model import (
     save_fixed_onnx,
 )
 from inflor_deploy.backends.onnx.float_model import DOMAIN, OnnxFormatError
-from inflor_deploy.frontends.zoo import ExportError
+from inflor_deploy.errors import ExportError
 from inflor_deploy.ir import Graph
 from inflor_deploy.ir import nodes as n
 from inflor_deploy.backends.sim.compare import first_divergence

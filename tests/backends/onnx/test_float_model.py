@@ -17,7 +17,7 @@ from inflor_deploy.backends.onnx.float_model import (
     onnx_to_graph,
     save_onnx,
 )
-from inflor_deploy.frontends.zoo import model_to_ir
+from inflor_deploy.frontends.fx import trace
 from inflor_deploy.ir import Graph
 from inflor_deploy.ir import nodes as n
 from inflor_deploy.nn import ModelConfig, build_model
@@ -65,7 +65,7 @@ def hand_built_graph() -> Graph:
 
 
 def test_digits_onnx_layout_and_checker():
-    graph = model_to_ir(build_model(DIGITS).eval())
+    graph = trace(build_model(DIGITS).eval())
     model = graph_to_onnx(graph)
     onnx.checker.check_model(model, full_check=True)
     ops = [(p.domain, p.op_type) for p in model.graph.node]
@@ -117,7 +117,7 @@ def test_neuron_function_body_is_standard_onnx_with_attribute_references():
 
 
 def test_residual_sum_is_an_add_named_after_the_neuron():
-    graph = model_to_ir(build_model(ModelConfig(arch="resnet20", timesteps=2)).eval())
+    graph = trace(build_model(ModelConfig(arch="resnet20", timesteps=2)).eval())
     model = graph_to_onnx(graph)
     onnx.checker.check_model(model, full_check=True)
     add = next(p for p in model.graph.node if p.name == "layer2.0.neuron2.current")
@@ -141,7 +141,7 @@ def test_residual_sum_is_an_add_named_after_the_neuron():
     ids=["digits", "digits_lif", "resnet20"],
 )
 def test_round_trip_of_exported_models_is_exact(config):
-    graph = model_to_ir(build_model(config).eval())
+    graph = trace(build_model(config).eval())
     assert_same_graph(graph, onnx_to_graph(graph_to_onnx(graph)))
 
 
@@ -170,11 +170,11 @@ def test_edited_float_attribute_wins_over_stale_exact_value():
 
 def test_save_onnx_writes_atomically(tmp_path):
     torch_model = build_model(DIGITS).eval()
-    path = save_onnx(graph_to_onnx(model_to_ir(torch_model)), tmp_path / "out" / "digits.onnx")
+    path = save_onnx(graph_to_onnx(trace(torch_model)), tmp_path / "out" / "digits.onnx")
     assert path.is_file() and [p.name for p in path.parent.iterdir()] == ["digits.onnx"]
     model = onnx.load(path)
     onnx.checker.check_model(model, full_check=True)
-    assert_same_graph(model_to_ir(torch_model), onnx_to_graph(model))
+    assert_same_graph(trace(torch_model), onnx_to_graph(model))
 
 
 # --------------------------------------------------------------------------- importer equivalents
@@ -284,6 +284,16 @@ def test_unsupported_settings_of_a_known_operator():
     conv.attribute.append(helper.make_attribute("dilations", [2, 2]))
     with pytest.raises(UnsupportedOperatorError, match=r"'conv' \(op Conv\).*dilations"):
         onnx_to_graph(model, timesteps=2)
+
+
+def test_round_trip_of_the_joins():
+    from tests.passes.test_distribute_joins import _graph
+
+    graph = _graph()
+    model = graph_to_onnx(graph)
+    ops = {p.name: p.op_type for p in model.graph.node}
+    assert ops["add"] == "Sum" and ops["cat"] == "Concat" and ops["vec"] == "Concat"
+    assert_same_graph(graph, onnx_to_graph(model))
 
 
 def declared_input_graph(encoding: str = "direct") -> Graph:

@@ -12,14 +12,14 @@ from onnx import numpy_helper
 
 from inflor_deploy.backends.onnx.float_model import graph_to_onnx
 from inflor_deploy.backends.onnx.runtime import run_onnx
-from inflor_deploy.frontends.zoo import model_to_ir
+from inflor_deploy.frontends.fx import trace
 from inflor_deploy.ir import Graph
 from inflor_deploy.ir import nodes as n
 from inflor_deploy.nn import LIFNeuron, ModelConfig, phi_inverse_scalar
 from inflor_deploy.pretrained import DEFAULT_MODEL
 from inflor_deploy.backends.sim.compare import float_tie_tolerance, spike_mismatches
 from inflor_deploy.backends.sim.float_ir import run_float
-from tests.frontends.test_zoo import images_for, randomized_model
+from tests.frontends.zoo_models import images_for, randomized_model
 
 DIGITS = ModelConfig(arch="digits_cnn", in_channels=1, image_size=8, timesteps=4)
 
@@ -65,7 +65,7 @@ def check_ort_parity(graph: Graph, images: np.ndarray, record_property=None, **o
 )
 def test_digits_random_weights(config, record_property):
     images = images_for(config, 128)
-    check_ort_parity(model_to_ir(randomized_model(config, images)), images, record_property)
+    check_ort_parity(trace(randomized_model(config, images)), images, record_property)
 
 
 def test_digits_mixed_neurons_and_ort_optimizations(record_property):
@@ -73,7 +73,7 @@ def test_digits_mixed_neurons_and_ort_optimizations(record_property):
     model = randomized_model(DIGITS, images)
     model.unit1.neuron = LIFNeuron(vth=0.3, tau=0.9, reset="subtract", mpr=True)
     model.unit2.neuron.reset_amount = 0.7  # explicit reset amount, not the spike value
-    graph = model_to_ir(model)
+    graph = trace(model)
     check_ort_parity(graph, images, record_property)
     # Conv+BatchNormalization fusion changes the rounding; spikes may only differ at ties.
     check_ort_parity(graph, images, None, optimize=True)
@@ -82,7 +82,7 @@ def test_digits_mixed_neurons_and_ort_optimizations(record_property):
 def test_resnet20_residual_sums(record_property):
     config = ModelConfig(arch="resnet20", timesteps=2)
     images = images_for(config, 4)
-    check_ort_parity(model_to_ir(randomized_model(config, images)), images, record_property)
+    check_ort_parity(trace(randomized_model(config, images)), images, record_property)
 
 
 def test_three_sources_and_graded_spikes():
@@ -113,12 +113,12 @@ def test_bundled_digits_model_on_the_test_set(record_property):
 
     checkpoint = load_checkpoint(DEFAULT_MODEL)
     images = load_digits("test").images
-    check_ort_parity(model_to_ir(checkpoint.model), images, record_property)
+    check_ort_parity(trace(checkpoint.model), images, record_property)
 
 
 def test_a_changed_threshold_is_caught_and_named():
     images = images_for(DIGITS, 32)
-    graph = model_to_ir(randomized_model(DIGITS, images))
+    graph = trace(randomized_model(DIGITS, images))
     model = graph_to_onnx(graph)
     threshold = next(t for t in model.graph.initializer if t.name == "unit2.neuron.vth")
     threshold.CopyFrom(numpy_helper.from_array(np.array(0.45), threshold.name))
@@ -130,3 +130,10 @@ def test_a_changed_threshold_is_caught_and_named():
     assert result.unexplained > 0 and result.per_layer["unit1.neuron"].mismatches == 0
     assert result.first_unexplained.layer == "unit2.neuron"
     assert str(result.first_unexplained).endswith("expected 0, got 1")
+
+
+def test_joins_run_in_onnxruntime_like_the_float_ir():
+    from tests.passes.test_distribute_joins import _graph
+
+    graph = _graph()
+    check_ort_parity(graph, np.random.default_rng(0).random((16, 2, 4, 4), dtype=np.float32))

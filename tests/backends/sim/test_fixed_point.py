@@ -17,7 +17,7 @@ import torch
 
 from inflor_deploy.checkpoint import load_checkpoint
 from inflor_deploy.data import load_digits
-from inflor_deploy.frontends.zoo import model_to_ir
+from inflor_deploy.frontends.fx import trace
 from inflor_deploy.ir import nodes as n
 from inflor_deploy.ir.graph import Graph, IRError
 from inflor_deploy.nn import ModelConfig
@@ -29,7 +29,7 @@ from inflor_deploy.backends.sim.compare import first_divergence
 from inflor_deploy.backends.sim.fixed_point import FLOAT32_EXACT, SimRun, input_range, plan, simulate
 from inflor_deploy.backends.sim.int_reference import run_aligned, run_pipelined
 from inflor_deploy.targets import load_target
-from tests.frontends.test_zoo import images_for, randomized_model
+from tests.frontends.zoo_models import images_for, randomized_model
 from tests.passes.test_schedule import residual_graph
 from tests.backends.sim.test_int_reference import HAND_CASES, HandCase, check_hand_case, hand_graph
 
@@ -200,7 +200,7 @@ def digits_images():
 
 @pytest.fixture(scope="module")
 def digits_fixed(digits_images):
-    return compile_graph(model_to_ir(load_checkpoint(DEFAULT_MODEL).model), digits_images[:4])
+    return compile_graph(trace(load_checkpoint(DEFAULT_MODEL).model), digits_images[:4])
 
 
 @pytest.mark.parametrize("precision", ["auto", "int64"])
@@ -248,7 +248,7 @@ def resnet20_fixed():
     """ResNet20 (identity and projection shortcuts, diagonal 1x1 synapses) at 8x8, T = 2, firing."""
     config = ModelConfig(arch="resnet20", in_channels=3, image_size=8, timesteps=2)
     images = images_for(config, 2)
-    return compile_graph(model_to_ir(randomized_model(config, images)), images), images
+    return compile_graph(trace(randomized_model(config, images)), images), images
 
 
 def test_resnet20_both_views(resnet20_fixed):
@@ -266,7 +266,7 @@ def test_resnet20_both_views(resnet20_fixed):
 def test_if_and_lif_models(neuron):
     config = ModelConfig(arch="digits_cnn", in_channels=1, image_size=8, timesteps=4, neuron=neuron, mpr=False)
     images = images_for(config, 6)
-    graph = compile_graph(model_to_ir(randomized_model(config, images)), images)
+    graph = compile_graph(trace(randomized_model(config, images)), images)
     layers = [x for x in graph.of_type(n.FixedPointNeuron) if x.sources]  # the model's (no bias source)
     assert all(x.reset == "zero" for x in layers) and all((x.dv > 0) == (neuron == "lif") for x in layers)
     sim = simulate(graph, images, record=True)
@@ -280,7 +280,7 @@ def test_if_and_lif_models(neuron):
 def test_reset_interval_padded_to_a_power_of_two(digits_images):
     # T = 3 on the loihi2 target: R = 4, one empty step per sample window; the padding steps'
     # spikes, the prefix and the tail appear in the raw traces and the counters.
-    exported = model_to_ir(load_checkpoint(DEFAULT_MODEL).model)
+    exported = trace(load_checkpoint(DEFAULT_MODEL).model)
     graph = compile_graph(Graph(exported.nodes, 3, exported.name), digits_images[:4], target="loihi2")
     assert (graph.timesteps, graph.schedule.reset_interval) == (3, 4)
     sim = assert_pipelined_bit_exact(graph, digits_images[:3])
@@ -340,7 +340,7 @@ def test_bad_input_is_refused(digits_fixed, digits_images):
     unscheduled = Graph(digits_fixed.nodes, digits_fixed.timesteps, digits_fixed.name)
     with pytest.raises(IRError, match="scheduled graph"):
         simulate(unscheduled, digits_images, view="pipelined")
-    float_graph = model_to_ir(load_checkpoint(DEFAULT_MODEL).model)
+    float_graph = trace(load_checkpoint(DEFAULT_MODEL).model)
     with pytest.raises(IRError, match="quantized graphs"):
         simulate(float_graph, digits_images)
 

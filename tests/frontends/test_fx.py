@@ -1,56 +1,28 @@
-"""Tests for model_to_ir: graph structure, errors, and parity level 1 (torch == float IR, exactly)."""
+"""The fx front end on the zoo networks: graph structure, names, errors, and level 1 (torch == float IR, exactly).
+
+These are the old registration-order walker's tests, ported when the walker was deleted (the fx route was
+first proven identical to it: same IR for every architecture, same fixed_point.npz and level 1 for the
+bundled model; see the commit that introduced the fx front end).
+"""
 
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from inflor_deploy.errors import InflorError
-from inflor_deploy.frontends.zoo import ExportError, UnsupportedLayerError, model_to_ir
+from inflor_deploy.errors import ExportError, InflorError
+from inflor_deploy.frontends.fx import UnsupportedOpError, trace, trace_model
 from inflor_deploy.ir import nodes as n
 from inflor_deploy.nn import ModelConfig, TdBatchNorm, TimeDistributed, build_model
 from inflor_deploy.backends.sim.float_ir import run_float
+from tests.frontends.zoo_models import images_for, randomized_model
 
 DIGITS = ModelConfig(arch="digits_cnn", in_channels=1, image_size=8, timesteps=4)
 
 
-def randomized_model(config: ModelConfig, images: np.ndarray, seed: int = 0) -> nn.Module:
-    """An eval-mode model with random weights and non-trivial tdBN statistics.
-
-    The running statistics are first set to the batch statistics of `images`
-    (one train-mode pass with momentum 1, so every layer is normalized and
-    fires), then perturbed, as are lambda and beta.
-    """
-    torch.manual_seed(seed)
-    model = build_model(config)
-    bns = [m for m in model.modules() if isinstance(m, TdBatchNorm)]
-    for bn in bns:
-        bn.momentum = 1.0
-    model.train()
-    with torch.no_grad():
-        model(torch.from_numpy(images))
-    model.eval()
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for bn in bns:
-            c = bn.num_features
-            bn.running_var.mul_(torch.empty(c).uniform_(0.5, 2.0, generator=g))
-            bn.running_mean.add_(torch.randn(c, generator=g) * 0.2 * bn.running_var.sqrt())
-            bn.lambda_.copy_(torch.empty(c).uniform_(0.8, 1.6, generator=g))
-            bn.beta.copy_(torch.randn(c, generator=g) * 0.3 + 0.1)
-    return model
-
-
-def images_for(config: ModelConfig, batch: int, seed: int = 1) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    return rng.random((batch, config.in_channels, config.image_size, config.image_size), dtype=np.float32)
-
-
 def torch_trace(model: nn.Module, images: np.ndarray):
-    """Scores, and every neuron's spikes and membranes H ([T, B, ...]) keyed by module path."""
-    from inflor_deploy.verify import torch_run
-
-    run = torch_run(model, images)
+    """Scores, and every neuron's spikes and membranes H ([T, B, ...]) keyed by IR name, from torch's own run."""
+    run = trace_model(model).run(images)
     return run.scores, run.spikes, run.membranes
 
 
@@ -58,7 +30,7 @@ def torch_trace(model: nn.Module, images: np.ndarray):
 
 
 def test_digits_graph_structure_and_names():
-    graph = model_to_ir(build_model(DIGITS).eval())
+    graph = trace(build_model(DIGITS).eval())
     assert graph.timesteps == 4 and graph.name == "digits_cnn"
     assert [(type(node).__name__, node.name, node.sources) for node in graph] == [
         ("Input", "image", ()),
@@ -89,7 +61,7 @@ def test_digits_graph_structure_and_names():
 
 
 def test_resnet20_residual_neurons_and_shortcuts():
-    graph = model_to_ir(build_model(ModelConfig(arch="resnet20", timesteps=2)).eval())
+    graph = trace(build_model(ModelConfig(arch="resnet20", timesteps=2)).eval())
     counts = {}
     for node in graph:
         counts[type(node).__name__] = counts.get(type(node).__name__, 0) + 1
@@ -118,7 +90,7 @@ def test_tdbn_gamma_is_the_modules_eval_weight_exactly():
     model = build_model(config).eval()
     with torch.no_grad():
         model.unit1.bn.lambda_.uniform_(0.5, 2.0)
-    node = model_to_ir(model).node("unit1.bn")
+    node = trace(model).node("unit1.bn")
     bn = model.unit1.bn
     expected = (bn.lambda_ * (bn.alpha * bn.vth)).detach().numpy()
     assert node.gamma.dtype == np.float32 and np.array_equal(node.gamma, expected)
@@ -130,7 +102,7 @@ def test_tdbn_gamma_is_the_modules_eval_weight_exactly():
     [("srif", ("subtract", 1.0, None)), ("if", ("zero", 1.0, None)), ("lif", ("zero", 0.5, None))],
 )
 def test_neuron_kinds_map_to_ir_attributes(neuron, expected):
-    graph = model_to_ir(build_model(ModelConfig(arch="digits_cnn", in_channels=1, image_size=8, neuron=neuron)))
+    graph = trace(build_model(ModelConfig(arch="digits_cnn", in_channels=1, image_size=8, neuron=neuron)))
     node = graph.node("neuron_fc1")
     assert (node.reset, node.tau, node.reset_amount) == expected
 
@@ -138,7 +110,7 @@ def test_neuron_kinds_map_to_ir_attributes(neuron, expected):
 def test_reset_amount_other_than_the_spike_value_is_explicit():
     model = build_model(DIGITS)
     model.unit1.neuron.reset_amount = 0.5  # subtract vth instead of the spike
-    graph = model_to_ir(model)
+    graph = trace(model)
     assert graph.node("unit1.neuron").reset_amount == 0.5
     assert graph.node("unit2.neuron").reset_amount is None
 
@@ -146,31 +118,32 @@ def test_reset_amount_other_than_the_spike_value_is_explicit():
 # --------------------------------------------------------------------------- errors
 
 
-def test_maxpool_is_rejected_with_its_path_and_type():
+def test_maxpool_applied_to_a_time_first_tensor_names_the_module():
     model = build_model(DIGITS)
-    model.pool = TimeDistributed(nn.MaxPool2d(2))
-    with pytest.raises(UnsupportedLayerError, match=r"'pool' \(MaxPool2d\).*Supported layers: .*AvgPool2d"):
-        model_to_ir(model)
+    model.pool = nn.MaxPool2d(2)  # not wrapped: it sees [T, B, C, H, W]
+    with pytest.raises(ExportError, match=r"fx node 'pool' \(module 'pool' \(MaxPool2d\)\)"):
+        trace(model)
 
 
-def test_dropout_is_rejected():
+def test_dropout_and_identity_are_removed():
     model = build_model(DIGITS)
     model.unit2.add_module("drop", nn.Dropout(0.1))
-    with pytest.raises(UnsupportedLayerError, match=r"'unit2.drop' \(Dropout\)"):
-        model_to_ir(model)
+    model.flatten = nn.Sequential(TimeDistributed(nn.Flatten()), TimeDistributed(nn.Identity()))
+    graph = trace(model)
+    assert [x.name for x in graph][5:9] == ["unit2.bn", "unit2.neuron", "pool", "flatten.0"]
+    assert graph.node("fc1").sources == ("flatten.0",)
 
 
 def test_relu_in_place_of_a_neuron_is_rejected():
     model = build_model(DIGITS)
     model.unit1.neuron = nn.ReLU()
-    with pytest.raises(UnsupportedLayerError, match=r"'unit1.neuron' \(ReLU\)"):
-        model_to_ir(model)
+    with pytest.raises(UnsupportedOpError, match=r"ReLU at fx node 'unit1_neuron' \(module 'unit1.neuron'\).*Supported: "):
+        trace(model)
 
 
 @pytest.mark.parametrize(
     "conv, match",
     [
-        (nn.Conv2d(1, 16, 3, padding=2, dilation=2, bias=False), "dilation"),
         (nn.Conv2d(1, 16, 3, padding=1, padding_mode="reflect", bias=False), "padding_mode"),
         (nn.Conv2d(1, 16, 3, padding="same", bias=False), "string padding"),
     ],
@@ -178,50 +151,52 @@ def test_relu_in_place_of_a_neuron_is_rejected():
 def test_unsupported_conv_settings(conv, match):
     model = build_model(DIGITS)
     model.unit1.conv = TimeDistributed(conv)
-    with pytest.raises(UnsupportedLayerError, match=rf"'unit1.conv' \(Conv2d\) cannot be exported: .*{match}"):
-        model_to_ir(model)
+    with pytest.raises(UnsupportedOpError, match=rf"TimeDistributed at fx node 'unit1_conv' \(module 'unit1.conv'\) cannot be converted: .*{match}"):
+        trace(model)
 
 
 def test_unwrapped_stateless_layer_and_bad_pooling_are_rejected():
     model = build_model(DIGITS)
     model.pool = nn.AvgPool2d(2)
-    with pytest.raises(UnsupportedLayerError, match="TimeDistributed"):
-        model_to_ir(model)
-    model.pool = TimeDistributed(nn.AvgPool2d(2, stride=1))
-    with pytest.raises(UnsupportedLayerError, match="kernel == stride"):
-        model_to_ir(model)
+    with pytest.raises(ExportError, match="module 'pool' \\(AvgPool2d\\)"):
+        trace(model)
+    model.pool = TimeDistributed(nn.AvgPool2d(3, stride=2, padding=1))  # 8x8 -> 4x4, as fc1 expects
+    with pytest.raises(UnsupportedOpError, match="kernel == stride"):
+        trace(model)
     model.pool = TimeDistributed(nn.AvgPool2d(2, ceil_mode=True))
-    with pytest.raises(UnsupportedLayerError, match="ceil_mode"):
-        model_to_ir(model)
+    with pytest.raises(UnsupportedOpError, match="ceil_mode"):
+        trace(model)
 
 
 def test_plain_cnn_is_not_an_snn():
     cnn = nn.Sequential(nn.Conv2d(1, 8, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 6 * 6, 10))
     with pytest.raises(ExportError, match="not an SNN"):
-        model_to_ir(cnn)
+        trace(cnn, (1, 8, 8), 4)
     model = build_model(DIGITS)
     for unit in (model.unit1, model.unit2):
         unit.neuron = nn.ReLU()
     model.neuron_fc1 = nn.ReLU()
     with pytest.raises(InflorError, match="not an SNN"):
-        model_to_ir(model)
+        trace(model)
 
 
-def test_custom_forward_and_missing_readout_are_rejected():
+def test_forward_is_read_not_assumed():
+    # A subclass with its own forward is traced like any module (the walker had to refuse it).
     class Shuffled(type(build_model(DIGITS))):
         def forward(self, image, T=None):
             return super().forward(image, T)
 
-    with pytest.raises(ExportError, match="SpikingNetwork.forward"):
-        model_to_ir(Shuffled(DIGITS))
+    assert [x.name for x in trace(Shuffled(DIGITS))] == [x.name for x in trace(build_model(DIGITS))]
+    # Without its readout the model returns [T, B, classes]; the IR's readout is their mean over T.
     model = build_model(DIGITS)
     del model.readout
-    with pytest.raises(ExportError, match="OutputAccumulator"):
-        model_to_ir(model)
+    traced = trace_model(model)
+    assert traced.readout == "mean_over_time" and traced.graph.output.sources == ("fc2",)
+    # Nothing may follow the readout.
     model = build_model(DIGITS)
-    model.add_module("extra", TimeDistributed(nn.Linear(10, 10)))
-    with pytest.raises(UnsupportedLayerError, match="nothing may follow"):
-        model_to_ir(model)
+    model.add_module("extra", nn.Linear(10, 10))  # runs on the [B, classes] scores
+    with pytest.raises(ExportError, match="nothing may follow the readout"):
+        trace(model)
 
 
 # --------------------------------------------------------------------------- parity level 1
@@ -244,7 +219,7 @@ def test_float_ir_reproduces_torch_exactly(config, batch):
     images = images_for(config, batch)
     model = randomized_model(config, images)
     scores, spikes, membranes = torch_trace(model, images)
-    graph = model_to_ir(model)
+    graph = trace(model)
     run = run_float(graph, images, record=True)
 
     assert list(run.spikes) == list(spikes)  # every torch neuron, in forward order
@@ -272,7 +247,7 @@ def test_plain_batchnorm_grouped_conv_with_bias_and_nested_sequential_are_exact(
     model.unit2.conv = TimeDistributed(nn.Conv2d(16, 32, 3, padding=1, groups=4, bias=True))
     model.fc1 = nn.Sequential(TimeDistributed(nn.Linear(32 * 16, 64)), TimeDistributed(bn1d))
     scores, spikes, _ = torch_trace(model, images)
-    graph = model_to_ir(model)
+    graph = trace(model)
     assert [node.name for node in graph][1:4] == ["unit1.conv", "unit1.bn", "unit1.neuron"]
     assert graph.node("unit2.conv").groups == 4 and graph.node("unit2.conv").bias.shape == (32,)
     assert graph.node("fc1.1").sources == ("fc1.0",) and np.array_equal(graph.node("fc1.1").gamma, np.ones(64))
@@ -285,13 +260,18 @@ def test_plain_batchnorm_grouped_conv_with_bias_and_nested_sequential_are_exact(
 def test_batchnorm_rank_and_adaptive_pool_size_are_checked():
     model = build_model(DIGITS)
     model.unit1.bn = TimeDistributed(nn.BatchNorm1d(16))
-    with pytest.raises(UnsupportedLayerError, match=r"'unit1.bn' \(BatchNorm1d\).*3 dimension"):
-        model_to_ir(model)
+    with pytest.raises(ExportError, match=r"module 'unit1.bn'"):
+        trace(model)  # BatchNorm1d on [T*B, 16, 8, 8] fails in torch itself
     model = build_model(DIGITS)
-    model.pool = TimeDistributed(nn.AdaptiveAvgPool2d(2))
-    with pytest.raises(UnsupportedLayerError, match="output_size=2"):
-        model_to_ir(model)
+    model.pool = TimeDistributed(nn.AdaptiveAvgPool2d(3))
+    model.fc1 = TimeDistributed(nn.Linear(32 * 3 * 3, 64))
+    with pytest.raises(UnsupportedOpError, match="output_size=3 does not divide the 8x8 input"):
+        trace(model)
+    model.pool = TimeDistributed(nn.AdaptiveAvgPool2d(4))  # divides: an AvgPool2d(2)
+    model.fc1 = TimeDistributed(nn.Linear(32 * 4 * 4, 64))
+    pool = trace(model).node("pool")
+    assert isinstance(pool, n.AvgPool2d) and pool.kernel == (2, 2) == pool.stride
     model = build_model(DIGITS)
     model.unit1.neuron = TimeDistributed(model.unit1.neuron)
-    with pytest.raises(UnsupportedLayerError, match="must not be wrapped in TimeDistributed"):
-        model_to_ir(model)
+    with pytest.raises(UnsupportedOpError, match="must not be wrapped in a per-step wrapper"):
+        trace(model)
