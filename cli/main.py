@@ -215,7 +215,7 @@ def _input_shape(text: str | None):
 def _compile(model, target, output, force, *, stop_after=None, trust_pickle=False, input_scale=None,
              headroom="u", overflow="warn", timesteps=None, probe_samples=None, factory=None, model_args=(),
              input_shape=None, time_mode=None, input_range=None, input_mean=None, input_std=None,
-             input_encoding=None, weight_bits=None, prune=0.0):  # fmt: skip
+             input_encoding=None, weight_bits=None, prune=0.0, plain_layers=False):  # fmt: skip
     from inflor_deploy.artifact import reserve_output, write_artifact
     from inflor_deploy.compiler import compile_checkpoint, compile_factory
     from inflor_deploy.outputs import estimate_artifact_bytes
@@ -231,7 +231,7 @@ def _compile(model, target, output, force, *, stop_after=None, trust_pickle=Fals
     # Refuse before spending time on the compile; hold the output so a second compile fails at once.
     with reserve_output(output, force, need_bytes=need):
         options = QuantizationOptions(input_grade_scale=input_scale, headroom=headroom, overflow=overflow,
-                                      weight_bits=weight_bits, prune=prune)  # fmt: skip
+                                      weight_bits=weight_bits, prune=prune, plain_layers=plain_layers)  # fmt: skip
         declared = dict(input_range=input_range, input_mean=input_mean, input_std=input_std, input_encoding=input_encoding)
         if factory is not None:
             from inflor_deploy.frontends.user_model import FactorySpec
@@ -336,6 +336,10 @@ compile_options = [
     click.option("--prune", type=float, default=0.0, show_default=True, metavar="FRACTION",
                  help="Remove this fraction of each synapse's connections, smallest |weight| first (magnitude "
                       "pruning); pruned synapses run as Lava Sparse and count only their kept connections."),
+    click.option("--plain-layers", is_flag=True, default=False,
+                 help="Plain Loihi layers: no bias source neurons, bias_exp 6, no negative weight exponents (the "
+                      "layout `export --format netx` holds); the bias and headroom ranges then cap some layers' "
+                      "precision (docs/quantization.md)."),
     click.option("-T", "--timesteps", type=int, default=None,
                  help="Timesteps T: overrides a checkpoint's; required with --model."),
     click.option("--probe-samples", type=int, default=None,
@@ -377,7 +381,7 @@ model_options = [
 @trust_pickle_option
 @_user_errors
 def compile_command(model, target, output, force, stop_after, input_scale, input_range, input_mean, input_std,
-                    input_encoding, headroom, overflow, weight_bits, prune, timesteps, probe_samples, lava_smoke, factory, model_args,
+                    input_encoding, headroom, overflow, weight_bits, prune, plain_layers, timesteps, probe_samples, lava_smoke, factory, model_args,
                     input_shape, time_mode, trust_pickle):  # fmt: skip
     """Compile MODEL to Loihi 2 fixed point and write an artifact directory.
 
@@ -391,6 +395,7 @@ def compile_command(model, target, output, force, stop_after, input_scale, input
         headroom=headroom, overflow=overflow, timesteps=timesteps, probe_samples=probe_samples, factory=factory,
         model_args=model_args, input_shape=input_shape, time_mode=time_mode, input_range=input_range,
         input_mean=input_mean, input_std=input_std, input_encoding=input_encoding, weight_bits=weight_bits, prune=prune,
+        plain_layers=plain_layers,
     )  # fmt: skip
     _print_compile_summary(result, output)
     if lava_smoke:

@@ -72,6 +72,12 @@ class QuantizationOptions:
         prune: Fraction of each synapse's connections removed, smallest |weight|
             first (magnitude pruning, per synapse; identity shortcuts are kept);
             0 keeps them all. Pruned synapses are stored as their kept connections.
+        plain_layers: Quantize every layer as a plain Loihi layer: no bias
+            source, the target's preferred ``bias_exp`` (6), no negative
+            weight exponent, so the bias and u-headroom ranges cap a layer's
+            scale as before issue 12. The layout NetX's chain format holds
+            (``export --format netx``); False (default) uses every exact
+            construction for precision (docs/quantization.md).
     """
 
     input_grade_scale: float | None = None
@@ -80,6 +86,7 @@ class QuantizationOptions:
     overflow: Literal["error", "warn"] = "warn"
     weight_bits: int | None = None
     prune: float = 0.0
+    plain_layers: bool = False
 
     def __post_init__(self):
         if self.weight_bits is not None and (

@@ -371,7 +371,8 @@ def _granularity(spec: LayerSpec) -> int:
 # --------------------------------------------------------------------------- the choice
 
 
-def quantize_layer(spec: LayerSpec, numerics, *, weight_fill: float = 1.0, headroom: str = "u") -> LayerQuantization:
+def quantize_layer(spec: LayerSpec, numerics, *, weight_fill: float = 1.0, headroom: str = "u",
+                   plain: bool = False) -> LayerQuantization:  # fmt: skip
     """Choose the layer's scale and every integer (module docstring: the identities and the search).
 
     Args:
@@ -379,6 +380,8 @@ def quantize_layer(spec: LayerSpec, numerics, *, weight_fill: float = 1.0, headr
         numerics: The target's :class:`~inflor_deploy.targets.Numerics`.
         weight_fill: Fraction of each weight grid the largest weight may use.
         headroom: ``"u"`` (u never wraps) or ``"uv"`` (v also never saturates).
+        plain: A plain Loihi layer: no bias source, the target's preferred ``bias_exp``,
+            no negative weight exponent (``QuantizationOptions.plain_layers``).
 
     Raises:
         LayerQuantizationError: Every weight is zero.
@@ -408,7 +411,8 @@ def quantize_layer(spec: LayerSpec, numerics, *, weight_fill: float = 1.0, headr
     bias_max = float(np.abs(bias).max(initial=0))
     mant = numerics.bias_mant_range
     mant_max = min(-mant.start, mant.stop - 1)
-    largest_bias_exp = (1 << numerics.bias_exp_bits) - 1
+    # Without bias sources the bias stays at the preferred exponent: a plain chain of layers (NetX's fixed bias_exp).
+    largest_bias_exp = (1 << numerics.bias_exp_bits) - 1 if not plain else numerics.bias_exp
     own_bias_reach = mant_max * 2.0 ** (largest_bias_exp - 6)  # wu the neuron's bias alone can hold
 
     def headroom_limits(with_bias_source: bool) -> dict[str, float]:
@@ -427,19 +431,19 @@ def quantize_layer(spec: LayerSpec, numerics, *, weight_fill: float = 1.0, headr
         limits["threshold_range"] = (numerics.vth_mant_max + 0.49) / float(np.max(spec.vth))
         if spec.reset == "subtract":
             limits["reset_range"] = (numerics.vth_mant_max + 0.49) / float(np.max(spec.reset_amount))
-    plain = {**limits, **headroom_limits(False)}
+    plain_limits = {**limits, **headroom_limits(False)}
     if bias_max > 0:
-        plain["bias_range"] = (own_bias_reach + 0.49) / bias_max
+        plain_limits["bias_range"] = (own_bias_reach + 0.49) / bias_max
     use_source = False
-    if bias_max > 0 and min(plain, key=plain.get) == "bias_range":
+    if not plain and bias_max > 0 and min(plain_limits, key=plain_limits.get) == "bias_range":
         # The neuron's bias alone caps the scale: carry the coarse part through a bias source instead.
         lo_b, hi_b, step_b = numerics.weight_grid("dense", _bias_source_bits(spec, numerics))
         reach = min(-lo_b, hi_b) * 2.0**exp_max + own_bias_reach
         with_source = {**limits, **headroom_limits(True), "bias_range": reach / bias_max}
-        if min(with_source.values()) > plain["bias_range"]:
+        if min(with_source.values()) > plain_limits["bias_range"]:
             use_source, limits = True, with_source
     if not use_source:
-        limits = plain
+        limits = plain_limits
     binding = min(limits, key=limits.get)
     s0 = limits[binding]
 
@@ -447,7 +451,7 @@ def quantize_layer(spec: LayerSpec, numerics, *, weight_fill: float = 1.0, headr
     # A headroom cap below s_fill leaves the weights coarse at exponent 0: a negative exponent (Lava's
     # truncating right shift) gives their mantissas the grid back (module docstring: exponents).
     weight_exps = tuple(
-        min(_smallest_exponent(s0 * m, g[2], u, exp_max, numerics.weight_exp_min), exp_max) if m > 0 else 0
+        min(_smallest_exponent(s0 * m, g[2], u, exp_max, 0 if plain else numerics.weight_exp_min), exp_max) if m > 0 else 0
         for m, g, u in zip(magnitudes, grids, usable)
     )
     bias_source_exp = None

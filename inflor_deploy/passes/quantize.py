@@ -459,7 +459,8 @@ def quantize_with_report(graph: Graph, ctx: PassContext) -> tuple[Graph, list[di
     opts = ctx.quantization
     for spec, layer in zip(layer_specs(graph, ctx, grades), graph.of_type(n.Neuron, n.Accumulator)):
         try:
-            quantized = quantize_layer(spec, ctx.target.numerics, weight_fill=opts.weight_fill, headroom=opts.headroom)
+            quantized = quantize_layer(spec, ctx.target.numerics, weight_fill=opts.weight_fill, headroom=opts.headroom,
+                                       plain=opts.plain_layers)  # fmt: skip
         except LayerQuantizationError as err:
             raise PassError(str(err)) from err
         report = _report(spec, layer, quantized)

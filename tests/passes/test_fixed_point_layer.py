@@ -92,6 +92,8 @@ def test_a_bias_beyond_the_neurons_field_goes_through_a_bias_source():
     spec = _layer([_dense("stem", w, input_max=255.0)], bias=0.8, timesteps=2)
     q = quantize_layer(spec, NUM)
     assert q.bias_source is not None and q.scale_limited_by != "bias_range"
+    plain = quantize_layer(spec, NUM, plain=True)  # a plain layer: the bias range caps the scale
+    assert plain.bias_source is None and plain.scale_limited_by == "bias_range" and plain.scale < q.scale
     source = q.bias_source
     assert source.weight.shape == (6, 1) and source.source == "n.bias_source" and source.weight_exp > 0
     total = source.weight[:, 0].astype(np.int64) * 2**source.weight_exp + q.bias_mant.astype(np.int64) * 2 ** (

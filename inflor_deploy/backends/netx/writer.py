@@ -80,6 +80,8 @@ Refused, each with a named reason (:class:`NetxRefusal` ``.reason``):
   exactly (see :func:`dense_weights_problem`).
 * ``bias_exponent``: a bias that cannot be restated with netx's fixed
   ``bias_exp = 6`` in a 13-bit mantissa.
+* ``bias_source``: an always-firing bias source neuron (compile with
+  ``--plain-layers``).
 * ``weight_exponent``: a synapse with a nonzero ``weight_exp`` (the
   quantizer's per-synapse exponent): the integer weights alone would
   deliver a different current.
@@ -354,6 +356,14 @@ def _chain(graph: Graph) -> list[tuple[n.FixedPointSynapse, n.Node]]:
     by_name = {node.name: node for node in graph}
     chain, previous = [], graph.input.name
     for layer in layers:
+        if not layer.sources:  # a bias source (QuantizeFixedPoint): an always-firing neuron feeding one layer
+            raise NetxRefusal(
+                "bias_source",
+                f"{layer.name!r} is a bias source (a bias beyond its layer's 13-bit bias field, carried by an "
+                "always-firing neuron), which a netx chain cannot hold. Recompile with --plain-layers "
+                "(the bias range then caps that layer's scale), or run this artifact with "
+                "`inflor-deploy run --backend lava`",
+            )
         if len(layer.sources) != 1:
             raise refuse(f"layer {layer.name!r} sums {len(layer.sources)} synapses ({', '.join(layer.sources)})")
         synapse = by_name[layer.sources[0]]
@@ -468,7 +478,7 @@ def plan_netx(graph: Graph, *, allow_inexact: bool = False) -> NetxPlan:
                 "weight_exponent",
                 f"synapse {synapse.name!r} has weight_exp {synapse.weight_exp} (the quantizer's per-synapse "
                 "exponent, docs/quantization.md); this writer stores the integer weights alone, and netx's Conv "
-                "ignores an exponent. Run this artifact with `inflor-deploy run --backend lava`",
+                "ignores an exponent. Recompile with --plain-layers, or run this artifact with `inflor-deploy run --backend lava`",
             )
         if synapse.kind == "dense":
             problem = dense_weights_problem(synapse.weight)

@@ -305,3 +305,19 @@ def test_metadata_of_a_foreign_file_is_refused(tmp_path):
         f.create_group("inflor").attrs["metadata"] = json.dumps({"format": nw.FORMAT, "format_version": 99})
     with pytest.raises(InflorError, match="v99"):
         nw.read_netx_metadata(tmp_path / "future.net")
+
+
+def test_a_bias_source_is_refused_by_name_and_plain_layers_compile_a_chain(tmp_path):
+    from inflor_deploy.compiler import compile_checkpoint
+    from inflor_deploy.passes.base import QuantizationOptions
+    from inflor_deploy.pretrained import DEFAULT_MODEL
+
+    graph = compile_checkpoint(DEFAULT_MODEL, "loihi2-sim", probe_samples=2, stop_after="ScheduleTimesteps").graph
+    with pytest.raises(nw.NetxRefusal) as refused:
+        export_netx(graph, tmp_path / "out.net")
+    assert refused.value.reason == "bias_source" and "--plain-layers" in str(refused.value)
+    chain = compile_checkpoint(DEFAULT_MODEL, "loihi2-sim", probe_samples=2, stop_after="ScheduleTimesteps",
+                               quantization=QuantizationOptions(plain_layers=True)).graph  # fmt: skip
+    assert all(x.sources for x in chain.of_type(n.FixedPointNeuron))
+    assert all(s.weight_exp == 0 for s in chain.of_type(n.FixedPointSynapse))
+    nw.plan_netx(chain, allow_inexact=True)  # soft reset written as hard: planned, not refused
