@@ -97,12 +97,14 @@ def levels(report: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
                 "levels_used": err["levels_used"],
                 "rms_relative_error": err["rms_relative_error"],
                 "scale_limited_by": layer["scale_limited_by"],
-                **{k: err[k] for k in ("levels_available", "weight_exp") if k in err},
+                **{k: err[k] for k in ("levels_available", "weight_exp", "identity") if k in err},
             }
     return rows
 
 
 def _summary(rows: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The worst synapse of the model's own (identity shortcuts, 2 levels by nature, excluded)."""
+    rows = {k: r for k, r in rows.items() if not (r.get("identity") or k.endswith(".shortcut"))}
     worst = min(rows, key=lambda k: rows[k]["levels_used"])
     rms = max(rows, key=lambda k: rows[k]["rms_relative_error"])
     return {
