@@ -46,7 +46,7 @@ def trained_if(tmp_path_factory):
 @pytest.fixture(scope="module")
 def srif_artifact(tmp_path_factory):
     folder = tmp_path_factory.mktemp("srif")
-    _invoke("compile", DEFAULT_MODEL, "-o", folder / "art", "--no-lava-smoke", "--probe-samples", "2")
+    _invoke("compile", DEFAULT_MODEL, "-o", folder / "art", "--no-lava-smoke", "--probe-samples", "2", "--plain-layers")
     return folder / "art"
 
 
