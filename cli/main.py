@@ -69,7 +69,7 @@ def cli():
 @cli.command()
 @click.option("--arch", default="digits_cnn", show_default=True, help="Architecture to train.")
 @click.option("--data", "data_spec", default="digits", show_default=True,
-              help="digits | cifar10:FOLDER | FILE.npz (x_train, y_train, x_test, y_test; or x, y: a seeded 20 % "
+              help="digits | digits32 | cifar10:FOLDER | FILE.npz (x_train, y_train, x_test, y_test; or x, y: a seeded 20 % "
                    "is held out as the test split; x [N, T, C, H, W] trains on event sequences)")
 @click.option("--timesteps", "-T", default=4, show_default=True, type=int, help="T (event data: the data's T).")
 @click.option("--neuron", type=click.Choice(["srif", "if", "lif"]), default="srif", show_default=True)
@@ -178,7 +178,7 @@ def finetune(checkpoint, target, data_spec, epochs, lr, activity_weight, weight_
 
 @cli.command()
 @click.argument("checkpoint", type=click.Path(path_type=Path))
-@click.option("--data", "data_spec", default="digits", show_default=True, help="digits | cifar10:FOLDER | FILE.npz")
+@click.option("--data", "data_spec", default="digits", show_default=True, help="digits | digits32 | cifar10:FOLDER | FILE.npz")
 @click.option("--samples", type=int, default=None, help="Evaluate only the first N test samples.")
 @trust_pickle_option
 @_user_errors
@@ -249,7 +249,7 @@ def _input_shape(text: str | None):
 def _compile(model, target, output, force, *, stop_after=None, trust_pickle=False, input_scale=None,
              headroom="u", overflow="warn", timesteps=None, probe_samples=None, factory=None, model_args=(),
              input_shape=None, time_mode=None, input_range=None, input_mean=None, input_std=None,
-             input_encoding=None, nir_read=None):  # fmt: skip
+             input_encoding=None, nir_read=None, weight_bits=None, prune=0.0, plain_layers=False):  # fmt: skip
     from inflor_deploy.artifact import reserve_output, write_artifact
     from inflor_deploy.compiler import compile_checkpoint, compile_factory
     from inflor_deploy.outputs import estimate_artifact_bytes
@@ -261,7 +261,8 @@ def _compile(model, target, output, force, *, stop_after=None, trust_pickle=Fals
                             headroom=headroom, overflow=overflow, timesteps=timesteps, probe_samples=probe_samples,
                             factory=factory, model_args=model_args, input_shape=input_shape, time_mode=time_mode,
                             trust_pickle=trust_pickle, input_range=input_range, input_mean=input_mean,
-                            input_std=input_std, input_encoding=input_encoding)  # fmt: skip
+                            input_std=input_std, input_encoding=input_encoding, weight_bits=weight_bits, prune=prune,
+                            plain_layers=plain_layers)  # fmt: skip
     if nir_read:
         raise InflorError(f"--{next(iter(nir_read)).replace('_', '-')} says how a NIR graph is read; MODEL "
                           f"{model} is not a .nir file")
@@ -274,7 +275,8 @@ def _compile(model, target, output, force, *, stop_after=None, trust_pickle=Fals
     need = estimate_artifact_bytes(model) if model.is_file() else 0
     # Refuse before spending time on the compile; hold the output so a second compile fails at once.
     with reserve_output(output, force, need_bytes=need):
-        options = QuantizationOptions(input_grade_scale=input_scale, headroom=headroom, overflow=overflow)
+        options = QuantizationOptions(input_grade_scale=input_scale, headroom=headroom, overflow=overflow,
+                                      weight_bits=weight_bits, prune=prune, plain_layers=plain_layers)  # fmt: skip
         declared = dict(input_range=input_range, input_mean=input_mean, input_std=input_std, input_encoding=input_encoding)
         if factory is not None:
             from inflor_deploy.frontends.user_model import FactorySpec
@@ -295,7 +297,7 @@ def _compile(model, target, output, force, *, stop_after=None, trust_pickle=Fals
 
 def _compile_nir(model, target, output, force, nir_read, *, stop_after, input_scale, headroom, overflow, timesteps,
                  probe_samples, factory, model_args, input_shape, time_mode, trust_pickle, input_range, input_mean,
-                 input_std, input_encoding):  # fmt: skip
+                 input_std, input_encoding, weight_bits, prune, plain_layers):  # fmt: skip
     """``compile MODEL.nir -T N``: the NIR front end (docs/nir.md), then the same passes."""
     from inflor_deploy.artifact import reserve_output, write_artifact
     from inflor_deploy.compiler import compile_nir
@@ -310,7 +312,8 @@ def _compile_nir(model, target, output, force, nir_read, *, stop_after, input_sc
     need = estimate_artifact_bytes(model) if model.is_file() else 0  # a .nir holds at least the weights, as a checkpoint
     # Refuse before spending time on the compile; hold the output so a second compile fails at once.
     with reserve_output(output, force, need_bytes=need):
-        options = QuantizationOptions(input_grade_scale=input_scale, headroom=headroom, overflow=overflow)
+        options = QuantizationOptions(input_grade_scale=input_scale, headroom=headroom, overflow=overflow,
+                                      weight_bits=weight_bits, prune=prune, plain_layers=plain_layers)  # fmt: skip
         result = compile_nir(
             model, timesteps=timesteps, target=target, input_shape=_input_shape(input_shape), quantization=options,
             stop_after=stop_after, probe_samples=probe_samples, input_range=input_range, input_mean=input_mean,
@@ -413,6 +416,16 @@ compile_options = [
                  help="A layer whose v can saturate in the worst case, or whose threshold or reset amount rounds "
                       "with more than 1 % relative error (QuantizeFixedPoint's stated bound): warn, or refuse to "
                       "compile."),
+    click.option("--weight-bits", type=int, default=None, metavar="BITS",
+                 help="Weight mantissa bits, 2..8 (Lava num_weight_bits): fewer bits, less synaptic memory "
+                      "[default: the target's, 8]."),
+    click.option("--prune", type=float, default=0.0, show_default=True, metavar="FRACTION",
+                 help="Remove this fraction of each synapse's connections, smallest |weight| first (magnitude "
+                      "pruning); pruned synapses run as Lava Sparse and count only their kept connections."),
+    click.option("--plain-layers", is_flag=True, default=False,
+                 help="Plain Loihi layers: no bias source neurons, bias_exp 6, no negative weight exponents (the "
+                      "layout `export --format netx` holds); the bias and headroom ranges then cap some layers' "
+                      "precision (docs/quantization.md)."),
     click.option("-T", "--timesteps", type=int, default=None,
                  help="Timesteps T: overrides a checkpoint's; required with --model."),
     click.option("--probe-samples", type=int, default=None,
@@ -473,8 +486,9 @@ model_options = [
 @trust_pickle_option
 @_user_errors
 def compile_command(model, target, output, force, stop_after, input_scale, input_range, input_mean, input_std,
-                    input_encoding, headroom, overflow, timesteps, probe_samples, lava_smoke, factory, model_args,
-                    input_shape, time_mode, nir_reset, nir_dt, nir_compare, nir_convention, trust_pickle):  # fmt: skip
+                    input_encoding, headroom, overflow, weight_bits, prune, plain_layers, timesteps, probe_samples,
+                    lava_smoke, factory, model_args, input_shape, time_mode, nir_reset, nir_dt, nir_compare,
+                    nir_convention, trust_pickle):  # fmt: skip
     """Compile MODEL to Loihi 2 fixed point and write an artifact directory.
 
     MODEL is an inflor-deploy checkpoint, or, with --model MODULE:FACTORY, a
@@ -488,7 +502,8 @@ def compile_command(model, target, output, force, stop_after, input_scale, input
         model, target, output, force, stop_after=stop_after, trust_pickle=trust_pickle, input_scale=input_scale,
         headroom=headroom, overflow=overflow, timesteps=timesteps, probe_samples=probe_samples, factory=factory,
         model_args=model_args, input_shape=input_shape, time_mode=time_mode, input_range=input_range,
-        input_mean=input_mean, input_std=input_std, input_encoding=input_encoding,
+        input_mean=input_mean, input_std=input_std, input_encoding=input_encoding, weight_bits=weight_bits, prune=prune,
+        plain_layers=plain_layers,
         nir_read={"reset": nir_reset, "dt": nir_dt, "compare": nir_compare, "convention": nir_convention},
     )  # fmt: skip
     _print_compile_summary(result, output)
@@ -550,7 +565,7 @@ def _print_ladder(ladder) -> None:
 
 @cli.command()
 @click.argument("model", type=click.Path(path_type=Path))
-@click.option("--data", "data_spec", default="digits", show_default=True, help="digits | cifar10:FOLDER | FILE.npz")
+@click.option("--data", "data_spec", default="digits", show_default=True, help="digits | digits32 | cifar10:FOLDER | FILE.npz")
 @click.option("--samples", type=int, default=None, help="Use the first N test samples (default: all).")
 @click.option("--reference-samples", type=int, default=8, show_default=True,
               help="Samples the slow integer reference checks the simulator on (level 2).")
@@ -639,7 +654,7 @@ def _framework_reference(artifact, spec, weights, args, time_mode):
 @cli.command()
 @click.argument("artifact", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--data", "data_spec", default="digits", show_default=True,
-              help="digits | cifar10:FOLDER | FILE.npz (its test split is simulated)")
+              help="digits | digits32 | cifar10:FOLDER | FILE.npz (its test split is simulated)")
 @click.option("--samples", type=click.IntRange(min=1), default=None, help="Use only the first N test samples.")
 @click.option("--target", "-t", default=None, help="Limits and energy constants of this target instead of the artifact's.")
 @click.option("--progress/--no-progress", default=False, show_default=True, help="Show a progress bar while simulating.")
@@ -694,7 +709,7 @@ def _predict(graph, images, backend: str, chunk: int, soft_reset: str):
 @click.argument("artifact", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--backend", type=click.Choice(["sim", "lava"]), default="sim", show_default=True,
               help="sim: the bit-exact simulator (pipelined view); lava: Lava's Loihi2SimCfg(fixed_pt).")
-@click.option("--data", "data_spec", default="digits", show_default=True, help="digits | cifar10:FOLDER | FILE.npz")
+@click.option("--data", "data_spec", default="digits", show_default=True, help="digits | digits32 | cifar10:FOLDER | FILE.npz")
 @click.option("--samples", type=click.IntRange(min=1), default=None, help="Use the first N test samples.")
 @click.option("--chunk", type=click.IntRange(min=1), default=50, show_default=True,
               help="Samples per Lava run (progress is reported per chunk).")

@@ -222,13 +222,14 @@ def _probe(source: ModelSource, graph: Graph, samples: int, images: np.ndarray |
         probe = make_probe(graph, images=images)
         return probe, f"{len(probe)} given images"
     declared = graph.input
-    if source.metadata.get("dataset") == "digits" and declared.encoding == "direct" and declared.pixel_levels is not None:
-        from inflor_deploy.data import load_digits
+    dataset = source.metadata.get("dataset")
+    if dataset in ("digits", "digits32") and declared.encoding == "direct" and declared.pixel_levels is not None:
+        from inflor_deploy.data import load_dataset
 
-        digits = load_digits("test").images[:samples]
+        digits = load_dataset(dataset, "test").images[:samples]
         if digits.shape[1:] == tuple(declared.shape):
             units = np.float32(255 / declared.pixel_levels)
-            return digits * units if units != 1 else digits, f"digits/test[:{samples}]"
+            return digits * units if units != 1 else digits, f"{dataset}/test[:{samples}]"
     low, high = declared.value_range
     kind = "integer frames" if declared.encoding == "sequence" else "noise"
     return make_probe(graph, count=samples, seed=0), f"uniform[{low:g},{high:g}] {kind}, seed 0, {samples} samples"

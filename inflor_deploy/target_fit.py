@@ -9,9 +9,13 @@ widths (all limits come from the target file, ``[numerics]`` and
 ========================  ==============================================================
 field                     must be
 ========================  ==============================================================
-synapse ``weight``        an integer array; dense: ``dense_weight_min..max`` in steps of
-                          ``dense_weight_step`` (the even values Lava's mixed-sign Dense
-                          keeps); conv: ``conv_weight_min..max``
+synapse ``weight``        an integer array on the grid of its ``weight_bits``
+                          (``Numerics.weight_grid``); 8 bits: dense ``dense_weight_min..max``
+                          in steps of ``dense_weight_step`` (the even values Lava's
+                          mixed-sign Dense keeps), conv ``conv_weight_min..max``
+synapse ``weight_bits``   an integer in ``1..weight_bits``
+synapse ``weight_exp``    an integer in ``weight_exp_min..weight_exp_max``
+synapse ``sparse``        true or false
 synapse ``delay``         an integer in ``0..max_synaptic_delay``
 neuron ``vth``            an integer in ``0..2**vth_mant_bits - 1`` (unsigned mantissa)
 neuron ``reset_mant``     the same range (subtract: >= 1)
@@ -152,14 +156,18 @@ def check_fits_target(graph: Graph, target: Target, where: str = "graph") -> Non
         if isinstance(node, n.Input):
             _check_input(where, node, num.graded_spike_bits)
         elif isinstance(node, n.FixedPointSynapse):
-            if node.kind == "dense":
-                _check_array(where, name, "weight", node.weight, num.dense_weight_min, num.dense_weight_max,
-                             "the target's dense weights", step=num.dense_weight_step)
-            elif node.kind == "conv":
-                _check_array(where, name, "weight", node.weight, num.conv_weight_min, num.conv_weight_max,
-                             "the target's conv weights")
-            else:
+            if node.kind not in ("dense", "conv"):
                 raise _fail(where, name, "kind", f"= {node.kind!r} must be 'dense' or 'conv'")
+            _check_int(where, name, "weight_bits", node.weight_bits, 1, num.weight_bits,
+                       "the target's weight mantissa widths")
+            lo, hi, step = num.weight_grid(node.kind, node.weight_bits)
+            width = "" if node.weight_bits == num.weight_bits else f"{node.weight_bits}-bit "
+            _check_array(where, name, "weight", node.weight, lo, hi, f"the target's {width}{node.kind} weights",
+                         step=step)
+            _check_int(where, name, "weight_exp", node.weight_exp, num.weight_exp_min, num.weight_exp_max,
+                       "the target's weight exponents")
+            if not isinstance(node.sparse, (bool, np.bool_)):
+                raise _fail(where, name, "sparse", f"= {node.sparse!r} must be true or false")
             _check_int(where, name, "delay", node.delay, 0, timing.max_synaptic_delay,
                        "the target's synaptic delays")
         elif isinstance(node, (n.FixedPointNeuron, n.FixedPointAccumulator)):

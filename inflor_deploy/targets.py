@@ -105,7 +105,13 @@ class Numerics:
         bias_exp_bits: width of the unsigned bias exponent, bits.
         activation_shift: left shift of synaptic input into u
             (one weight unit = 2**activation_shift units of v).
-        bias_exp: the bias exponent this project uses (bias_mant then counts in weight units).
+        bias_exp: the preferred bias exponent (bias_mant then counts in weight units, and v stays
+            a multiple of 64 so a ``>=`` threshold is exact); the quantizer picks another in
+            ``0..2**bias_exp_bits - 1`` per layer when the bias needs more range or precision.
+        weight_exp_max: largest synapse weight exponent the compiler emits (``a = (W x) << e``,
+            ``0 <= e <= weight_exp_max``).
+        weight_exp_min: smallest (<= 0) synapse weight exponent the compiler emits: ``e < 0``
+            delivers ``a = floor((W x) / 2^-e)`` (Lava's arithmetic right shift).
         spike_compare: ``"strict_greater"`` (v > vth) or ``"greater_equal"`` (v >= vth).
         u_overflow: what u does past its width: ``"wrap"`` or ``"saturate"``.
         v_overflow: what v does past its width: ``"wrap"`` or ``"saturate"``.
@@ -130,6 +136,8 @@ class Numerics:
     bias_exp_bits: int
     activation_shift: int
     bias_exp: int
+    weight_exp_max: int
+    weight_exp_min: int
     spike_compare: str
     u_overflow: str
     v_overflow: str
@@ -139,7 +147,8 @@ class Numerics:
         _positive(self, "weight_bits", "dense_weight_step", "state_bits_u", "state_bits_v",
                   "du_bits", "dv_bits", "vth_mant_bits", "bias_mant_bits", "bias_exp_bits",
                   "graded_spike_bits")
-        _non_negative(self, "vth_shift", "activation_shift")
+        _non_negative(self, "vth_shift", "activation_shift", "weight_exp_max")
+        _require(self.weight_exp_min <= 0, "weight_exp_min", f"a value <= 0, got {self.weight_exp_min!r}")
         for kind in ("dense", "conv"):
             lo, hi = getattr(self, f"{kind}_weight_min"), getattr(self, f"{kind}_weight_max")
             _require(lo < hi, f"{kind}_weight_min",
@@ -168,6 +177,27 @@ class Numerics:
     def dense_weight_values(self) -> range:
         """Every Dense weight value that survives Lava's fixed_pt weight handling."""
         return range(self.dense_weight_min, self.dense_weight_max + 1, self.dense_weight_step)
+
+    def weight_grid(self, kind: str, bits: int | None = None) -> tuple[int, int, int]:
+        """``(lowest, highest, step)`` of the integer weights a ``bits``-bit synapse holds (default: ``weight_bits``).
+
+        Fewer bits keep the range and coarsen the step, as Lava's
+        ``truncate_weights`` drops low mantissa bits (``num_weight_bits``):
+        dense ``step = dense_weight_step * 2^(weight_bits - bits)`` (mixed-sign
+        Dense: multiples of ``2^(9 - bits)`` in [-256, 255]); conv keeps step 1
+        and shrinks its range to ``bits`` signed bits (Lava's Conv does not
+        truncate, so the compiler emits the narrower integers itself).
+        """
+        bits = self.weight_bits if bits is None else int(bits)
+        if not 1 <= bits <= self.weight_bits:
+            raise TargetError(f"weight bits {bits} must be in 1..{self.weight_bits} (the target's weight_bits)")
+        drop = self.weight_bits - bits
+        if kind == "dense":
+            step = self.dense_weight_step << drop
+            return self.dense_weight_min, self.dense_weight_max + self.dense_weight_step - step, step
+        if kind == "conv":
+            return self.conv_weight_min >> drop, self.conv_weight_max >> drop, 1
+        raise TargetError(f"synapse kind {kind!r} must be 'dense' or 'conv'")
 
     @property
     def conv_weight_values(self) -> range:

@@ -381,7 +381,9 @@ def level4_float_vs_fixed(reference, float_graph: Graph, fixed_graph: Graph, dat
 
     start = time.perf_counter()
     traced = None if reference is None else _traced(reference, imported or float_graph)
-    layers = [x.name for x in fixed_graph.of_type(n.FixedPointNeuron)]
+    # Neurons the float model has (a bias source, added by quantization, has no float counterpart).
+    float_neurons = {x.name for x in float_graph.of_type(n.Neuron)}
+    layers = [x.name for x in fixed_graph.of_type(n.FixedPointNeuron) if x.name in float_neurons]
     agree = dict.fromkeys(layers, 0)
     total = dict.fromkeys(layers, 0)
     correct_float = correct_fixed = same_class = 0

@@ -63,9 +63,18 @@ def test_the_extremes_of_every_range_fit_both_targets():
     ({"image": {"value_range": (-2.0**31 / 255, 1.0), "pixel_levels": None}},
      "'value_range' = [-8.4215e+06, 1] at grade scale 255 reaches graded values of 2147483648, outside the "
      "target's 32-bit signed graded-spike payload [-2147483648, 2147483647]"),
+    ({"d": {"weight_exp": 10}}, "'d' field 'weight_exp' = 10 is outside the target's weight exponents [-8, 9]"),
+    ({"d": {"weight_exp": -9}}, "'d' field 'weight_exp' = -9 is outside the target's weight exponents [-8, 9]"),
+    ({"d": {"weight_bits": 9}}, "'d' field 'weight_bits' = 9 is outside the target's weight mantissa widths [1, 8]"),
+    ({"d": {"weight_bits": 4, "weight": np.full((3, 32), 2, np.int32)}},
+     "'d' field 'weight' [0, 0] = 2 is outside the target's 4-bit dense weights [-256, 224] in steps of 32"),
+    ({"c": {"weight_bits": 4}}, "'c' field 'weight' [0, 0, 0, 0] = 127 is outside the target's 4-bit conv weights "
+                                "[-8, 7]"),
+    ({"d": {"sparse": "yes"}}, "'d' field 'sparse' = 'yes' must be true or false"),
 ], ids=["dense-odd", "dense-high", "conv-low", "float-weights", "vth-negative", "vth-17-bit", "vth-float",
         "reset-zero", "bias-13-bit", "bias-shape", "bias-exp", "du", "delay", "scale", "grade-scale",
-        "reset-per-channel-17-bit", "reset-none-mantissa", "input-encoding", "input-range-order", "input-range-inf", "pixel-levels", "input-payload"])
+        "reset-per-channel-17-bit", "reset-none-mantissa", "input-encoding", "input-range-order", "input-range-inf", "pixel-levels", "input-payload", "weight-exp-high", "weight-exp-low",
+        "weight-bits", "weight-4-bit-dense", "weight-4-bit-conv", "sparse"])
 def test_each_field_outside_the_target_is_named(changes, message):
     with pytest.raises(TargetFitError) as err:
         check_fits_target(graph(**changes), SIM, where="art/fixed_point.npz")

@@ -20,7 +20,8 @@ def artifact(tmp_path_factory):
 
 
 def test_ladder_passes_on_the_bundled_model(artifact):
-    data = load_digits("test").take(96)
+    # The whole split: on 96 samples a single digit classified differently is already 1.04 percentage points.
+    data = load_digits("test")
     ladder = verify.run_ladder(artifact, data, reference_samples=4, lava_samples=0)
     levels = {level.level: level for level in ladder.levels}
     assert ladder.ok
@@ -123,7 +124,7 @@ def test_level4_fails_below_the_spike_agreement_floor_and_names_the_layer(artifa
     from inflor_deploy.checkpoint import load_checkpoint
 
     model = load_checkpoint(DEFAULT_MODEL).model
-    data = load_digits("test").take(96)
+    data = load_digits("test")  # the whole split: on 96 samples one digit classified differently is 1.04 points
     good = verify.level4_float_vs_fixed(model, artifact.float_graph, artifact.fixed_graph, data)
     assert good.ok and good.metrics["look_at"] is None and verify.Ladder([good]).ok
     # The first layer's threshold 30 % low: it fires too often, and the next layer inherits it.

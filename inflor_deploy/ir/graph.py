@@ -190,10 +190,20 @@ def _node_shape(node: n.Node, ins: list[tuple[int, ...]]) -> tuple[int, ...]:
         return (sum(s[0] for s in ins), *ins[0][1:])
     if isinstance(node, (n.Neuron, n.Accumulator, n.FixedPointNeuron, n.FixedPointAccumulator)):
         if not ins:
+            # A fixed-point neuron without synapses (a bias source, driven by its own bias) has its declared shape.
+            if isinstance(node, n.FixedPointNeuron) and node.shape:
+                return tuple(node.shape)
             raise IRError(f"{type(node).__name__} {node.name!r} has no input")
+        declared = getattr(node, "shape", None)
+        if declared and isinstance(node, (n.FixedPointNeuron, n.FixedPointAccumulator)):
+            # A dense synapse's current (N,) may feed a layer of any shape with N neurons (C-major),
+            # e.g. a bias source's synapse into a conv layer.
+            flat = (math.prod(declared),)
+            if any(s != tuple(declared) and s != flat for s in ins):
+                raise IRError(f"{node.name!r}: declared shape {tuple(declared)} does not fit its sources' shapes {ins}")
+            return tuple(declared)
         if any(s != ins[0] for s in ins):
             raise IRError(f"{type(node).__name__} {node.name!r}: its sources' shapes differ: {ins}")
-        declared = getattr(node, "shape", None)
         if declared and tuple(declared) != ins[0]:
             raise IRError(f"{node.name!r}: declared shape {declared} but its input is {ins[0]}")
         return ins[0]

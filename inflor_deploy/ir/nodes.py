@@ -397,32 +397,48 @@ class Accumulator(Node):
 
 @dataclass(frozen=True, eq=False)
 class FixedPointSynapse(Node):
-    """An integer connection into one fixed-point neuron layer (Lava Dense or Conv).
+    """An integer connection into one fixed-point neuron layer (Lava Dense, Sparse or Conv).
 
     The current it delivers at step t is the integer
-    ``a[t] = W_q * x[t - delay]`` (dense: matrix product on the flattened
-    C-major source; conv: the cross-correlation of :class:`Conv2d`), where x
-    is the source's output: binary spikes, or graded input values.
-    Activations carry no bias; biases live in the target neuron.
+    ``a[t] = (W_q * x[t - delay]) << weight_exp`` (dense: matrix product on
+    the flattened C-major source; conv: the cross-correlation of
+    :class:`Conv2d`), where x is the source's output: binary spikes, or
+    graded input values. ``W_q`` are ``weight_bits``-bit mantissas and
+    ``weight_exp >= 0`` their shared exponent (Lava's ``weight_exp``; it lets a
+    layer's synapses of very different magnitudes share one scale, e.g. an
+    identity shortcut beside a conv). Activations carry no bias; biases live
+    in the target neuron.
 
-    Lava delivers the exact sum ``S`` wrapped (``wrap_b(z) = (z + 2^(b-1))
-    mod 2^b - 2^(b-1)``; read in lava-nc 0.10.0, table in
-    :mod:`inflor_deploy.backends.sim.lava_arith`)::
+    Lava delivers the exact sum ``S = (W_q * x) << weight_exp`` wrapped
+    (``wrap_b(z) = (z + 2^(b-1)) mod 2^b - 2^(b-1)``; read in lava-nc 0.10.0,
+    table in :mod:`inflor_deploy.backends.sim.lava_arith`)::
 
         conv (Lava Conv):          a = wrap_24(S)        (|S| >= 2^31: the int32 cast gives
-                                                          -2^31, so a = 0)
-        dense, delayed conv:       a = wrap_32(S)        (wrap_31(S) when the 8-bit encoding
-                                                          needs weight_exp = -1 and Lava sums
-                                                          in int32: graded Dense, DelaySparse)
+                                                          -2^31, so a = 0; weight_exp = 0)
+        dense, sparse, delayed,    a = wrap_32(S)        (wrap_(32+e)(S) when the Lava
+        exponent or pruned conv                          encoding's exponent e < 0 and
+                                                          Lava sums in int32: graded Dense
+                                                          or Sparse, DelaySparse)
 
     The quantizer's u headroom keeps ``|S| < 2^17``, where every wrap is
     the identity; the integer backends model the wraps for any input.
+
+    Weight grids (``weight_bits`` = b; 8 is Lava's default): dense weights
+    are multiples of ``2^(9-b)`` in ``[-256, 255]`` (Lava's mixed-sign Dense
+    truncation: even values in [-256, 254] for b = 8), conv weights integers
+    in ``[-2^(b-1), 2^(b-1) - 1]``.
 
     Attributes:
         kind: ``"dense"`` or ``"conv"``.
         weight: int32; dense ``[O, I]``, conv ``[O, C/groups, kh, kw]``.
         stride, padding, groups: As :class:`Conv2d` (conv only).
         delay: Extra timesteps before delivery (aligns residual shortcuts).
+        weight_exp: Shared exponent: the current is ``(W_q * x) << weight_exp`` (>= 0).
+        weight_bits: Mantissa width b of the weights (the target's
+            ``weight_bits`` or fewer: compression).
+        sparse: Stored as its nonzero connections only (magnitude pruning):
+            Lava Sparse/DelaySparse, and the resource and synop counts charge
+            only the kept connections. The arithmetic is the same.
     """
 
     kind: SynapseKind = "dense"
@@ -431,6 +447,9 @@ class FixedPointSynapse(Node):
     padding: tuple[int, int] = (0, 0)
     groups: int = 1
     delay: int = 0
+    weight_exp: int = 0
+    weight_bits: int = 8
+    sparse: bool = False
 
 
 @dataclass(frozen=True, eq=False)

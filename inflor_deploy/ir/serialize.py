@@ -23,11 +23,12 @@ from inflor_deploy.ir import nodes as n
 from inflor_deploy.ir.graph import Graph, IRError, Schedule
 
 FORMAT = "inflor-deploy-ir"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 #: Versions :func:`load_graph` reads. Version 1 files predate the neuron fields of issue 10
-#: (gain, compare, reset timing, v_reset, charge, per-channel vth, readouts); their defaults
-#: are exactly the version-1 semantics.
-READABLE_VERSIONS = (1, 2)
+#: (gain, compare, reset timing, v_reset, charge, per-channel vth, readouts), version 2 the
+#: synapse fields of issue 12 (weight_exp, weight_bits, sparse); their defaults are exactly
+#: the older versions' semantics.
+READABLE_VERSIONS = (1, 2, 3)
 
 #: Every node type a file may name (explicit: no lookup by arbitrary class name).
 NODE_TYPES: dict[str, type[n.Node]] = {

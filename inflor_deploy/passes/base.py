@@ -73,6 +73,17 @@ class QuantizationOptions:
             (:mod:`inflor_deploy.grid`). The quantizer checks it against the
             target (weights, bias and threshold ranges, the u headroom) and
             refuses it when it no longer fits; None chooses every scale.
+        weight_bits: Mantissa bits of every synapse's weights (compression); None
+            takes the target's ``weight_bits`` (8). Lava's ``num_weight_bits``.
+        prune: Fraction of each synapse's connections removed, smallest |weight|
+            first (magnitude pruning, per synapse; identity shortcuts are kept);
+            0 keeps them all. Pruned synapses are stored as their kept connections.
+        plain_layers: Quantize every layer as a plain Loihi layer: no bias
+            source, the target's preferred ``bias_exp`` (6), no negative
+            weight exponent, so the bias and u-headroom ranges cap a layer's
+            scale as before issue 12. The layout NetX's chain format holds
+            (``export --format netx``); False (default) uses every exact
+            construction for precision (docs/quantization.md).
     """
 
     input_grade_scale: float | None = None
@@ -80,8 +91,19 @@ class QuantizationOptions:
     headroom: Literal["u", "uv"] = "u"
     overflow: Literal["error", "warn"] = "warn"
     layer_scales: dict[str, float] | None = None
+    weight_bits: int | None = None
+    prune: float = 0.0
+    plain_layers: bool = False
 
     def __post_init__(self):
+        if self.weight_bits is not None and (
+            isinstance(self.weight_bits, bool) or not isinstance(self.weight_bits, int) or not 2 <= self.weight_bits <= 8
+        ):
+            raise PassError(f"weight_bits must be an integer in 2..8 (Lava's num_weight_bits), got {self.weight_bits!r}; "
+                            "use --weight-bits 8 for full precision")
+        if not 0 <= self.prune < 1:
+            raise PassError(f"prune must be a fraction in [0, 1), got {self.prune!r}; e.g. --prune 0.5 removes half "
+                            "of each synapse's connections")
         if self.input_grade_scale is not None and not self.input_grade_scale > 0:
             raise PassError(f"input_grade_scale must be > 0, got {self.input_grade_scale}")
         if not 0 < self.weight_fill <= 1:

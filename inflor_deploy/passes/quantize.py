@@ -1,9 +1,15 @@
 """QuantizeFixedPoint: float IR -> Loihi 2 fixed-point IR, one scale per neuron layer.
 
 Rewrites every synapse (Conv2d / Linear, plus identity shortcuts between
-neurons) into a :class:`FixedPointSynapse` with integer weights, every
-Neuron into a :class:`FixedPointNeuron`, the Accumulator into a
-:class:`FixedPointAccumulator`, and gives the Input a ``grade_scale``.
+neurons) into a :class:`FixedPointSynapse` with integer mantissas and a
+shared exponent, every Neuron into a :class:`FixedPointNeuron`, the
+Accumulator into a :class:`FixedPointAccumulator`, and gives the Input a
+``grade_scale``. A layer whose bias is beyond its neuron's bias field also
+gets a *bias source* (a one-neuron layer firing at every step, and its
+synapse). The choice of each layer's scale and integers is
+:func:`~inflor_deploy.passes.fixed_point_layer.quantize_layer`, a pure
+function (its module docstring states the identities and the search); this
+module walks the graph, builds the nodes and the report.
 
 Invariant (why a per-layer scale is free): SRIF dynamics are
 scale-invariant. Multiplying a layer's incoming weights, bias, threshold,
@@ -15,23 +21,38 @@ So each layer gets its own s, and the only errors are the roundings of
 How s is chosen for a layer (all its incoming synapses share it, because
 their currents add into one membrane):
 
-1. Fill: the largest |effective weight| maps to the top of the target's
-   range (dense: even values in [-256, 254], Lava's mixed-sign Dense
-   handling; conv: [-128, 127], exponent 0).
+1. Fill: the synapse with the smallest weights fills its weight grid
+   (dense: even values in [-256, 254], Lava's mixed-sign Dense handling;
+   conv: [-128, 127]; fewer levels with ``weight_bits``) at exponent 0; every
+   other synapse takes the smallest ``weight_exp`` that fits its grid
+   (``a = (W x) << weight_exp``), so each keeps at least half its grid's
+   levels. Where a cap below (usually the u headroom of a wide fan-in)
+   holds s under the fill scale, the exponent goes negative
+   (``a = floor((W x) / 2^-weight_exp)``, Lava's right shift, at most one
+   wu per step low) so the weights keep their grid all the same. An
+   identity shortcut is made exact by lowering s by less than one of its
+   mantissa steps.
 2. Headroom against the 24-bit wrap of u (always enforced): the current of
    one step enters u as ``a << 6``, so the worst-case ``|a|`` (every input
-   at the end of the Input's declared ``value_range`` that raises it) must
-   stay below ``2^17``. Below that no Lava wrap can happen for inputs in the
-   declared range (the Conv's 24 bits, Dense's 32, u's 24; the report's
-   ``wrap_possible`` says so per layer); inputs outside it are refused at
-   run time.
+   at the end of the Input's declared ``value_range`` that raises it, the
+   range widened to include 0) must stay below ``2^17``. Below that no Lava
+   wrap can happen for inputs in the declared range (the Conv's 24 bits,
+   Dense's 32, u's 24; the report's ``wrap_possible`` says so per layer);
+   inputs outside it are refused at run time.
 3. Headroom against saturation of v (``headroom="uv"``): over one sample
    window v can move by at most ``T * max|a + bias|``, which must stay below
    ``(2^23 - 1) >> 6``. Under the default ``headroom="u"`` this bound is only
    reported: a layer that *could* saturate is flagged (and refused with
    ``overflow="error"``); the simulators count real saturation events.
-4. The bias mantissa must fit 13 signed bits (``bias_exp = 6``: weight units)
-   and the threshold mantissa 17 unsigned bits.
+4. Ranges: the threshold and reset mantissas fit 17 unsigned bits; the bias
+   mantissa 13 signed bits at ``bias_exp`` 6 (weight units), or 7 when it
+   needs the range; a larger bias goes through a bias source (its synapse's
+   exponent at most the target's ``weight_exp_max``).
+
+Rounding can push an integer bound past its limit; the scale is then the
+largest one that respects every bound after rounding, found by a bisection
+that provably terminates (``fixed_point_layer``: with the exponents fixed,
+the bounds are non-decreasing in s).
 
 A recorded scale (``QuantizationOptions.layer_scales``: the grid a
 fine-tuned checkpoint was trained against, :mod:`inflor_deploy.grid`)
@@ -45,16 +66,20 @@ the declared range (8 bits of magnitude plus a sign). Signed ranges are
 planned for by their extremes: a weight's worst current takes the input end
 that raises (or lowers) it most.
 
-Threshold: the hardware fires on ``v > vth_hw << 6``, with integer threshold
-``theta = round(s * vth)`` (per channel when vth is; the scale stays per layer):
+Threshold: the hardware fires on ``v > vth_hw << 6``; v moves on a grid of
+g v units (64 without leak: weights, bias and reset all enter shifted by 6;
+1 with a leak, whose decay truncates), so it fires on ``v >= 64 vth_hw + g``.
+With ``theta = round(s * vth)`` (per channel when vth is; the scale stays per layer):
 
 * ``compare=">"`` (snnTorch): ``vth_hw = theta``, exact for any v;
-* ``compare=">="`` (InfLoR, SpikingJelly): with v a multiple of 64 (no leak;
-  weights, bias and reset all enter shifted by 6),
-  ``v >= theta << 6  <=>  v > (theta - 1) << 6``, so ``vth_hw = theta - 1``.
-  A leaky layer's v is not a multiple of 64, so there ``>= theta`` also fires
-  for v in ``(64 (theta - 1), 64 theta)``: kept as is and reported per layer
-  (``threshold_exact: false``).
+* ``compare=">="`` (InfLoR, SpikingJelly) without leak:
+  ``v >= theta << 6  <=>  v > (theta - 1) << 6``, so ``vth_hw = theta - 1``, exact;
+* ``compare=">="`` with a leak: no ``vth_hw`` gives ``v >= 64 theta`` (v is not a
+  multiple of 64), so ``vth_hw = round(s * vth - 1/64)``: the representable
+  boundary ``64 vth_hw + 1`` nearest to ``64 s vth``. It differs from
+  ``64 s vth`` by at most 32 v units (half a weight unit) either way, like
+  the rounding of theta itself, and is not biased toward firing early.
+  Reported per layer (``threshold_exact: false``, ``threshold_offset_v``).
 
 Reset: ``"subtract"`` -> ``reset_mant = round(s * reset_amount)`` (per channel
 when the amount is), ``"zero"`` -> v = 0, ``"none"`` -> no reset
@@ -63,6 +88,14 @@ absorb it, see ``FoldInputGain``) scales every incoming synapse and bias.
 Leak ``tau -> dv = round((1 - tau) * 4096)``. The readout
 (:class:`~inflor_deploy.ir.FixedPointAccumulator`) keeps its kind; a
 mean-membrane readout's tau becomes its dv.
+
+Compression (``QuantizationOptions``): ``weight_bits`` b < 8 puts every
+synapse on a b-bit mantissa grid (Lava ``num_weight_bits``); ``prune`` f
+removes the fraction f of each synapse's connections with the smallest
+|weight| (per synapse, before the scale is chosen; identity shortcuts and
+bias sources are kept whole) and marks the synapse ``sparse``: Lava runs
+it as Sparse/DelaySparse holding only the kept connections, and the
+resource and synop reports count only those.
 
 Rounding bound of the threshold and the reset amount
 (:data:`MAX_THRESHOLD_ROUNDING` = 1 %): ``|theta / s - vth| / vth`` and
@@ -84,7 +117,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -92,11 +124,16 @@ import numpy as np
 from inflor_deploy.ir import nodes as n
 from inflor_deploy.ir.graph import Graph, infer_shapes
 from inflor_deploy.passes.base import ContractResult, Pass, PassContext, PassError
+from inflor_deploy.passes.fixed_point_layer import (
+    A_LIMIT, V_LIMIT_WEIGHT_UNITS, LayerQuantization, LayerQuantizationError, LayerSpec, QuantizedSynapse,
+    SynapseSpec, quantize_layer,
+)  # fmt: skip
 
-#: |a| must stay below this so that ``a << 6`` cannot wrap u (24-bit signed).
-A_LIMIT = 2**17 - 1
-#: v saturates at 2^23 - 1, i.e. this many weight units.
-V_LIMIT_WEIGHT_UNITS = (2**23 - 1) >> 6
+__all__ = [
+    "A_LIMIT", "DEFAULT_INPUT_GRADES", "MAX_THRESHOLD_ROUNDING", "QuantizeFixedPoint", "V_LIMIT_WEIGHT_UNITS",
+    "default_grade_scale", "layer_specs", "prune_smallest", "quantize_fixed_point", "quantize_with_report",
+]  # fmt: skip
+
 #: Default integer grades per unit of input for images in [0, 1] (8-bit pixels).
 DEFAULT_INPUT_GRADES = 255.0
 #: A graded input value travels as a 32-bit payload.
@@ -106,22 +143,6 @@ GRADED_LIMIT = 2**31
 MAX_THRESHOLD_ROUNDING = 0.01
 
 
-@dataclass(frozen=True)
-class _Incoming:
-    """One synapse into a layer, with its weights as the layer sees them."""
-
-    name: str
-    source: str
-    kind: str  # "dense" | "conv"
-    effective: np.ndarray  # float64 weights per unit of the integer input value
-    bias: np.ndarray | None
-    input_max: float  # largest integer input value (1 for spikes, round(hi * grades) for the image)
-    stride: tuple[int, int] = (1, 1)
-    padding: tuple[int, int] = (0, 0)
-    groups: int = 1
-    input_min: float = 0.0  # smallest integer input value (0 for spikes, round(lo * grades) for the image)
-
-
 def default_grade_scale(node: n.Input) -> float:
     """The input's grade scale when none is given (module docstring): pixel levels, else 255 / max |range|."""
     if node.pixel_levels is not None:
@@ -129,7 +150,19 @@ def default_grade_scale(node: n.Input) -> float:
     return DEFAULT_INPUT_GRADES / max(abs(float(v)) for v in node.value_range)
 
 
-def _incoming(graph: Graph, layer: n.Node, shapes, grades: float) -> list[_Incoming]:
+def prune_smallest(weight: np.ndarray, fraction: float) -> np.ndarray:
+    """``weight`` with its ``floor(fraction * size)`` smallest-magnitude entries set to 0 (ties: lower index first)."""
+    count = int(math.floor(fraction * weight.size))
+    if count <= 0:
+        return weight
+    flat = weight.reshape(-1).copy()
+    flat[np.argsort(np.abs(flat), kind="stable")[:count]] = 0.0
+    return flat.reshape(weight.shape)
+
+
+def _synapse_specs(graph: Graph, layer: n.Node, shapes, grades: float, opts) -> list[SynapseSpec]:
+    gain = float(getattr(layer, "gain", 1.0))  # H = tau U + g X: the gain scales every incoming current
+    bits = opts.weight_bits
     found = []
     for source_name in layer.sources:
         src = graph.node(source_name)
@@ -138,11 +171,14 @@ def _incoming(graph: Graph, layer: n.Node, shapes, grades: float) -> list[_Incom
             # as a 1x1 convolution with an identity kernel (or a diagonal dense).
             shape = shapes[src.name]
             channels = shape[0]
+            value = src.spike_value * gain
             if len(shape) == 3:
-                eye = np.eye(channels).reshape(channels, channels, 1, 1) * src.spike_value
-                found.append(_Incoming(f"{layer.name}.shortcut", src.name, "conv", eye, None, 1.0))
+                eye = np.eye(channels).reshape(channels, channels, 1, 1) * value
+                found.append(SynapseSpec(f"{layer.name}.shortcut", src.name, "conv", eye, identity=True,
+                                         weight_bits=bits))  # fmt: skip
             else:
-                found.append(_Incoming(f"{layer.name}.shortcut", src.name, "dense", np.eye(channels) * src.spike_value, None, 1.0))
+                found.append(SynapseSpec(f"{layer.name}.shortcut", src.name, "dense", np.eye(channels) * value,
+                                         identity=True, weight_bits=bits))  # fmt: skip
             continue
         if not isinstance(src, (n.Conv2d, n.Linear)):
             raise PassError(
@@ -161,46 +197,16 @@ def _incoming(graph: Graph, layer: n.Node, shapes, grades: float) -> list[_Incom
                 f"synapse {src.name!r} reads {type(feeder).__name__} {feeder.name!r}; on Loihi a "
                 "synapse reads spikes of a neuron layer or the graded input"
             )
-        weight = np.asarray(src.weight, dtype=np.float64) * per_unit
-        bias = None if src.bias is None else np.asarray(src.bias, dtype=np.float64)
+        weight = np.asarray(src.weight, dtype=np.float64) * per_unit * gain
+        if opts.prune > 0:
+            weight = prune_smallest(weight, opts.prune)
+        common = dict(input_min=input_min, input_max=input_max, weight_bits=bits, sparse=opts.prune > 0)
         if isinstance(src, n.Conv2d):
-            found.append(_Incoming(src.name, feeder.name, "conv", weight, bias, input_max, src.stride, src.padding,
-                                   src.groups, input_min))  # fmt: skip
+            found.append(SynapseSpec(src.name, feeder.name, "conv", weight, stride=src.stride, padding=src.padding,
+                                     groups=src.groups, **common))  # fmt: skip
         else:
-            found.append(_Incoming(src.name, feeder.name, "dense", weight, bias, input_max, input_min=input_min))
+            found.append(SynapseSpec(src.name, feeder.name, "dense", weight, **common))
     return found
-
-
-def _extremes(w: np.ndarray, x_lo: float, x_hi: float) -> tuple[np.ndarray, np.ndarray]:
-    """Per output: the largest and smallest ``sum_k w[o, k] x_k`` for inputs in ``[x_lo, x_hi]``.
-
-    Each term is extreme at an end of the input range: a positive weight
-    raises the sum most at ``x_hi`` and lowers it most at ``x_lo`` (a
-    negative weight the other way round). A conv's interior output sees its
-    full kernel; borders see less.
-    """
-    w = w.reshape(w.shape[0], -1)
-    pos, neg = np.clip(w, 0, None).sum(1), np.clip(w, None, 0).sum(1)
-    return pos * x_hi + neg * x_lo, pos * x_lo + neg * x_hi
-
-
-def _per_output_extremes(inc: _Incoming) -> tuple[np.ndarray, np.ndarray]:
-    """Per output channel/unit: the largest and smallest current one step can bring."""
-    return _extremes(inc.effective, inc.input_min, inc.input_max)
-
-
-def _weight_max(kind: str, target) -> int:
-    num = target.numerics
-    return min(abs(num.dense_weight_min), num.dense_weight_max) if kind == "dense" else min(abs(num.conv_weight_min), num.conv_weight_max)
-
-
-def _round_weights(x: np.ndarray, kind: str, target) -> np.ndarray:
-    num = target.numerics
-    if kind == "dense":
-        step = num.dense_weight_step
-        q = np.rint(x / step) * step
-        return np.clip(q, num.dense_weight_min, num.dense_weight_max).astype(np.int32)
-    return np.clip(np.rint(x), num.conv_weight_min, num.conv_weight_max).astype(np.int32)
 
 
 def _channel_bias(layer_bias: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
@@ -212,190 +218,158 @@ def _channel_bias(layer_bias: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     return layer_bias.reshape(shape)
 
 
-def _per_channel(x: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    """A per-channel vector viewed to broadcast against the layer's shape."""
-    return x.reshape((-1,) + (1,) * (len(shape) - 1))
+def layer_specs(graph: Graph, ctx: PassContext, grades: float | None = None) -> list[LayerSpec]:
+    """The :class:`LayerSpec` of every neuron layer and the accumulator of a float graph, in graph order.
+
+    What :func:`~inflor_deploy.passes.fixed_point_layer.quantize_layer` needs
+    for each layer (``QuantizeFixedPoint`` quantizes exactly these); a training
+    loop can use it to see a layer as the compiler will.
+    """
+    shapes = infer_shapes(graph)
+    opts = ctx.quantization
+    if grades is None:
+        grades = opts.input_grade_scale or default_grade_scale(graph.input)
+    if opts.weight_bits is None:
+        opts = dataclasses.replace(opts, weight_bits=ctx.target.numerics.weight_bits)
+    specs = []
+    for layer in graph.of_type(n.Neuron, n.Accumulator):
+        shape = shapes[layer.name]
+        gain = float(getattr(layer, "gain", 1.0))
+        bias = np.zeros(shape)  # per position: a folded input normalization gives conv borders their own bias
+        for source_name in layer.sources:
+            src = graph.node(source_name)
+            if isinstance(src, (n.Conv2d, n.Linear)) and src.bias is not None:
+                bias = bias + _channel_bias(np.asarray(src.bias, dtype=np.float64), shape) * gain
+        synapses = tuple(_synapse_specs(graph, layer, shapes, grades, opts))
+        if isinstance(layer, n.Accumulator):
+            specs.append(LayerSpec(layer.name, shape, synapses, bias, graph.timesteps, dv=_decay_mantissa(layer.tau)))
+            continue
+        if layer.mpr:
+            raise PassError(f"layer {layer.name!r}: run FoldRectifierIntoThreshold before QuantizeFixedPoint")
+        if layer.reset == "subtract" and layer.reset_amount is None:
+            raise PassError(f"layer {layer.name!r}: run SoftResetToSubtractive before QuantizeFixedPoint")
+        specs.append(LayerSpec(
+            layer.name, shape, synapses, bias, graph.timesteps, vth=layer.vth, compare=layer.compare,
+            reset=layer.reset, reset_amount=layer.reset_amount, dv=_decay_mantissa(layer.tau),
+        ))  # fmt: skip
+    return specs
 
 
-def _quantize_layer(graph, layer, shapes, ctx: PassContext, grades: float):
-    """Choose this layer's scale and quantize everything that feeds it."""
-    target, opts = ctx.target, ctx.quantization
-    incoming = _incoming(graph, layer, shapes, grades)
-    gain = float(getattr(layer, "gain", 1.0))
-    if gain != 1.0:
-        # H = tau U + g X: the gain scales every incoming current, identity shortcuts included.
-        incoming = [
-            dataclasses.replace(inc, effective=inc.effective * gain, bias=None if inc.bias is None else inc.bias * gain)
-            for inc in incoming
-        ]
-    shape = shapes[layer.name]
-    bias = np.zeros(shape)  # per position: a folded input normalization gives conv borders their own bias
-    for inc in incoming:
-        if inc.bias is not None:
-            bias = bias + _channel_bias(inc.bias, shape)
-    hi = _per_channel(sum(_per_output_extremes(inc)[0] for inc in incoming), shape)
-    lo = _per_channel(sum(_per_output_extremes(inc)[1] for inc in incoming), shape)
-    bound_a = float(max(hi.max(initial=0), -lo.min(initial=0)))
-    window = graph.timesteps * float(max((hi + bias).max(initial=0), -(lo + bias).min(initial=0)))
+def _synapse_node(q: QuantizedSynapse) -> n.FixedPointSynapse:
+    return n.FixedPointSynapse(
+        name=q.name, sources=(q.source,), kind=q.kind, weight=q.weight, stride=q.stride, padding=q.padding,
+        groups=q.groups, weight_exp=int(q.weight_exp), weight_bits=int(q.weight_bits), sparse=bool(q.sparse),
+    )  # fmt: skip
 
-    limits = {}
-    w_abs = [float(np.abs(inc.effective).max(initial=0)) for inc in incoming]
-    fill = [opts.weight_fill * _weight_max(inc.kind, target) / m for inc, m in zip(incoming, w_abs) if m > 0]
-    if not fill:
-        raise PassError(f"layer {layer.name!r}: every incoming weight is zero; nothing to quantize")
-    limits["fill"] = min(fill)
-    if bound_a > 0:
-        limits["u_wrap"] = A_LIMIT / bound_a
-    if opts.headroom == "uv" and window > 0:
-        limits["v_saturation"] = V_LIMIT_WEIGHT_UNITS / window
-    bias_max = float(np.abs(bias).max(initial=0))
-    bias_lo, bias_hi = target.numerics.bias_mant_range.start, target.numerics.bias_mant_range.stop - 1
-    if bias_max > 0:
-        limits["bias_range"] = (min(-bias_lo, bias_hi) + 0.49) / bias_max
-    vth = getattr(layer, "vth", None)
-    if vth is not None:
-        # theta <= vth_mant_max for ">" (vth_hw = theta); ">=" writes theta - 1, so theta may reach one more.
-        top = target.numerics.vth_mant_max + (1.49 if getattr(layer, "compare", ">") == ">=" else 0.49)
-        limits["threshold_range"] = top / float(np.max(vth))
-    binding = min(limits, key=limits.get)
-    scale = limits[binding]
-    recorded = (opts.layer_scales or {}).get(layer.name)
-    if recorded is not None:
-        # A fine-tuned checkpoint's grid (inflor_deploy.grid): used as trained, never shrunk; refused below if it
-        # no longer fits the target.
-        scale, binding = float(recorded), "recorded"
-        _check_recorded_scale(layer.name, incoming, scale, target)
 
-    # Rounding can push the integer bounds past their limits: shrink until they hold.
-    for _ in range(20):
-        weights = [_round_weights(inc.effective * scale, inc.kind, target) for inc in incoming]
-        hi_q = _per_channel(sum(_extremes(w, inc.input_min, inc.input_max)[0] for w, inc in zip(weights, incoming)), shape)
-        lo_q = _per_channel(sum(_extremes(w, inc.input_min, inc.input_max)[1] for w, inc in zip(weights, incoming)), shape)
-        bound_q = int(max(hi_q.max(initial=0), -lo_q.min(initial=0)))
-        bias_q = np.rint(bias * scale).astype(np.int64)
-        window_q = graph.timesteps * int(max((hi_q + bias_q).max(initial=0), -(lo_q + bias_q).min(initial=0)))
-        shrink = 1.0
-        if bound_q > A_LIMIT:
-            shrink, binding = min(shrink, A_LIMIT / bound_q), "u_wrap"
-        if opts.headroom == "uv" and window_q > V_LIMIT_WEIGHT_UNITS:
-            shrink, binding = min(shrink, V_LIMIT_WEIGHT_UNITS / window_q), "v_saturation"
-        if shrink == 1.0:
-            break
-        if recorded is not None:
-            raise PassError(
-                f"layer {layer.name!r}: the recorded scale {scale:g} no longer fits the target's headroom "
-                f"({binding}: worst-case current {bound_q} weight units, limit {A_LIMIT}); fine-tune again "
-                "from the original checkpoint (inflor-deploy finetune) for this target"
-            )
-        scale *= shrink * 0.999
-    else:  # pragma: no cover - the loop converges in one or two steps
-        raise PassError(f"layer {layer.name!r}: could not find a scale that respects the headroom bounds")
+def bias_source_node(name: str) -> n.FixedPointNeuron:
+    """A one-neuron layer that fires at every step: no input, ``v = bias_mant << 6 = 64 > vth << 6 = 0``, reset to 0."""
+    return n.FixedPointNeuron(
+        name=name, sources=(), shape=(1,), vth=0, reset="zero", reset_mant=0, du=4095, dv=0,
+        bias_mant=np.ones(1, dtype=np.int32), bias_exp=6, scale=1.0,
+    )  # fmt: skip
 
-    if bias_q.size and (bias_q.min() < bias_lo or bias_q.max() > bias_hi):
-        raise PassError(f"layer {layer.name!r}: bias does not fit the 13-bit mantissa at scale {scale:.4g}")
-    can_saturate = window_q > V_LIMIT_WEIGHT_UNITS
 
-    synapses = []
-    for inc, w in zip(incoming, weights):
-        synapses.append(
-            n.FixedPointSynapse(
-                name=inc.name, sources=(inc.source,), kind=inc.kind, weight=w,
-                stride=inc.stride, padding=inc.padding, groups=inc.groups,
-            )  # fmt: skip
-        )
-    common = dict(name=layer.name, sources=tuple(s.name for s in synapses), shape=shape,
-                  bias_mant=np.ascontiguousarray(bias_q, dtype=np.int32), bias_exp=target.numerics.bias_exp,
-                  scale=scale)  # fmt: skip
+def _layer_nodes(spec: LayerSpec, layer: n.Node, q: LayerQuantization) -> list[n.Node]:
+    """The fixed-point nodes of one layer: bias source (if any), synapses, then the layer."""
+    nodes: list[n.Node] = []
+    synapses = [_synapse_node(s) for s in q.synapses]
+    if q.bias_source is not None:
+        nodes.append(bias_source_node(q.bias_source.source))
+        synapses.append(_synapse_node(q.bias_source))
+    nodes.extend(synapses)
+    common = dict(name=layer.name, sources=tuple(s.name for s in synapses), shape=spec.shape,
+                  bias_mant=np.ascontiguousarray(q.bias_mant, dtype=np.int32), bias_exp=int(q.bias_exp),
+                  scale=q.scale)  # fmt: skip
+    if isinstance(layer, n.Accumulator):
+        nodes.append(n.FixedPointAccumulator(readout=layer.readout, dv=spec.dv, **common))
+    else:
+        nodes.append(n.FixedPointNeuron(
+            vth=_scalar_or_channels(q.vth_hw), reset=layer.reset, reset_mant=_scalar_or_channels(q.reset_mant),
+            du=4095, dv=spec.dv, **common,
+        ))  # fmt: skip
+    return nodes
+
+
+def _report(spec: LayerSpec, layer: n.Node, q: LayerQuantization) -> dict[str, Any]:
+    scale = q.scale
+    bias_q = q.bias_mant.astype(np.float64) * 2.0 ** (q.bias_exp - 6)
+    if q.bias_source is not None:
+        bias_q = bias_q + q.bias_source.weight.reshape(spec.shape).astype(np.float64) * 2.0**q.bias_source.weight_exp
+    window = q.v_window_bound
     report: dict[str, Any] = {
         "layer": layer.name,
         "scale": scale,
-        "scale_limited_by": binding,
-        "scale_limits": {k: float(v) for k, v in limits.items()},
-        "weight_rounding": _weight_errors(incoming, weights, scale),
-        "bias_max_abs_error": float(np.abs(bias_q / scale - bias).max(initial=0)),
-        "u_bound": bound_q,
-        "u_headroom": A_LIMIT / bound_q if bound_q else math.inf,
+        "scale_limited_by": q.scale_limited_by,
+        "scale_limits": dict(q.scale_limits),
+        "weight_rounding": _weight_errors(spec, q),
+        "bias_exp": int(q.bias_exp),
+        "bias_source": None if q.bias_source is None else {
+            "synapse": q.bias_source.name, "neuron": q.bias_source.source, "weight_exp": int(q.bias_source.weight_exp),
+        },
+        "bias_max_abs_error": float(np.abs(bias_q / scale - spec.bias).max(initial=0)),
+        "u_bound": q.u_bound,
+        "u_headroom": A_LIMIT / q.u_bound if q.u_bound else math.inf,
         # |a| <= A_LIMIT < 2^17 for every input in the declared range: no Lava wrap (Conv 24 bits,
         # u 24 bits after << 6) can happen there; inputs outside it are refused at run time.
-        "wrap_possible": bool(bound_q > A_LIMIT),
-        "v_window_bound": window_q,
-        "v_headroom": V_LIMIT_WEIGHT_UNITS / window_q if window_q else math.inf,
-        "can_saturate_v": bool(can_saturate),
+        "wrap_possible": bool(q.u_bound > A_LIMIT),
+        "v_window_bound": window,
+        "v_headroom": V_LIMIT_WEIGHT_UNITS / window if window else math.inf,
+        "can_saturate_v": bool(window > V_LIMIT_WEIGHT_UNITS),
+        "dv": spec.dv,
+        "tau_realized": (4096 - spec.dv) / 4096,
     }
     if isinstance(layer, n.Accumulator):
-        dv = _decay_mantissa(layer.tau)
-        report.update(readout=layer.readout, dv=dv, tau_realized=(4096 - dv) / 4096)
-        return synapses, n.FixedPointAccumulator(readout=layer.readout, dv=dv, **common), report
-
-    if layer.mpr:
-        raise PassError(f"layer {layer.name!r}: run FoldRectifierIntoThreshold before QuantizeFixedPoint")
-    vth_float = np.asarray(layer.vth, dtype=np.float64)
-    theta = np.rint(vth_float * scale).astype(np.int64)
-    if theta.min() < 1:
+        report.update(readout=layer.readout)
+        return report
+    vth = np.asarray(spec.vth, dtype=np.float64)
+    theta = np.rint(vth * scale).astype(np.int64)
+    if theta.min() < 1 or q.vth_hw.min() < 0:
         raise PassError(
             f"layer {layer.name!r}: threshold {n.plain(layer.vth)} rounds to {n.plain(theta)} at scale {scale:.4g}; "
             "the layer's weights are too large relative to its threshold to quantize"
         )
-    reset_mant = np.zeros((), dtype=np.int64)
     reset_error = 0.0
     if layer.reset == "subtract":
-        if layer.reset_amount is None:
-            raise PassError(f"layer {layer.name!r}: run SoftResetToSubtractive before QuantizeFixedPoint")
         amount = np.asarray(layer.reset_amount, dtype=np.float64)
-        reset_mant = np.rint(amount * scale).astype(np.int64)
-        if reset_mant.min() < 1:
+        if q.reset_mant.min() < 1:
             raise PassError(f"layer {layer.name!r}: reset amount rounds to 0 at scale {scale:.4g}")
-        reset_error = float(np.max(np.abs(reset_mant / scale - amount) / amount))
-    dv = _decay_mantissa(layer.tau)
-    # ">" is the hardware's own comparison; ">=" becomes "> theta - 1", exact while v is a multiple of 64.
-    vth_hw = theta if layer.compare == ">" else theta - 1
+        reset_error = float(np.max(np.abs(q.reset_mant / scale - amount) / amount))
+    effective = q.threshold  # the boundary in wu: fires on v >= 64 * effective (>=) or v > 64 * effective (>)
+    exact = layer.compare == ">" or q.v_granularity == 64
     report.update(
         threshold=n.plain(theta if theta.ndim else int(theta)),
-        threshold_error=float(np.max(np.abs(theta / scale - vth_float) / vth_float)),
+        threshold_effective=n.plain(effective if effective.ndim else float(effective)),
+        threshold_error=float(np.max(np.abs(effective / scale - vth) / vth)),
+        # v units between the hardware's boundary and 64 * s * vth (|.| <= 32: half a weight unit).
+        threshold_offset_v=float(np.max(np.abs(64 * (effective - vth * scale)))),
+        v_granularity=q.v_granularity,
         compare=layer.compare,
-        threshold_exact=bool(layer.compare == ">" or dv == 0),
+        threshold_exact=bool(exact),
         reset=layer.reset,
-        reset_mant=n.plain(reset_mant if reset_mant.ndim else int(reset_mant)),
+        reset_mant=n.plain(q.reset_mant if q.reset_mant.ndim else int(q.reset_mant)),
         reset_error=reset_error,
-        input_gain=gain,
+        input_gain=float(getattr(layer, "gain", 1.0)),
         rounding_bound=MAX_THRESHOLD_ROUNDING,
-        rounding_warnings=_rounding_warnings(layer, scale, vth_float, theta, reset_mant),
-        dv=dv,
-        tau_realized=(4096 - dv) / 4096,
+        rounding_warnings=_rounding_warnings(layer, scale, vth, effective, q.reset_mant),
     )
-    neuron = n.FixedPointNeuron(
-        vth=_scalar_or_channels(vth_hw), reset=layer.reset, reset_mant=_scalar_or_channels(reset_mant),
-        du=4095, dv=dv, **common,
-    )  # fmt: skip
-    return synapses, neuron, report
-
-
-def _check_recorded_scale(layer_name: str, incoming: list[_Incoming], scale: float, target) -> None:
-    """Refuse a recorded scale at which some weight would be clipped (it no longer fits the target's range)."""
-    num = target.numerics
-    for inc in incoming:
-        exact = inc.effective * scale
-        lo, hi = (num.dense_weight_min, num.dense_weight_max) if inc.kind == "dense" else (num.conv_weight_min, num.conv_weight_max)
-        step = num.dense_weight_step if inc.kind == "dense" else 1
-        if exact.size and (exact.min() < lo - step / 2 or exact.max() > hi + step / 2):
-            raise PassError(
-                f"layer {layer_name!r}: at the recorded scale {scale:g} the weights of {inc.name!r} reach "
-                f"[{exact.min():.1f}, {exact.max():.1f}], beyond the target's [{lo}, {hi}]; the checkpoint was "
-                "fine-tuned for another grid: fine-tune again for this target"
-            )
+    return report
 
 
 def _rounding_warnings(layer, scale: float, vth: np.ndarray, theta: np.ndarray, reset_mant: np.ndarray) -> list[str]:
-    """One message per rounded quantity whose relative error exceeds MAX_THRESHOLD_ROUNDING (worst channel)."""
+    """One message per rounded quantity whose relative error exceeds MAX_THRESHOLD_ROUNDING (worst channel).
+
+    ``theta`` is the effective threshold in weight units (the hardware's boundary / 64).
+    """
     warnings = []
     bound = f"{100 * MAX_THRESHOLD_ROUNDING:g} %"
     threshold_errors = np.atleast_1d(np.abs(theta / scale - vth) / vth)
     worst = int(np.argmax(threshold_errors))
     if threshold_errors[worst] > MAX_THRESHOLD_ROUNDING:
-        v, q = float(np.atleast_1d(vth)[worst]), int(np.atleast_1d(theta)[worst])
+        v, q = float(np.atleast_1d(vth)[worst]), float(np.atleast_1d(theta)[worst])
         where = f" (channel {worst})" if np.ndim(vth) else ""
         warnings.append(
-            f"threshold {v:.6g}{where} x scale {scale:.4g} = {v * scale:.4g} rounds to {q} "
+            f"threshold {v:.6g}{where} x scale {scale:.4g} = {v * scale:.4g} rounds to {q:g} "
             f"({100 * threshold_errors[worst]:.1f} % error, bound {bound}): the threshold is small against the layer's "
             "largest weight; retrain with smaller weights relative to vth (weight decay or clipping)"
         )
@@ -424,15 +398,26 @@ def _scalar_or_channels(values: np.ndarray) -> int | np.ndarray:
     return int(values) if values.ndim == 0 else values.astype(np.int64)
 
 
-def _weight_errors(incoming, weights, scale) -> dict[str, float]:
+def _weight_errors(spec: LayerSpec, q: LayerQuantization) -> dict[str, dict[str, Any]]:
+    """Per synapse: rounding errors (weight units), levels used and spanned, exponent, bits, kept connections."""
     errors = {}
-    for inc, w in zip(incoming, weights):
-        exact = inc.effective * scale
+    for syn, qs in zip(spec.synapses, q.synapses):
+        exact = syn.effective * q.scale
+        integer = qs.weight.astype(np.float64) * 2.0**qs.weight_exp
         span = float(np.abs(exact).max(initial=0)) or 1.0
-        errors[inc.name] = {
-            "max_abs_error_weight_units": float(np.abs(w - exact).max(initial=0)),
-            "rms_relative_error": float(np.sqrt(np.mean((w - exact) ** 2)) / span),
-            "levels_used": int(np.unique(w).size),
+        step = abs(int(np.diff(np.unique(qs.weight)).min(initial=0))) if syn.kind == "dense" else 1
+        errors[syn.name] = {
+            "max_abs_error_weight_units": float(np.abs(integer - exact).max(initial=0)),
+            "rms_relative_error": float(np.sqrt(np.mean((integer - exact) ** 2)) / span),
+            "levels_used": int(np.unique(qs.weight).size),
+            # Grid values between -max|W| and max|W|: the resolution the synapse has (conv step 1, dense its grid).
+            "levels_available": 2 * int(np.abs(qs.weight).max(initial=0)) // max(step, 1) + 1,
+            "weight_exp": int(qs.weight_exp),
+            "weight_bits": int(qs.weight_bits),
+            "sparse": bool(qs.sparse),
+            "connections": int(qs.weight.size),
+            "nonzero": int(np.count_nonzero(qs.weight)),
+            "identity": bool(syn.identity),
         }
     return errors
 
@@ -465,7 +450,6 @@ def quantize_with_report(graph: Graph, ctx: PassContext) -> tuple[Graph, list[di
         users = graph.consumers(synapse.name)
         if len(users) != 1 or not isinstance(users[0], (n.Neuron, n.Accumulator)):
             raise PassError(f"synapse {synapse.name!r} must feed exactly one neuron layer, feeds {[u.name for u in users]}")
-    shapes = infer_shapes(graph)
     grades = ctx.quantization.input_grade_scale or default_grade_scale(graph.input)
     reach = max(abs(float(np.rint(v * grades))) for v in graph.input.value_range)
     # Lava's RingBuffer sends int32; the target's graded spikes may be narrower (targets are data).
@@ -484,10 +468,15 @@ def quantize_with_report(graph: Graph, ctx: PassContext) -> tuple[Graph, list[di
         )
     nodes: list[n.Node] = [dataclasses.replace(graph.input, grade_scale=float(grades))]
     reports = []
-    for layer in layers:
-        synapses, quantized, report = _quantize_layer(graph, layer, shapes, ctx, grades)
-        nodes.extend(synapses)
-        nodes.append(quantized)
+    opts = ctx.quantization
+    for spec, layer in zip(layer_specs(graph, ctx, grades), layers):
+        try:
+            quantized = quantize_layer(spec, ctx.target.numerics, weight_fill=opts.weight_fill, headroom=opts.headroom,
+                                       plain=opts.plain_layers, recorded_scale=(opts.layer_scales or {}).get(layer.name))  # fmt: skip
+        except LayerQuantizationError as err:
+            raise PassError(str(err)) from err
+        report = _report(spec, layer, quantized)
+        nodes.extend(_layer_nodes(spec, layer, quantized))
         reports.append(report)
         if report.get("rounding_warnings") and ctx.quantization.overflow == "error":
             raise PassError(

@@ -9,6 +9,11 @@ path (a residual shortcut) must be delayed by the difference:
     depth(L)     = max over synapses s into L of depth(source(s)) + 1
     delay(s)     = depth(L) - depth(source(s)) - 1
 
+A bias source (a neuron without synapses that fires at every step, see
+QuantizeFixedPoint) sits one step before the layer it feeds:
+``depth = depth(L) - 1``, so its synapse needs no delay; its spike train is
+the same at every step, so where it sits changes no value.
+
 Samples run back to back, one every ``R = reset_interval`` steps (R = T on
 the simulator; the next power of two on hardware, padded with empty
 frames). A layer at depth d handles sample k's step t at global step
@@ -46,8 +51,15 @@ def schedule_timesteps(graph: Graph, ctx: PassContext) -> Graph:
     depth: dict[str, int] = {graph.input.name: 0}
     layers = graph.of_type(n.FixedPointNeuron, n.FixedPointAccumulator)
     synapse_of = {s.name: s for s in graph.of_type(n.FixedPointSynapse)}
+    sourceless = {l.name for l in layers if not l.sources}  # bias sources: placed by their consumer
     for layer in layers:
-        depth[layer.name] = max(depth[synapse_of[s].sources[0]] + 1 for s in layer.sources)
+        if layer.name in sourceless:
+            continue
+        fed_by = [synapse_of[s].sources[0] for s in layer.sources]
+        depth[layer.name] = max((depth[f] + 1 for f in fed_by if f not in sourceless), default=1)
+        for f in fed_by:
+            if f in sourceless:
+                depth[f] = min(depth.get(f, depth[layer.name] - 1), depth[layer.name] - 1)
     nodes = []
     max_delay = ctx.target.timing.max_synaptic_delay
     for node in graph:

@@ -10,7 +10,9 @@ Conventions (they differ between tools; HARDWARE_FACTS.md):
 
 * **Synaptic operations, primary = exact per-event fan-out.** One source
   spike costs one synop per target neuron it reaches, zero weights
-  included (sinabs ``SNNAnalyzer``'s convention). For a dense synapse that
+  included (sinabs ``SNNAnalyzer``'s convention); a pruned (``sparse``)
+  synapse reaches only through its kept connections, so its fan-out is the
+  non-zero count below. For a dense synapse that
   is ``out_features``. For a conv synapse a spike at ``(c, y, x)`` reaches
   the output positions whose receptive field contains ``(y, x)``, exactly
   at borders, with padding and stride, times ``out_channels / groups``::
@@ -121,8 +123,12 @@ def fanout_exact(syn: n.FixedPointSynapse, in_shape: tuple[int, ...]) -> np.ndar
     """Target neurons each source position reaches, zero weights included; shaped like the source.
 
     Dense: ``out_features`` everywhere. Conv: ``(O / G) * Fy[y] * Fx[x]``
-    (module docstring), the same for every input channel.
+    (module docstring), the same for every input channel. A ``sparse``
+    (pruned) synapse has only its kept connections: its fan-out is
+    :func:`fanout_nonzero`.
     """
+    if syn.sparse:
+        return fanout_nonzero(syn, in_shape)
     if syn.kind == "dense":
         return np.full(in_shape, syn.weight.shape[0], dtype=np.int64)
     out_c, _, kh, kw = syn.weight.shape

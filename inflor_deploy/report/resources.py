@@ -8,18 +8,28 @@ Memory model (every figure below is stated with its basis; see
 core, shared by synapses, neuron state and routing (Loihi 2 brief [T]).
 How that memory is split is not published, so this model is explicit:
 
-* **Weights:** ``weight_bits`` per weight (8-bit mantissa, Lava ``Dense``
-  ``num_weight_bits=8`` [P]) -> 1 byte. Stored densely, zeros included, as
-  Lava ``Dense`` holds its matrix (no sparse compression assumed).
+* **Weights:** each synapse's ``weight_bits`` per weight (8-bit mantissa by
+  default, Lava ``Dense`` ``num_weight_bits=8`` [P]; fewer with
+  ``--weight-bits``), packed: a core's weights of one synapse take
+  ``ceil(count * weight_bits / 8)`` bytes (Loihi stores weights of 1 to 9
+  bits, Davies et al. 2018 [T] for Loihi 1; Loihi 2's packing is not
+  published: an assumption). Stored densely, zeros included, as Lava
+  ``Dense`` holds its matrix, except a ``sparse`` (pruned) synapse, which
+  stores only its nonzero connections (their index overhead is not
+  published and not modelled: an assumption).
 
   - dense synapse: a core holding k of the layer's neurons stores their
-    rows: ``k * in_features`` weights;
+    rows: ``k * in_features`` weights (sparse: the nonzeros of those rows);
   - conv synapse (``conv_weight_sharing=True``, default): a core stores the
     kernel of every output channel it holds part of, once:
-    ``channels_touched * (C/G) * kh * kw`` weights — weight sharing within a
-    core is an assumption of this model (no published figure); with
-    ``conv_weight_sharing=False`` each neuron keeps its own copy
-    (``k * (C/G) * kh * kw``), an upper bound.
+    ``channels_touched * (C/G) * kh * kw`` weights (sparse: the kernels'
+    nonzeros) — weight sharing within a core is an assumption of this
+    model (no published figure); with ``conv_weight_sharing=False`` each
+    neuron keeps its own copy (``k * (C/G) * kh * kw``), an upper bound.
+
+* **Bias sources** (one neuron firing at every step, added by quantization
+  for a bias beyond the neuron's bias field) sit on the first core of the
+  layer they feed: one neuron and its state there, no core of their own.
 
 * **Neuron state:** 8 bytes per neuron [D]: u (24 bit) + v (24 bit) + bias
   mantissa (13 bit) + bias exponent (3 bit) = 64 bits, widths from Lava's
@@ -48,6 +58,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, replace
 from typing import Any
+
+import numpy as np
 
 from inflor_deploy.ir import nodes as n
 from inflor_deploy.ir.graph import Graph, infer_shapes
@@ -100,11 +112,15 @@ class MemoryModel:
         return [
             {"what": "memory per core", "value": f"{mem} bytes ({mem / KIB:g} KiB)",
              "basis": target.source_of("limits.memory_per_core_bytes") or "target file", "tag": "[T]"},
-            {"what": "bytes per weight", "value": str(self.weight_bytes),
-             "basis": f"{self.weight_bits}-bit weight mantissa ({target.source_of('numerics.weight_bits') or 'target numerics'})",
-             "tag": "[P]"},
-            {"what": "weight storage", "value": "dense, zeros included",
-             "basis": "as Lava Dense holds its matrix; no sparse compression assumed", "tag": "assumption"},
+            {"what": "bits per weight", "value": f"each synapse's weight_bits (default {self.weight_bits}), packed",
+             "basis": f"{self.weight_bits}-bit weight mantissa ({target.source_of('numerics.weight_bits') or 'target numerics'}); "
+                      "fewer with --weight-bits (Lava num_weight_bits); Loihi 1 stores 1-9 bit weights (Davies et al. "
+                      "2018 [T]), Loihi 2's packing is not published (an assumption)", "tag": "[P]"},
+            {"what": "weight storage", "value": "dense, zeros included; pruned (sparse) synapses: nonzeros only",
+             "basis": "as Lava Dense holds its matrix, and Lava Sparse its kept connections; the index overhead of a "
+                      "sparse synapse is not published and not modelled", "tag": "assumption"},
+            {"what": "bias sources", "value": "on the first core of the layer they feed",
+             "basis": "one always-firing neuron per layer whose bias exceeds the neuron's bias field", "tag": "assumption"},
             {"what": "conv weights per core",
              "value": "each held output channel's kernel once" if self.conv_weight_sharing else "one kernel copy per neuron",
              "basis": "weight sharing within a core: modelling assumption, no published figure"
@@ -284,6 +300,10 @@ class _Incoming:
     kind: str  # "dense" | "conv"
     per_neuron: int  # weights one neuron needs: in_features, or (C/G)*kh*kw
     positions: int  # conv: output positions per channel (H*W of the layer); dense: 1
+    weight_bits: int = 8
+    # Sparse (pruned) synapses: stored nonzeros per output row (dense) or per output channel's kernel (conv);
+    # None stores every weight.
+    kept: tuple[int, ...] | None = None
 
 
 def _incoming(graph: Graph, layer: n.Node, shapes) -> list[_Incoming]:
@@ -292,24 +312,36 @@ def _incoming(graph: Graph, layer: n.Node, shapes) -> list[_Incoming]:
         syn = graph.node(name)
         if not isinstance(syn, n.FixedPointSynapse):
             continue
+        kept = None
+        if syn.sparse:
+            kept = tuple(int(c) for c in np.count_nonzero(syn.weight.reshape(syn.weight.shape[0], -1), axis=1))
+        bits = int(syn.weight_bits)
         if syn.kind == "dense":
-            found.append(_Incoming("dense", int(syn.weight.shape[1]), 1))
+            found.append(_Incoming("dense", int(syn.weight.shape[1]), 1, bits, kept))
         else:
             _, cg, kh, kw = syn.weight.shape
             _, oh, ow = shapes[layer.name]
-            found.append(_Incoming("conv", int(cg * kh * kw), int(oh * ow)))
+            found.append(_Incoming("conv", int(cg * kh * kw), int(oh * ow), bits, kept))
     return found
 
 
-def _slice_weight_count(incoming: list[_Incoming], start: int, count: int, sharing: bool) -> int:
-    """Weights a core holding neurons ``[start, start + count)`` of the layer stores."""
+def _slice_weight_bits(incoming: list[_Incoming], start: int, count: int, sharing: bool) -> int:
+    """Weight bits a core holding neurons ``[start, start + count)`` of the layer stores."""
     total = 0
     for inc in incoming:
         if inc.kind == "conv" and sharing:
-            channels = (start + count - 1) // inc.positions - start // inc.positions + 1
-            total += channels * inc.per_neuron
+            first, last = start // inc.positions, (start + count - 1) // inc.positions
+            if inc.kept is None:
+                weights = (last - first + 1) * inc.per_neuron
+            else:
+                weights = sum(inc.kept[first : last + 1])
+        elif inc.kept is None:
+            weights = count * inc.per_neuron
+        elif inc.kind == "conv":  # no sharing: each neuron keeps its channel's kernel nonzeros
+            weights = sum(inc.kept[i // inc.positions] for i in range(start, start + count))
         else:
-            total += count * inc.per_neuron
+            weights = sum(inc.kept[start : start + count])
+        total += weights * inc.weight_bits
     return total
 
 
@@ -332,34 +364,49 @@ def place(graph: Graph, target: Target, memory_model: MemoryModel | None = None)
     violations: list[Violation] = []
 
     def memory(incoming, start, count) -> tuple[int, int]:
-        weights = _slice_weight_count(incoming, start, count, model.conv_weight_sharing) * model.weight_bytes
+        # Packed weights: whole bytes per synapse slice (module docstring); the model's bytes per 8 bits.
+        weights = math.ceil(_slice_weight_bits(incoming, start, count, model.conv_weight_sharing) / 8)
         return weights, count * model.state_bytes_per_neuron
 
+    # Bias sources (neurons without synapses) share the first core of the layer they feed.
+    guests: dict[str, int] = {}
+    for layer in graph.of_type(n.FixedPointNeuron):
+        if not layer.sources:
+            feeds = next(x for x in graph.of_type(n.FixedPointNeuron, n.FixedPointAccumulator)
+                         if any(graph.node(s).sources[0] == layer.name for s in x.sources))  # fmt: skip
+            guests[feeds.name] = guests.get(feeds.name, 0) + math.prod(shapes[layer.name])
+
     for layer in graph.of_type(n.FixedPointNeuron, n.FixedPointAccumulator):
+        if isinstance(layer, n.FixedPointNeuron) and not layer.sources:
+            continue  # a bias source: placed with the layer it feeds
         total = math.prod(shapes[layer.name])
         incoming = _incoming(graph, layer, shapes)
         fanin = sum(inc.per_neuron for inc in incoming)
         one = sum(memory(incoming, 0, 1))
-        if one > usable:
+        guest_neurons = guests.get(layer.name, 0)
+        guest_state = guest_neurons * model.state_bytes_per_neuron
+        if one + guest_state > usable:
             layers.append(LayerPlacement(layer.name, total, None, None, fanin, one, 0))
             violations.append(_neuron_memory_violation(graph, layer, incoming, one, usable, reserve, model, lim, severity))
             continue
         start, used, synapse_bytes, limited_by = 0, 0, 0, "whole layer"
         while start < total:
-            most = min(lim.neurons_per_core, total - start)
+            extra_neurons, extra_state = (guest_neurons, guest_state) if start == 0 else (0, 0)
+            most = min(lim.neurons_per_core - extra_neurons, total - start)
             if most < total - start and limited_by == "whole layer":
                 limited_by = "neurons"
             lo, hi = 1, most  # the largest count that fits: memory grows with count
             while lo < hi:
                 mid = (lo + hi + 1) // 2
-                if sum(memory(incoming, start, mid)) <= usable:
+                if sum(memory(incoming, start, mid)) + extra_state <= usable:
                     lo = mid
                 else:
                     hi = mid - 1
             if lo < most:
                 limited_by = "memory"
             weights, state = memory(incoming, start, lo)
-            cores.append(Core(len(cores), 0, layer.name, start, lo, weights, state, reserve))
+            cores.append(Core(len(cores), 0, layer.name, start, lo + extra_neurons, weights, state + extra_state,
+                              reserve))  # fmt: skip
             synapse_bytes += weights
             start += lo
             used += 1

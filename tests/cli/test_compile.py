@@ -118,9 +118,12 @@ def _checkpoint(tmp_path, **changes):
                             and [setattr(u, "neuron", torch.nn.ReLU()) for u in (m.unit1, m.unit2)]),
          ["--trust-pickle"], "not a spiking network"),
         (lambda p: _pickled(p, lambda m: None), [], "--trust-pickle"),
+        (lambda p: _checkpoint(p), ["--weight-bits", "9"], "weight_bits must be an integer in 2..8"),
+        (lambda p: _checkpoint(p), ["--prune", "1.5"], "prune must be a fraction in [0, 1)"),
     ],
     ids=["unknown-arch", "non-positive-threshold", "T-zero-config", "inf-weights", "missing-file",
-         "T-zero-flag", "unknown-target", "unsupported-layer", "non-snn", "pickle-without-trust"],
+         "T-zero-flag", "unknown-target", "unsupported-layer", "non-snn", "pickle-without-trust", "weight-bits-9",
+         "prune-1.5"],
 )
 def test_bad_input_gives_a_clear_error_and_writes_nothing(tmp_path, make, flags, message):
     model = make(tmp_path)
@@ -143,3 +146,16 @@ def test_a_coarsely_rounded_threshold_warns_and_overflow_error_refuses(tmp_path)
     refused = _compile(tmp_path, path, "--probe-samples", "2", "--headroom", "uv", "--overflow", "error", out="o2")
     assert refused.exit_code == 1 and "Refused because overflow='error' (--overflow error)" in refused.output
     assert "Traceback" not in refused.output and _nothing_written(tmp_path, "o2")
+
+
+def test_weight_bits_and_pruning_compress_every_synapse(tmp_path):
+    """--weight-bits 4 --prune 0.5: every model synapse on the 4-bit grid, half its connections kept, run sparse."""
+    result = _compile(tmp_path, DEFAULT_MODEL, "--weight-bits", "4", "--prune", "0.5", "--no-lava-smoke")
+    assert result.exit_code == 0, result.output
+    artifact = load_artifact(tmp_path / "out")
+    assert artifact.manifest["compile_options"]["quantization"]["weight_bits"] == 4
+    fixed = artifact.fixed_graph
+    for syn in fixed.of_type(n.FixedPointSynapse):
+        assert syn.weight_bits == 4 and np.unique(syn.weight).size <= 16, syn.name
+        if not syn.name.endswith("bias_current"):
+            assert syn.sparse and np.count_nonzero(syn.weight) <= syn.weight.size // 2 + 1, syn.name

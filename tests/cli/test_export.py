@@ -1,6 +1,6 @@
 """`inflor-deploy export --format netx`: a trained digits model onto lava-dl NetX, bit-exact in Lava; refusals exit 1.
 
-The route a user takes: `train --neuron if`, `compile`, `export --format netx
+The route a user takes: `train --neuron if`, `compile --plain-layers`, `export --format netx
 --check N`. The check loads the written file with ``netx.hdf5.Network``, runs it
 on ``Loihi2SimCfg(select_tag="fixed_pt")`` and compares every spike and v of
 every block and every readout with the fixed-point simulator.
@@ -37,14 +37,16 @@ def trained_if(tmp_path_factory):
     trained = _invoke("train", "--neuron", "if", "--data", folder / "train.npz", "--epochs", "2", "-T", "4",
                       "-o", folder / "if.pt")  # fmt: skip
     assert "digits_cnn T=4 if: test accuracy" in trained
-    _invoke("compile", folder / "if.pt", "-o", folder / "art", "--no-lava-smoke", "--probe-samples", "4")
+    # --plain-layers: no bias source neuron and no weight exponent, the layout a netx chain holds.
+    _invoke("compile", folder / "if.pt", "-o", folder / "art", "--no-lava-smoke", "--probe-samples", "4",
+            "--plain-layers")  # fmt: skip
     return folder / "art"
 
 
 @pytest.fixture(scope="module")
 def srif_artifact(tmp_path_factory):
     folder = tmp_path_factory.mktemp("srif")
-    _invoke("compile", DEFAULT_MODEL, "-o", folder / "art", "--no-lava-smoke", "--probe-samples", "2")
+    _invoke("compile", DEFAULT_MODEL, "-o", folder / "art", "--no-lava-smoke", "--probe-samples", "2", "--plain-layers")
     return folder / "art"
 
 

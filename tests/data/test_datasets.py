@@ -5,7 +5,7 @@ import pickle
 import numpy as np
 import pytest
 
-from inflor_deploy.data import DataError, load_cifar10, load_dataset, load_digits, load_npz
+from inflor_deploy.data import DataError, load_cifar10, load_dataset, load_digits, load_digits32, load_npz
 
 
 def test_digits_split_is_fixed_and_disjoint():
@@ -33,6 +33,17 @@ def _write_batch(path, n, seed, extra=None):
     with open(path, "wb") as f:
         pickle.dump(batch, f, protocol=2)
     return data, labels
+
+
+def test_digits32_is_the_digits_split_upsampled_to_32x32():
+    small, large = load_digits("test"), load_dataset("digits32", "test")
+    assert large.images.shape == (len(small), 1, 32, 32) and large.images.dtype == np.float32
+    assert np.array_equal(large.labels, small.labels) and large.name == "digits32/test"
+    assert large.images.min() >= 0.0 and large.images.max() <= 1.0
+    # Bilinear upsampling: each 4x4 block's mean follows its source pixel.
+    blocks = large.images.reshape(len(small), 1, 8, 4, 8, 4).mean(axis=(3, 5))
+    assert np.corrcoef(blocks.ravel(), small.images.ravel())[0, 1] > 0.95
+    assert len(load_digits32("train")) == len(load_digits("train"))
 
 
 def test_cifar10_batches_decode_to_planar_rgb(tmp_path):

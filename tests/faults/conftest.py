@@ -255,6 +255,19 @@ def digits_artifact(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def digits_netx_artifact(tmp_path_factory) -> Path:
+    """The bundled digits model compiled as plain layers (``--plain-layers``): the layout a netx chain holds."""
+    from inflor_deploy.artifact import write_artifact
+    from inflor_deploy.compiler import compile_checkpoint
+    from inflor_deploy.passes.base import QuantizationOptions
+    from inflor_deploy.pretrained import DEFAULT_MODEL
+
+    out = tmp_path_factory.mktemp("faults") / "digits_netx"
+    write_artifact(compile_checkpoint(DEFAULT_MODEL, quantization=QuantizationOptions(plain_layers=True)), out)
+    return out
+
+
 @pytest.fixture
 def read_only_dir(tmp_path):
     """A directory this process cannot write: chmod for a normal user; a read-only mount for root.

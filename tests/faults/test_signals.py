@@ -84,11 +84,11 @@ def test_sigkill_during_a_lava_run_still_takes_the_workers_and_segments_along(di
     assert_nothing_left(run)
 
 
-def test_sigterm_during_a_netx_export_check_leaves_no_worker_no_segment_and_no_file(digits_artifact, tmp_path):
+def test_sigterm_during_a_netx_export_check_leaves_no_worker_no_segment_and_no_file(digits_netx_artifact, tmp_path):
     # lava-dl's NetX network runs inside the same teardown as ours (teardown.guarded_run). 300 samples
     # through the written file (~1,200 recorded steps) are long enough to be caught mid-run.
     out = tmp_path / "model.net"
-    args = ["export", str(digits_artifact), "--format", "netx", "--allow-inexact", "--check", "300", "-o", str(out)]
+    args = ["export", str(digits_netx_artifact), "--format", "netx", "--allow-inexact", "--check", "300", "-o", str(out)]
     run = run_cli(args, tmp_path, send=signal.SIGTERM, when=lava_running())
     assert run.returncode == 143
     assert_one_line(run, "interrupted by SIGTERM", "Lava processes", "shared-memory segments",

@@ -1,5 +1,7 @@
 """IR files: exact round trip of float and fixed-point graphs; foreign files refused."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -35,6 +37,18 @@ def test_round_trip_float_and_scheduled_fixed_point(tmp_path):
     _same(fixed, loaded)
     validate(loaded)
     assert isinstance(loaded.node("n3.shortcut"), n.FixedPointSynapse) and loaded.node("n3.shortcut").delay == 1
+
+
+def test_round_trip_of_the_synapse_exponent_bits_and_sparsity(tmp_path):
+    ctx = PassContext(target=load_target("loihi2"), probe=np.random.default_rng(0).random((2, 2, 5, 5)))
+    fixed = QuantizeFixedPoint.run(residual_graph(3), ctx)
+    edited = fixed.replace_nodes(
+        dataclasses.replace(x, weight_exp=-3, weight_bits=5, sparse=True) if isinstance(x, n.FixedPointSynapse) else x
+        for x in fixed
+    )  # fmt: skip
+    loaded = load_graph(save_graph(edited, tmp_path / "fixed.npz"))
+    _same(edited, loaded)
+    assert {(s.weight_exp, s.weight_bits, s.sparse) for s in loaded.of_type(n.FixedPointSynapse)} == {(-3, 5, True)}
 
 
 def test_foreign_and_missing_files(tmp_path):

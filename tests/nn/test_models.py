@@ -86,6 +86,7 @@ def test_children_follow_data_flow_and_end_with_the_readout():
         "digits_cnn": ["unit1", "unit2", "pool", "flatten", "fc1", "neuron_fc1", "fc2", "readout"],
         "resnet19": ["stem", "layer1", "layer2", "layer3", "pool", "flatten", "fc1", "neuron_fc1", "fc2", "readout"],
         "resnet20": ["stem", "layer1", "layer2", "layer3", "pool", "flatten", "fc", "readout"],
+        "resnet8": ["stem", "layer1", "layer2", "layer3", "pool", "flatten", "fc", "readout"],
         "vgg16": ["features", "flatten", "fc", "readout"],
     }
     assert sorted(ARCHITECTURES) == sorted(expected)

@@ -318,10 +318,11 @@ def test_a_gain_left_on_a_neuron_scales_its_identity_shortcut_too():
     )
     fixed, report = quantize_with_report(graph, _ctx(np.ones((1, 4), np.float32)))
     scale = fixed.node("n").scale
-    # Effective weights: fc2 0.5 * g = 0.25, shortcut 1 * g = 0.5 (the largest: it fills 254).
-    assert fixed.node("n.shortcut").weight.tolist() == (np.eye(4, dtype=int) * 254).tolist()
-    assert scale == pytest.approx(254 / 0.5)
-    assert fixed.node("fc2").weight.max() == 128  # 0.25 * 508 = 127, on Dense's even grid (127 / 2 rounds to 64)
+    # Effective weights: fc2 0.5 * g = 0.25 (the smallest: it fills 254 at exponent 0), shortcut 1 * g = 0.5,
+    # which lands exactly on 508 = 254 << 1.
+    assert scale == pytest.approx(254 / 0.25) and fixed.node("fc2").weight.max() == 254
+    shortcut = fixed.node("n.shortcut")
+    assert shortcut.weight.tolist() == (np.eye(4, dtype=int) * 254).tolist() and shortcut.weight_exp == 1
     assert {r["layer"]: r["input_gain"] for r in report if "input_gain" in r}["n"] == 0.5
 
 
@@ -347,3 +348,56 @@ def test_delayed_resets_and_v_reset_must_be_normalized_first():
         bad = graph.replace_nodes(dataclasses.replace(x, **changes) if x.name == "n1" else x for x in graph)
         with pytest.raises(PassError, match=message):
             QuantizeFixedPoint.run(bad, _ctx(np.ones((1, 1, 1, 1), np.float32)))
+
+
+# --------------------------------------------------------------------------- LIF thresholds (issue 12)
+
+
+def _bias_scan_layer(vth_hw: int, dv: int, v_values: np.ndarray) -> Graph:
+    """One neuron per v value: no input current, bias_mant = v at bias_exp 0, so v after step 0 is exactly v."""
+    count = len(v_values)
+    return Graph(
+        nodes=(
+            n.Input("image", (), shape=(1,), grade_scale=1.0),
+            n.FixedPointSynapse("zero", ("image",), kind="dense", weight=np.zeros((count, 1), np.int32)),
+            n.FixedPointNeuron("lif", ("zero",), shape=(count,), vth=vth_hw, reset="zero", du=4095, dv=dv,
+                               bias_mant=v_values.astype(np.int32), bias_exp=0),
+            n.FixedPointSynapse("read", ("lif",), kind="dense", weight=np.zeros((1, count), np.int32)),
+            n.FixedPointAccumulator("out", ("read",), shape=(1,), bias_mant=np.zeros(1, np.int32)),
+        ),
+        timesteps=1,
+    )
+
+
+def test_a_leaky_threshold_is_the_nearest_representable_boundary_at_v_in_theta_minus_64_to_theta():
+    """With a leak v is not a multiple of 64: the hardware fires on v >= 64 vth_hw + 1 for any vth_hw.
+
+    The float neuron fires on v >= 64 theta (theta = s * vth = 254 here). The old mapping vth_hw = theta - 1
+    fired on the 63 values v = 64 theta - 63 .. 64 theta - 1 too (early); the nearest boundary,
+    vth_hw = theta, differs from it at v = 64 theta alone (one v unit late), and the report says so.
+    """
+    leaky = single_neuron(bias=0.0)
+    leaky = leaky.replace_nodes(dataclasses.replace(x, tau=0.75) if x.name == "n1" else x for x in leaky)
+    fixed, report = quantize_with_report(leaky, _ctx(np.ones((1, 1, 1, 1), np.float32), input_grade_scale=1.0))
+    theta, node, row = 254, fixed.node("n1"), report[0]
+    assert node.scale * 0.5 == theta and node.dv == 1024
+    assert node.vth == theta and row["threshold_exact"] is False and row["v_granularity"] == 1
+    assert row["threshold_effective"] == theta + 1 / 64 and row["threshold_offset_v"] == 1.0
+    v = np.arange(64 * theta - 64, 64 * theta + 2)
+    scan = _bias_scan_layer(node.vth, node.dv, v)
+    fired = run_aligned(scan, np.zeros((1, 1), np.float32), record=True).spikes["lif"][0, 0].astype(bool)
+    np.testing.assert_array_equal(fired, v >= 64 * theta + 1)
+    assert list(v[fired != (v >= 64 * theta)]) == [64 * theta]  # the float rule v >= 64 theta, missed by one unit
+    old = run_aligned(_bias_scan_layer(theta - 1, node.dv, v), np.zeros((1, 1), np.float32), record=True)
+    assert int((old.spikes["lif"][0, 0].astype(bool) != (v >= 64 * theta)).sum()) == 63  # theta - 1 fired early
+
+
+def test_a_non_leaky_threshold_is_exact_on_the_64_grid():
+    """Without a leak v is a multiple of 64 and v > (theta - 1) << 6 is exactly v >= theta << 6."""
+    image = np.ones((1, 1, 1, 1), np.float32)
+    fixed, report = quantize_with_report(single_neuron(bias=0.0), _ctx(image, input_grade_scale=1.0))
+    node, theta = fixed.node("n1"), 254
+    assert node.vth == theta - 1 and report[0]["threshold_exact"] and report[0]["threshold_offset_v"] == 0
+    v = np.arange(64 * theta - 64, 64 * theta + 65, 64)  # the values v can take
+    fired = run_aligned(_bias_scan_layer(node.vth, 0, v), np.zeros((1, 1), np.float32), record=True)
+    np.testing.assert_array_equal(fired.spikes["lif"][0, 0].astype(bool), v >= 64 * theta)

@@ -165,3 +165,28 @@ def test_memory_model_from_the_target_and_its_assumptions():
     assert tags["neuron state per neuron"] == "[D]" and tags["routing reserve per core"] == "assumption"
     with pytest.raises(ValueError):
         MemoryModel(routing_reserve_fraction=1.0)
+
+
+def test_low_bit_and_pruned_synapses_are_charged_their_bits_and_kept_connections():
+    """Hand net with c2 at 4 bits and fc pruned (sparse): packed 4-bit kernels, fc's 21 nonzeros only."""
+    from inflor_deploy.report.activity import fanout_exact
+
+    graph = hand_graph()
+    edited = graph.replace_nodes(
+        dataclasses.replace(x, weight_bits=4) if x.name == "c2"
+        else dataclasses.replace(x, sparse=True) if x.name == "fc" else x
+        for x in graph
+    )  # fmt: skip
+    validate(edited)
+    target = _with_limits(load_target("loihi2"), neurons_per_core=5, memory_per_core_bytes=50, cores_per_chip=4,
+                          usable_cores_per_chip=3, neurons_per_chip=20)  # fmt: skip
+    p = place(edited, target, MemoryModel(routing_reserve_fraction=0.0))
+    # n2: one channel's kernel is 9 x 4 bits = 5 B, so 4 neurons take 5 + 32 B; a fifth touches channel 1:
+    # 18 x 4 bits = 9 B + 40 = 49 <= 50. The last 3 neurons (channel 1 only): 5 + 24 = 29 B.
+    # out: fc's rows keep 7, 6 and 8 nonzeros: 21 B + 24 B of state, one core (dense: 48 B).
+    assert [(c.layer, c.neurons, c.memory_bytes) for c in p.cores if c.layer != "n1"] == [
+        ("n2", 5, 49), ("n2", 3, 29), ("out", 3, 45)]
+    _assert_within_limits(p, target)
+    # Synaptic ops: a spike of n2 reaches only fc's kept connections (column 0 keeps 2 of 3 targets).
+    fanout = fanout_exact(edited.node("fc"), (2, 2, 2))
+    assert fanout.reshape(-1).tolist() == [2, 3, 3, 3, 3, 3, 3, 1]

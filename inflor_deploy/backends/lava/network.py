@@ -27,10 +27,15 @@ How each IR node maps (facts read in lava-nc 0.10.0 and pinned by tests/backends
   [-256, 255] with the lowest bit floored. An all-non-positive matrix
   holding -256 would silently become -255, and odd mixed weights lose their
   lowest bit, so :func:`encode_dense_weights` picks the sign mode and
-  ``weight_exp`` explicitly such that Lava delivers exactly ``W @ x``, or
-  refuses.
+  Lava's ``weight_exp`` explicitly such that Lava delivers exactly
+  ``(W @ x) << weight_exp`` (the IR synapse's exponent), with
+  ``num_weight_bits`` the synapse's ``weight_bits``, or refuses. A
+  ``sparse`` (pruned) synapse becomes ``Sparse`` (``DelaySparse`` with a
+  delay) holding only its kept connections.
 * ``"conv"`` -> ``Conv`` (no clipping, no sign mode, ``weight_exp``
-  ignored; a true convolution on ``(W, H, C)`` arrays, summed in float64
+  ignored; so a conv with ``weight_exp > 0`` or ``sparse`` runs as its
+  exact sparse matrix in ``Sparse``/``DelaySparse``, like a delayed one;
+  a true convolution on ``(W, H, C)`` arrays, summed in float64
   by scipy, exact below 2^53, then wrapped to 24 bits, which the
   quantizer's ``|a| < 2^17`` never reaches and the simulators model:
   :mod:`~inflor_deploy.backends.sim.lava_arith`), with the kernel
@@ -178,7 +183,7 @@ def _lava() -> types.SimpleNamespace:
         from lava.proc.io.sink import RingBuffer as SpikeSink
         from lava.proc.io.source import RingBuffer as FrameSource
         from lava.proc.lif.process import LIFReset
-        from lava.proc.sparse.process import DelaySparse
+        from lava.proc.sparse.process import DelaySparse, Sparse
         from lava.utils.weightutils import SignMode
 
         from inflor_deploy.backends.lava.procs.soft_reset import SoftResetLIF
@@ -190,17 +195,17 @@ def _lava() -> types.SimpleNamespace:
 # --------------------------------------------------------------------------- weights and layouts
 
 
-def encode_dense_weights(weight: np.ndarray) -> tuple[np.ndarray, str, int]:
-    """Weights, sign mode and ``weight_exp`` with which Lava's fixed_pt Dense/Sparse delivers ``W @ x`` exactly.
+def encode_dense_weights(weight: np.ndarray, weight_exp: int = 0, num_weight_bits: int = 8) -> tuple[np.ndarray, str, int]:
+    """Weights, sign mode and Lava ``weight_exp`` with which Lava's fixed_pt Dense/Sparse delivers ``(W @ x) << weight_exp``.
 
     See :func:`inflor_deploy.backends.sim.lava_arith.encode_dense_weights`
-    (shared with the simulators, whose wrap depends on ``weight_exp``).
+    (shared with the simulators, whose wrap depends on the Lava exponent).
 
     Raises:
         LavaBackendError: No encoding is exact.
     """
     try:
-        return _encode_dense_weights(weight)
+        return _encode_dense_weights(weight, weight_exp, num_weight_bits)
     except LavaArithmeticError as err:
         raise LavaBackendError(str(err)) from err
 
@@ -224,12 +229,16 @@ def _from_lava(x: np.ndarray, layer_ndim: int) -> np.ndarray:
     return np.swapaxes(x, -1, -3) if layer_ndim == 3 else x
 
 
-def _dense_for_lava(weight: np.ndarray, source_shape: tuple[int, ...]) -> np.ndarray:
-    """Permute dense columns from the IR's (C, H, W) flattening to Lava's (W, H, C) flattening."""
-    if len(source_shape) != 3:
-        return np.asarray(weight)
-    c, h, w = source_shape
-    return np.asarray(weight).reshape(-1, c, h, w).transpose(0, 3, 2, 1).reshape(weight.shape[0], -1)
+def _dense_for_lava(weight: np.ndarray, source_shape: tuple[int, ...], target_shape: tuple[int, ...] = ()) -> np.ndarray:
+    """Permute dense columns (and rows, for a ``(C, H, W)`` target) from the IR's (C, H, W) flattening to Lava's (W, H, C)."""
+    weight = np.asarray(weight)
+    if len(source_shape) == 3:
+        c, h, w = source_shape
+        weight = weight.reshape(-1, c, h, w).transpose(0, 3, 2, 1).reshape(weight.shape[0], -1)
+    if len(target_shape) == 3:  # a dense current into a conv-shaped layer (a bias source's synapse)
+        c, h, w = target_shape
+        weight = weight.reshape(c, h, w, -1).transpose(2, 1, 0, 3).reshape(c * h * w, -1)
+    return weight
 
 
 def _conv_kernel_for_lava(weight: np.ndarray) -> np.ndarray:
@@ -486,7 +495,7 @@ def build_network(
     for syn in graph.of_type(n.FixedPointSynapse):
         src = syn.sources[0]
         bits = input_bits if src == graph.input.name else 0
-        proc, in_port, out = _connection(L, syn, shapes[src], shapes[syn.name], bits, fixed)
+        proc, in_port, out = _connection(L, syn, shapes[src], shapes[target_of[syn.name]], bits, fixed)
         port = out_port(src)
         if in_port.shape != port.shape:
             port = port.reshape(in_port.shape)
@@ -585,21 +594,33 @@ def _neuron(L, node, shape, schedule, fixed: bool, recurrent: bool):
     )
 
 
-def _dense_process(L, weight: np.ndarray, delay: int, bits: int, fixed: bool, sparse: bool = False):
-    """Dense / DelayDense / DelaySparse delivering exactly ``weight @ x``."""
+def _dense_process(L, weight, delay: int, bits: int, fixed: bool, sparse: bool = False, weight_exp: int = 0,
+                   num_weight_bits: int = 8):  # fmt: skip
+    """Dense / DelayDense / Sparse / DelaySparse delivering exactly ``(weight @ x) << weight_exp``.
+
+    ``sparse``: ``weight`` is a scipy CSR matrix of the kept connections
+    (Sparse without delay, DelaySparse with one).
+    """
     values = weight.data if sparse else weight  # a scipy CSR matrix stores its nonzeros in .data
     if fixed:
-        encoded, mode, exp = encode_dense_weights(values)
-        kwargs = dict(sign_mode=getattr(L.SignMode, mode), weight_exp=exp, num_weight_bits=8)
+        encoded, mode, exp = encode_dense_weights(values, weight_exp, num_weight_bits)
+        kwargs = dict(sign_mode=getattr(L.SignMode, mode), weight_exp=exp, num_weight_bits=int(num_weight_bits))
         if sparse:
             weight = weight.copy()
             weight.data = encoded.astype(np.int64)
         else:
             weight = encoded.astype(np.int64)
     else:
+        # Lava's float models multiply by the weights as given: carry the exponent in them.
         kwargs = {}
-        weight = weight.astype(np.float64)
+        if sparse:
+            weight = weight.astype(np.float64)
+            weight.data *= 2.0**weight_exp
+        else:
+            weight = weight.astype(np.float64) * 2.0**weight_exp
     if sparse:
+        if not delay:
+            return L.Sparse(weights=weight, num_message_bits=bits, **kwargs)
         delays = weight.copy().astype(np.int64)
         delays.data[:] = delay
         return L.DelaySparse(weights=weight, delays=delays, num_message_bits=bits, **kwargs)
@@ -616,18 +637,21 @@ def _connection(L, syn: n.FixedPointSynapse, in_shape, out_shape, bits: int, fix
             f"allow at most {MAX_DELAY} (6-bit delays)"
         )
     process = lava_process(syn, graded=bits > 0)
+    exp, weight_bits = int(syn.weight_exp), int(syn.weight_bits)
     if process in ("Dense", "DelayDense"):
-        proc = _dense_process(L, _dense_for_lava(syn.weight, in_shape), syn.delay, bits, fixed)
+        proc = _dense_process(L, _dense_for_lava(syn.weight, in_shape, out_shape), syn.delay, bits, fixed,
+                              weight_exp=exp, num_weight_bits=weight_bits)  # fmt: skip
         return proc, proc.s_in, proc.a_out
-    if process == "DelaySparse":
+    if process in ("Sparse", "DelaySparse"):
         from scipy.sparse import csr_matrix
 
         if syn.kind == "conv":
             matrix = _conv_matrix(syn, in_shape, out_shape)
         else:
-            matrix = csr_matrix(np.asarray(_dense_for_lava(syn.weight, in_shape), dtype=np.int64))
+            matrix = csr_matrix(np.asarray(_dense_for_lava(syn.weight, in_shape, out_shape), dtype=np.int64))
             matrix.eliminate_zeros()
-        proc = _dense_process(L, matrix, syn.delay, bits, fixed, sparse=True)
+        proc = _dense_process(L, matrix, syn.delay, bits, fixed, sparse=True, weight_exp=exp,
+                              num_weight_bits=weight_bits)  # fmt: skip
         return proc, proc.s_in, proc.a_out
     kernel = _conv_kernel_for_lava(syn.weight)
     proc = L.Conv(

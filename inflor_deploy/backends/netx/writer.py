@@ -80,6 +80,11 @@ Refused, each with a named reason (:class:`NetxRefusal` ``.reason``):
   exactly (see :func:`dense_weights_problem`).
 * ``bias_exponent``: a bias that cannot be restated with netx's fixed
   ``bias_exp = 6`` in a 13-bit mantissa.
+* ``bias_source``: an always-firing bias source neuron (compile with
+  ``--plain-layers``).
+* ``weight_exponent``: a synapse with a nonzero ``weight_exp`` (the
+  quantizer's per-synapse exponent): the integer weights alone would
+  deliver a different current.
 """
 
 from __future__ import annotations
@@ -349,11 +354,17 @@ def _chain(graph: Graph) -> list[tuple[n.FixedPointSynapse, n.Node]]:
 
     layers = graph.of_type(n.FixedPointNeuron, n.FixedPointAccumulator)
     by_name = {node.name: node for node in graph}
+    # Bias sources (QuantizeFixedPoint: an always-firing neuron feeding one layer) are left out of the
+    # chain here; plan_netx refuses them by name once every layer's own checks have run.
+    bias_sources = {x.name for x in layers if not x.sources}
     chain, previous = [], graph.input.name
     for layer in layers:
-        if len(layer.sources) != 1:
-            raise refuse(f"layer {layer.name!r} sums {len(layer.sources)} synapses ({', '.join(layer.sources)})")
-        synapse = by_name[layer.sources[0]]
+        if layer.name in bias_sources:
+            continue
+        own = tuple(s for s in layer.sources if by_name[s].sources[0] not in bias_sources)
+        if len(own) != 1:
+            raise refuse(f"layer {layer.name!r} sums {len(own)} synapses ({', '.join(own)})")
+        synapse = by_name[own[0]]
         if synapse.sources[0] != previous:
             raise refuse(
                 f"layer {layer.name!r} is fed by {synapse.sources[0]!r}, not by the layer before it ({previous!r})"
@@ -460,6 +471,13 @@ def plan_netx(graph: Graph, *, allow_inexact: bool = False) -> NetxPlan:
     warnings = []
     for synapse, layer in _chain(graph):
         in_shape, shape = shapes[synapse.sources[0]], shapes[layer.name]
+        if synapse.weight_exp:
+            raise NetxRefusal(
+                "weight_exponent",
+                f"synapse {synapse.name!r} has weight_exp {synapse.weight_exp} (the quantizer's per-synapse "
+                "exponent, docs/quantization.md); this writer stores the integer weights alone, and netx's Conv "
+                "ignores an exponent. Recompile with --plain-layers, or run this artifact with `inflor-deploy run --backend lava`",
+            )
         if synapse.kind == "dense":
             problem = dense_weights_problem(synapse.weight)
             if problem:
@@ -515,6 +533,15 @@ def plan_netx(graph: Graph, *, allow_inexact: bool = False) -> NetxPlan:
         warnings.append(
             f"the reset interval R = {R} is not a power of two; Loihi 2 hardware needs one "
             "(compile with --target loihi2); Lava's simulator runs any R"
+        )
+    sources = [x.name for x in graph.of_type(n.FixedPointNeuron) if not x.sources]
+    if sources:
+        raise NetxRefusal(
+            "bias_source",
+            f"{sources[0]!r} is a bias source (a bias beyond its layer's 13-bit bias field, carried by an "
+            "always-firing neuron), which a netx chain cannot hold. Recompile with --plain-layers "
+            "(the bias range then caps that layer's scale), or run this artifact with "
+            "`inflor-deploy run --backend lava`",
         )
     lo, hi = in_range
     bits = 0 if lo >= 0 and hi <= 1 else max(abs(lo), abs(hi)).bit_length() + int(lo < 0)

@@ -23,8 +23,10 @@ Operators, and why each is exact:
   float64 as the reference takes it (``np.rint(float64(image) * scale)``),
   and ONNX ``Round`` rounds half to even like ``np.rint`` (checked by a test).
 * ``FixedPointSynapse``: ``Conv`` (conv) or ``Flatten(axis=1) + Gemm(transB=1)``
-  (dense) on the integer weights stored as float initializers
-  ``<synapse>.weight``, then ``Cast(int64)`` -> tensor ``<synapse>``. Every
+  (dense) on the integer weights shifted by the synapse's exponent,
+  ``W << weight_exp``, stored as float initializers ``<synapse>.weight``
+  (a power of two times an integer: exact), then ``Cast(int64)`` -> tensor
+  ``<synapse>``. Every
   partial sum of ``sum_k w_k x_k``, in whatever order and grouping a kernel
   adds the terms (FMA included), is an integer of magnitude at most
   ``B = max_o sum_k |w_ok| * max|x|``; float32 holds every integer with
@@ -304,9 +306,14 @@ def loihi_accumulator_function() -> onnx.FunctionProto:
 
 
 def synapse_sum_bound(node: n.FixedPointSynapse, input_max: int) -> int:
-    """``max_o sum_k |w_ok| * input_max``: no partial sum of the synapse exceeds it in magnitude."""
+    """``max_o sum_k |w_ok| * 2^max(weight_exp, 0) * input_max``: no partial sum of the synapse exceeds it in magnitude."""
     w = np.abs(np.asarray(node.weight, dtype=np.int64)).reshape(node.weight.shape[0], -1)
-    return int(w.sum(axis=1).max(initial=0)) * int(input_max)
+    return (int(w.sum(axis=1).max(initial=0)) << max(int(node.weight_exp), 0)) * int(input_max)
+
+
+def _shifted_weight(node: n.FixedPointSynapse) -> np.ndarray:
+    """``W << weight_exp`` as int64 (``W`` for a negative exponent, which floors the sum afterwards)."""
+    return np.asarray(node.weight, dtype=np.int64) << max(int(node.weight_exp), 0)
 
 
 def _set_meta(proto: onnx.NodeProto, key: str, value: object) -> None:
@@ -407,12 +414,35 @@ class _Writer:
             _set_meta(self.nodes[-1], "inflor.lava_wrap_bits", arith.wrap_bits)
         else:
             self.nodes.append(helper.make_node("Identity", [exact], [name], name=name + ".current"))
+        if node.weight_exp < 0:
+            self.floor_shift(name, -int(node.weight_exp))
+            bound = -(-bound >> -int(node.weight_exp))  # ceil(bound / 2^m) bounds |floor(S / 2^m)|
         self.tensor[name] = (name, TensorProto.INT64, bound)
+
+    def floor_shift(self, name: str, bits: int) -> None:
+        """Tensor ``name`` (int64) becomes ``floor(S / 2^bits)``, Lava's arithmetic right shift.
+
+        ``S - Mod(S, 2^bits)`` (ONNX integer ``Mod`` with ``fmod=0`` takes the
+        divisor's sign, so the remainder is in ``[0, 2^bits)``) is an exact
+        multiple of ``2^bits``, and the integer ``Div`` of it is exact.
+        """
+        make = helper.make_node
+        last = self.nodes[-1]  # the node that wrote `name`: it now writes the unshifted sum
+        unshifted = f"{name}.unshifted"
+        last.output[0] = unshifted
+        divisor, rem, floored = f"{name}.shift_divisor", f"{name}.shift_remainder", f"{name}.shift_floored"
+        self.initializers.append(numpy_helper.from_array(np.array(1 << bits, np.int64), divisor))
+        self.nodes += [
+            make("Mod", [unshifted, divisor], [rem], name=rem, fmod=0),
+            make("Sub", [unshifted, rem], [floored], name=floored),
+            make("Div", [floored, divisor], [name], name=f"{name}.right_shift"),
+        ]
+        _set_meta(self.nodes[-1], "inflor.right_shift", bits)
 
     def sum_in_float(self, node: n.FixedPointSynapse, dtype: int) -> str:
         """The exact sum, computed in float32/float64 (proven exact by the bound) and cast to int64."""
         name = node.name
-        weight = np.asarray(node.weight)
+        weight = _shifted_weight(node)  # a power of two times integers below the bound: exact in float
         weight_name = f"{name}.weight"
         np_type = np.float32 if dtype == TensorProto.FLOAT else np.float64
         self.initializers.append(numpy_helper.from_array(weight.astype(np_type), weight_name))
@@ -455,7 +485,7 @@ class _Writer:
         limbs = max(1, -(-max(int(input_max), 1).bit_length() // k))
         make = helper.make_node
         weight_name = f"{name}.weight"
-        self.initializers.append(numpy_helper.from_array(np.asarray(node.weight).astype(np.float32), weight_name))
+        self.initializers.append(numpy_helper.from_array(_shifted_weight(node).astype(np.float32), weight_name))
         x = self.as_type(node.sources[0], TensorProto.INT64)
         sign, magnitude, base = f"{name}.sign", f"{name}.magnitude", f"{name}.limb_base"
         self.initializers.append(numpy_helper.from_array(np.array(1 << k, np.int64), base))
@@ -487,14 +517,28 @@ class _Writer:
         return total
 
     def current(self, node: n.Node) -> str:
-        """The int64 sum of the source synapses' currents, in source order."""
-        total = self.tensor[node.sources[0]][0]
+        """The int64 sum of the source synapses' currents, in source order (a scalar 0 without synapses)."""
+        if not node.sources:  # a bias source: driven by its own bias alone
+            zero = f"{node.name}.no_current"
+            self.initializers.append(numpy_helper.from_array(np.array(0, dtype=np.int64), zero))
+            return zero
+        total = self.in_layer_shape(node.sources[0], node.name)
         last = len(node.sources) - 1
         for i, source in enumerate(node.sources[1:], start=1):
             name = f"{node.name}.current" if i == last else f"{node.name}.current_{i}"
-            self.nodes.append(helper.make_node("Add", [total, self.tensor[source][0]], [name], name=name))
+            self.nodes.append(helper.make_node("Add", [total, self.in_layer_shape(source, node.name)], [name], name=name))
             total = name
         return total
+
+    def in_layer_shape(self, synapse: str, layer: str) -> str:
+        """A synapse's current in its layer's shape: a dense ``[batch, N]`` into a ``(C, H, W)`` layer is reshaped (C-major)."""
+        tensor = self.tensor[synapse][0]
+        if self.shapes[synapse] == self.shapes[layer]:
+            return tensor
+        shape, reshaped = f"{synapse}.layer_shape", f"{synapse}.in_layer_shape"
+        self.initializers.append(numpy_helper.from_array(np.array([-1, *self.shapes[layer]], np.int64), shape))
+        self.nodes.append(helper.make_node("Reshape", [tensor, shape], [reshaped], name=reshaped))
+        return reshaped
 
     def add_layer(self, node: n.FixedPointNeuron | n.FixedPointAccumulator) -> None:
         name = node.name

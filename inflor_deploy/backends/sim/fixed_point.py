@@ -35,8 +35,13 @@ is such an integer, so ``bound <= 2^24`` makes every addition exact and the
 float32 result is the integer current (casting it to int64 is exact).
 Likewise float64 up to 2^53; beyond, the synapse sums in int64 (exact
 modulo 2^64, like the reference's int64 numpy). Weights multiplied by 64
-scale every partial sum by a power of two, which rounds nothing, so the
-same bound lets a synapse deliver ``a << 6`` directly. Several synapses
+(and by the synapse's ``2^weight_exp``, included in the bound) scale every
+partial sum by a power of two, which rounds nothing, so the same bound lets
+a synapse deliver ``a << 6`` directly. A negative ``weight_exp`` (Lava's
+truncating right shift) is not folded into the weights: the synapse sums
+``S`` exactly (the bound is that of ``S``), floors ``S / 2^-weight_exp``
+(a division by a power of two and a floor of an exact integer round
+nothing) and only then multiplies by 64. Several synapses
 into one layer add up within the sums of their ``[lo, hi]``.
 
 Algorithms that do not just add products (Winograd and FFT: NNPACK on the
@@ -45,10 +50,11 @@ the simulator disables NNPACK, cuDNN and TF32 while it runs, and checks the
 convolution backend torch selects against an allow-list of summing
 backends; a convolution that would run elsewhere sums in int64 instead.
 
-*Wraps.* Lava delivers a synapse's exact sum ``S`` wrapped to 24 bits
-(Conv) or 32 bits (Dense, Sparse; 31 for the ``weight_exp = -1``
-encoding), then adds the currents, shifts and integrates in int32 before
-the single 24-bit wrap of u (:mod:`~inflor_deploy.backends.sim.lava_arith`).
+*Wraps.* Lava delivers a synapse's exact sum ``S`` (the products shifted by
+the synapse's ``weight_exp``, a power of two that rounds nothing) wrapped to
+24 bits (Conv) or 32 bits (Dense, Sparse; fewer for a negative Lava
+exponent of the weight encoding), then adds the currents, shifts and
+integrates in int32 before the single 24-bit wrap of u (:mod:`~inflor_deploy.backends.sim.lava_arith`).
 Every such wrap is the identity while the values stay inside its range:
 a synapse whose ``bound`` is below its wrap limit delivers ``S`` itself, and
 a layer with ``64 A <= 2^23 - 1`` (below) never leaves 24 bits, so neither
@@ -117,6 +123,9 @@ window k of the input stream alone:
 * windows k >= S (the *tail*) are all-zero samples after a reset, cut at
   g = G: one is simulated and reused.
 
+A bias source (a neuron without synapses, which fires at every step) feeding
+the first layer sits at depth 0; it is simulated like any layer.
+
 This needs the schedule ScheduleTimesteps produces: ``delay = depth - 1 -
 depth(source)`` for every synapse, ``reset_offset = (depth + 1) % R`` and
 ``R >= T``; anything else raises :class:`IRError` (``run_pipelined`` runs
@@ -150,7 +159,7 @@ from inflor_deploy.memory import batch_size_for
 from inflor_deploy.backends.sim.int_reference import (
     ACT_SHIFT, DECAY_UNIT, U_LIMIT, V_LIMIT, VTH_SHIFT, IntRun, check_inputs, quantize_input,
 )  # fmt: skip
-from inflor_deploy.backends.sim.lava_arith import check_sum_bound, lava_current, synapse_arithmetic, wrap
+from inflor_deploy.backends.sim.lava_arith import check_sum_bound, floor_shift, lava_current, synapse_arithmetic, wrap
 
 __all__ = ["LayerPlan", "SimPlan", "SimRun", "SimTiming", "SynapsePlan", "plan", "simulate"]
 
@@ -314,11 +323,14 @@ def _diagonal(node: n.FixedPointSynapse) -> np.ndarray | None:
 
 
 def _current_range(node: n.FixedPointSynapse, x_lo: int, x_hi: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per output: ``(lo, hi)`` bracketing every partial sum of ``w[o, :] * x``, x in [x_lo, x_hi]."""
+    """Per output: ``(lo, hi)`` bracketing every partial sum of ``(w[o, :] << max(weight_exp, 0)) * x``, x in [x_lo, x_hi]."""
     w = node.weight.astype(np.int64).reshape(node.weight.shape[0], -1)
     # Python ints (object arrays): huge inputs must not overflow the bound itself.
-    pos = np.clip(w, 0, None).sum(axis=1).astype(object)
-    neg = -np.clip(w, None, 0).sum(axis=1).astype(object)
+    # A positive exponent scales every product by a power of two; a negative one floors the sum afterwards
+    # (the plan shifts this range of the sum itself).
+    unit = 1 << max(int(node.weight_exp), 0)
+    pos = np.clip(w, 0, None).sum(axis=1).astype(object) * unit
+    neg = -np.clip(w, None, 0).sum(axis=1).astype(object) * unit
     x_pos, x_neg = max(x_hi, 0), max(-x_lo, 0)  # the positive and negative reach of x
     return -(pos * x_neg + neg * x_pos), pos * x_pos + neg * x_neg
 
@@ -379,9 +391,19 @@ def plan(
             check_sum_bound(syn, arith, bound)
             if arith.can_wrap(bound):  # Lava's wrap can put the current anywhere in its range
                 lo, hi = np.full(lo.shape, -arith.limit, dtype=object), np.full(hi.shape, arith.limit - 1, dtype=object)
+            if syn.weight_exp < 0:  # the current is floor(S / 2^-e): floor is monotone, so it maps the range
+                lo, hi = lo // (1 << -int(syn.weight_exp)), hi // (1 << -int(syn.weight_exp))
             ranges[syn.name] = (src_lo, src_hi, lo, hi, bound)
-        lo_total = sum(r[2] for r in ranges.values())
-        hi_total = sum(r[3] for r in ranges.values())
+        # Per output channel (conv) or neuron (dense): where a dense current feeds a (C, H, W) layer
+        # (a bias source), every range is taken per neuron, C-major.
+        size = math.prod(shapes[layer.name])
+        mixed = len({len(r[2]) for r in ranges.values()}) > 1
+
+        def neurons(values: np.ndarray) -> np.ndarray:
+            return np.repeat(values, size // len(values)) if mixed and len(values) != size else values
+
+        lo_total = sum(neurons(r[2]) for r in ranges.values())
+        hi_total = sum(neurons(r[3]) for r in ranges.values())
         a_bound = int(max(np.max(hi_total, initial=0), -np.min(lo_total, initial=0)))
         is_neuron = isinstance(layer, n.FixedPointNeuron)
         du = layer.du if is_neuron else DECAY_UNIT - 1
@@ -418,8 +440,8 @@ def plan(
         for syn in synapses:
             src_lo, src_hi, _, _, bound = ranges[syn.name]
             arith = ariths[syn.name]
-            if kernel == "float32" or (precision == "auto" and bound <= FLOAT32_EXACT):
-                dtype = "float32"  # a float32 kernel layer has bound <= a_bound < 2^17
+            if bound <= FLOAT32_EXACT and (kernel == "float32" or precision == "auto"):
+                dtype = "float32"  # a float32 kernel layer has bound <= a_bound < 2^17 unless the synapse floors
             elif bound <= FLOAT64_EXACT:
                 dtype = "float64"
             else:
@@ -552,11 +574,23 @@ class _Synapse:
     """One synapse on the device, summing in the dtype its plan proved exact."""
 
     def __init__(self, node: n.FixedPointSynapse, sp: SynapsePlan, device: torch.device, out_dtype: torch.dtype,
-                 graded: bool = False):  # fmt: skip
+                 graded: bool = False, out_shape: tuple[int, ...] | None = None):  # fmt: skip
         self.name, self.source, self.node, self.plan = node.name, node.sources[0], node, sp
+        # A dense current into a (C, H, W) layer is delivered in the layer's shape (C-major).
+        self.out_shape = tuple(out_shape) if out_shape is not None and node.kind == "dense" and len(out_shape) > 1 else None
         self.device, self.out_dtype = device, out_dtype
         self.dtype = _DTYPES[sp.dtype]
-        self.factor = _SCALE if sp.prescaled else 1
+        # Lava's wrap, applied to the exact int64 sum (only planned for int64-kernel layers: module docstring).
+        self.arith = synapse_arithmetic(node, graded) if sp.can_wrap else None
+        # The weights carry 64 (a prescaled float32 layer) and 2^weight_exp (a power of two: exact),
+        # unless Lava's wrap applies: then lava_current shifts the exact sum itself. A negative exponent
+        # floors the exact sum (right_shift bits), after which the current is scaled by 64 (after_shift).
+        exp = int(node.weight_exp)
+        self.right_shift = -exp if exp < 0 else 0
+        self.after_shift = _SCALE if sp.prescaled and self.right_shift else 1
+        self.factor = (_SCALE if sp.prescaled and not self.right_shift else 1) * (
+            1 << exp if self.arith is None and exp > 0 else 1
+        )
         if sp.op == "diagonal":
             d = torch.from_numpy(_diagonal(node).astype(np.int64) * self.factor).to(device=device, dtype=self.dtype)
             self.diag = d.view(1, -1, 1, 1) if node.kind == "conv" else d.view(1, -1)
@@ -565,8 +599,6 @@ class _Synapse:
             self.weight = weight.to(device=device, dtype=self.dtype)
         self._int_weight: torch.Tensor | None = None
         self._summing: dict[tuple, bool] = {}
-        # Lava's wrap, applied to the exact int64 sum (only planned for int64-kernel layers: module docstring).
-        self.arith = synapse_arithmetic(node, graded) if sp.can_wrap else None
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """The synapse's current for source output x ``[B, ...]``, in the target layer's dtype (wrapped as Lava wraps it)."""
@@ -579,12 +611,18 @@ class _Synapse:
             y = F.conv2d(x.to(self.dtype), self.weight, None, node.stride, node.padding, 1, node.groups)
         else:
             y = F.linear(x.to(self.dtype).reshape(x.shape[0], -1), self.weight)
+        if self.right_shift and self.arith is None:
+            y = floor_shift(y, self.right_shift)  # exact: y holds the integer sum (module docstring)
         y = y if y.dtype == self.out_dtype else y.to(self.out_dtype)
-        return y if self.arith is None else lava_current(self.arith, y)
+        if self.out_shape is not None:
+            y = y.reshape(y.shape[0], *self.out_shape)
+        if self.arith is not None:
+            y = lava_current(self.arith, y)
+        return y * self.after_shift if self.after_shift != 1 else y
 
     def add_into(self, y: torch.Tensor, x: torch.Tensor) -> None:
         """``y += current(x)`` for a diagonal synapse, in place (y is a fresh tensor of the layer)."""
-        if y.dtype == self.dtype and self.arith is None:
+        if y.dtype == self.dtype and self.arith is None and not self.right_shift:
             y.addcmul_(self._select(x), self.diag)
         else:
             y.add_(self(x))
@@ -820,13 +858,17 @@ class _Network:
         self.sequence = graph.input.encoding == "sequence"
         self.output_name = graph.output.name
         self.readout = graph.output.readout
+        self.shapes = shapes
+        self.dtypes = {}  # layer name -> the dtype its kernel takes its current in
         self.layers = []
         for layer in graph.of_type(n.FixedPointNeuron, n.FixedPointAccumulator):
             lp = sim_plan.layers[layer.name]
             kernel = (_Float32Layer if lp.kernel == "float32" else _Int64Layer)(layer, lp, shapes[layer.name], device)
             out_dtype = torch.float32 if lp.kernel == "float32" else torch.int64
+            self.dtypes[layer.name] = out_dtype
             synapses = [
-                _Synapse(graph.node(s), sim_plan.synapses[s], device, out_dtype, graph.node(s).sources[0] == self.input_name)
+                _Synapse(graph.node(s), sim_plan.synapses[s], device, out_dtype,
+                         graph.node(s).sources[0] == self.input_name, shapes[layer.name])
                 for s in layer.sources
             ]
             # Conv/dense first: their fresh output can then take the diagonal ones in place.
@@ -934,8 +976,11 @@ def _run_windows(
                     y.add_(part)
                 else:
                     y, fresh = y + part, True
-            if y is None:  # only zero frames reach this layer now
-                y = torch.zeros_like(from_input[synapses[0].name])
+            if y is None:  # only zero frames reach this layer now, or it has no synapses (a bias source)
+                if synapses:
+                    y = torch.zeros_like(from_input[synapses[0].name])
+                else:
+                    y = torch.zeros((batch, *net.shapes[name]), dtype=net.dtypes[name], device=device)
             spikes, wraps, saturations = kernel.step(y, None if live_t is None else live_t[name][t], record, buffers)
             for kind, value in (("wraps", wraps), ("saturations", saturations)):
                 if value is not None:
@@ -1088,8 +1133,9 @@ def _simulate_pipelined(net: _Network, graph: Graph, batches, record: bool, samp
     T, R, latency, depth = graph.timesteps, schedule.reset_interval, schedule.latency, schedule.depth
     G = samples * R + latency + 1
     prefix = -(-latency // R)  # windows k = -prefix .. -1 hold some layer's steps g >= 1
-    # Window S + j of a layer at depth d >= 1 reaches g <= G while latency - d - j*R >= 0: j < ceil(latency / R).
-    tail = -(-latency // R)
+    # Window S + j of a layer at depth d reaches g <= G while latency - d - j*R >= 0: j < ceil((latency + 1) / R)
+    # (d = 0 is a bias source feeding the first layer; deeper layers need fewer tail windows).
+    tail = -(-(latency + 1) // R)
 
     # The samples' windows k = 0 .. S-1: R steps each, zero frames for t >= T.
     parts = [_run_windows(net, frames, R, T, record) for frames in batches]

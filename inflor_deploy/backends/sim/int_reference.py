@@ -276,7 +276,8 @@ def run_aligned(graph: Graph, images: np.ndarray, record: bool = False) -> IntRu
             if isinstance(node, n.FixedPointSynapse):
                 value[node.name] = synapse_current(node, value[node.sources[0]], node.sources[0] == graph.input.name)
             elif isinstance(node, (n.FixedPointNeuron, n.FixedPointAccumulator)):
-                a = sum(value[s] for s in node.sources)
+                # A dense current (B, N) into a (C, H, W) layer is its C-major reshape.
+                a = sum(value[s].reshape(batch, *shapes[node.name]) for s in node.sources)
                 state = states[node.name]
                 fired = state.step(a)
                 value[node.name] = fired
@@ -346,7 +347,8 @@ def run_pipelined(graph: Graph, images: np.ndarray, record: bool = False) -> tup
             for syn_name in node.sources:
                 syn = graph.node(syn_name)
                 src = syn.sources[0]
-                a = a + synapse_current(syn, history[src].get(g - 1 - syn.delay, zeros[src]), src == graph.input.name)
+                current = synapse_current(syn, history[src].get(g - 1 - syn.delay, zeros[src]), src == graph.input.name)
+                a = a + current.reshape(a.shape)
             fired = state.step(a)
             if fired is not None:
                 history[node.name][g] = fired

@@ -16,28 +16,50 @@ What travels (dtypes of the ports, ``magma/core/model/py/ports.py``)
   ``np.zeros(shape, port dtype)``; LIF's ``a_in`` is int16, so the sum is
   int32 and wraps modulo 2^32.
 
-Connections (``S`` is the exact integer ``sum_k W[o, k] * x[k]`` of the IR
-weights; ``wrap_b(z) = (z + 2^(b-1)) mod 2^b - 2^(b-1)``)
+Connections (``S`` is the exact integer ``sum_k W[o, k] * x[k] * 2^k_w`` of
+the IR weights and the synapse's ``weight_exp`` k_w >= 0; k_w < 0: below;
+``wrap_b(z) = (z + 2^(b-1)) mod 2^b - 2^(b-1)``)
 ---------------------------------------------------------------------------
-Dense-like processes hold the 8-bit encoding ``m * 2^e`` of the weights that
-:func:`encode_dense_weights` picks (``e = -1`` stores ``m = 2W`` for odd
-mixed-sign weights).
+Dense-like processes (Dense, DelayDense, Sparse, DelaySparse) hold an 8-bit
+encoding ``m * 2^e = W * 2^k_w`` of the weights that
+:func:`encode_dense_weights` picks (Lava's ``weight_exp`` e; ``e = k_w - 1``
+stores ``m = 2W`` for odd mixed-sign weights; fewer ``num_weight_bits``
+store ``W`` shifted left onto Lava's truncation grid, with e lowered to
+match). Lava's Conv ignores ``weight_exp``, so a conv synapse with
+``weight_exp > 0``, or a sparse (pruned) one, runs as the exact sparse
+matrix of the convolution (Sparse, or DelaySparse with a delay).
 
 =============  ===========  ==========================================  ============
 process        input        Lava computes                               current
 =============  ===========  ==========================================  ============
 Conv           any          float64 sum (scipy ``convolve2d``, exact    ``wrap_24(c32(S))``
-                            below 2^53), ``astype(int32)``, then
+                            below 2^53), ``astype(int32)``, then        (k_w = 0 only)
                             ``signed_clamp(x, 24)``
 Dense          graded       ``weights.dot(x)`` in int32 (numpy sums in  ``wrap_32(S)``;
-                            int64, stores int32), shift by e in int32   ``wrap_31(S)`` if e=-1
-Dense          spikes       ``weights[:, s].sum(1)``: int64; shift in   ``wrap_32(S)``
+Sparse                      int64, stores int32; scipy sums in int32),  ``wrap_(32+e)(S)``
+                            shift by e in int32                         if e < 0
+Dense, Sparse  spikes       ``weights[:, s].sum(1)``: int64; shift in   ``wrap_32(S)``
                             int64; the int32 channel cuts it
 DelayDense     spikes       int32 products (0/1 inputs: no overflow),   ``wrap_32(S)``
                             int64 sum and shift, ``+=`` into int32
 DelaySparse    any          scipy int32 ``csr.dot`` (int32 sums),       ``wrap_32(S)``;
-                            shift in int32, ``+=`` into int32           ``wrap_31(S)`` if e=-1
+                            shift in int32, ``+=`` into int32           ``wrap_(32+e)(S)`` if e < 0
 =============  ===========  ==========================================  ============
+
+A left shift by ``e >= 0`` of an int32 sum wraps like the sum of the
+shifted products (``wrap_32(wrap_32(z) * 2^e) = wrap_32(z * 2^e)``); a
+right shift by ``-e`` of a multiple of ``2^-e`` wraps at ``32 + e`` bits
+(``wrap_32(z * 2^-e) >> -e = wrap_(32+e)(z)``).
+
+A negative IR exponent ``k_w < 0`` (a layer whose u headroom caps its
+scale below its weights' grid) truncates: Lava's ``right_shift`` floors, so
+the current is ``floor(S' / 2^-k_w)`` with ``S' = sum_k W[o, k] x[k]``
+(no exponent). With the encoding ``m = W * 2^j`` (``j = k_w - e >= 0``), an
+int32 sum wraps ``2^j S'`` at 32 bits, i.e. ``S'`` at ``32 - j``, and the
+shift follows: ``floor(wrap_(32-j)(S') / 2^-k_w)``; an int64 sum shifted
+and then cut to int32 gives ``wrap_32(floor(S' / 2^-k_w)) =
+floor(wrap_(32-k_w)(S') / 2^-k_w)``. Either way: a wrap of ``S'``, then the
+floor (:func:`lava_current`).
 
 ``c32`` is numpy's float64 -> int32 cast: exact below 2^31; beyond, x86's
 conversion gives ``-2^31`` ("integer indefinite"), which ``wrap_24`` maps
@@ -87,13 +109,14 @@ __all__ = [
     "SynapseArithmetic",
     "conv_current",
     "encode_dense_weights",
+    "floor_shift",
     "lava_current",
     "synapse_arithmetic",
     "weight_reach",
     "wrap",
 ]
 
-LavaProcess = Literal["Conv", "Dense", "DelayDense", "DelaySparse"]
+LavaProcess = Literal["Conv", "Dense", "DelayDense", "Sparse", "DelaySparse"]
 
 #: Lava's fixed_pt Conv wraps its output to 24 signed bits (``PyConvModelFixed.clamp_precision``).
 CONV_WRAP_BITS = 24
@@ -129,58 +152,75 @@ def conv_current(exact_sum):
     return wrap(cast, CONV_WRAP_BITS)
 
 
-def encode_dense_weights(weight: np.ndarray) -> tuple[np.ndarray, str, int]:
-    """Weights, sign mode and ``weight_exp`` with which Lava's fixed_pt Dense/Sparse delivers ``W @ x`` exactly.
+def encode_dense_weights(weight: np.ndarray, weight_exp: int = 0, num_weight_bits: int = 8) -> tuple[np.ndarray, str, int]:
+    """Weights, sign mode and Lava ``weight_exp`` with which Lava's fixed_pt Dense/Sparse delivers ``(W @ x) << weight_exp``.
 
-    Lava's bit-accurate Dense (and Sparse) clips and truncates its weights
-    on the first step (``clip_weights(w, mode, 8)`` then
-    ``truncate_weights(w, mode, 8)``) and shifts the accumulated current by
-    ``weight_exp``. The encodings tried, first fit wins, with ``m = W >> e``
-    required exact for ``e = 0..7``:
+    Lava's bit-accurate Dense (and Sparse, DelayDense, DelaySparse) clips
+    its weights on the first step (``clip_weights(w, mode, 8)``: EXCITATORY
+    [0, 255], INHIBITORY [-255, 0], MIXED [-256, 255]), truncates them to
+    ``num_weight_bits`` (``truncate_weights``: drops the lowest
+    ``8 - num_weight_bits`` bits, one more for MIXED) and shifts the
+    accumulated current by its ``weight_exp`` e. An encoding ``m * 2^e`` is
+    exact when ``m = W * 2^(weight_exp - e)`` is an integer that survives the
+    clip and the truncation unchanged. Tried in this order, first fit wins:
+    ``e = weight_exp .. weight_exp + 7`` (``W`` divided by a power of two),
+    then ``e = weight_exp - 1, weight_exp - 2, ...`` (``W`` shifted left onto
+    the truncation grid, e.g. ``2W`` for odd mixed-sign weights); for each
+    e the sign modes EXCITATORY, INHIBITORY, MIXED.
 
-    * EXCITATORY, ``0 <= m <= 255``: kept as is;
-    * INHIBITORY, ``-255 <= m <= 0``: kept as is (note: -256 is not);
-    * MIXED, ``m`` even in ``[-256, 254]``: kept as is (the floored bit is 0);
-    * MIXED with ``2W`` and ``weight_exp = -1`` for any ``W`` in [-128, 127]:
-      ``(2W @ x) >> 1 == W @ x`` because the sum is even.
+    Args:
+        weight: The IR's integer weights ``W``.
+        weight_exp: The IR synapse's exponent: the current is ``(W @ x) * 2^weight_exp``
+            (``floor((W @ x) / 2^-weight_exp)`` when negative: then ``e <= 0``).
+        num_weight_bits: Lava's ``num_weight_bits`` (1..8): the stored mantissa width.
 
     Returns:
-        ``(weights, sign mode name, weight_exp)``.
+        ``(weights m, sign mode name, Lava weight_exp e)``.
 
     Raises:
         LavaArithmeticError: No encoding is exact (e.g. an odd weight of 201 in a mixed-sign matrix).
     """
     w = np.asarray(weight, dtype=np.int64)
-    for e in range(8):
-        if e and np.any(w % (1 << e)):
-            break
-        m = w >> e
+    bits = int(num_weight_bits)
+    if not 1 <= bits <= 8:
+        raise LavaArithmeticError(f"num_weight_bits must be in 1..8, got {bits}")
+    for e in [weight_exp + j for j in range(8)] + [weight_exp - j for j in range(1, 10)]:
+        if weight_exp < 0 < e:
+            continue  # a truncating exponent stays a right shift (lava_current's wraps assume it)
+        shift = weight_exp - e  # m = W * 2^shift
+        if shift >= 0:
+            m = w << shift
+        elif np.any(w % (1 << -shift)):
+            continue
+        else:
+            m = w >> -shift
         lo, hi = int(m.min(initial=0)), int(m.max(initial=0))
-        if lo >= 0 and hi <= 255:
-            return m, "EXCITATORY", e
-        if hi <= 0 and lo >= -255:
-            return m, "INHIBITORY", e
-        if lo >= -256 and hi <= 254 and not np.any(m % 2):
-            return m, "MIXED", e
-        if e == 0 and lo >= -128 and hi <= 127:
-            return 2 * m, "MIXED", -1
+        for mode, low, high, mixed in (("EXCITATORY", 0, 255, 0), ("INHIBITORY", -255, 0, 0), ("MIXED", -256, 255, 1)):
+            grid = 1 << (8 - bits + mixed)  # truncate_weights drops these low bits (of |m| when inhibitory)
+            if low <= lo and hi <= high and not np.any(m % grid):
+                return m, mode, e
     raise LavaArithmeticError(
         f"weights in [{int(w.min())}, {int(w.max())}] have no exact Lava Dense encoding "
-        "(8-bit mantissa, sign mode, weight_exp 0..7); re-quantize the layer"
+        f"({bits}-bit mantissa, sign mode, a weight_exp near {weight_exp}); re-quantize the layer"
     )
 
 
 def lava_process(node: n.FixedPointSynapse, graded: bool) -> LavaProcess:
     """The Lava Process a synapse runs on (the Lava backend builds exactly this one).
 
-    Conv without delay -> ``Conv``; a delayed conv -> ``DelaySparse`` (its
-    exact sparse matrix; Conv has no delays); dense -> ``Dense``, or with a
-    delay ``DelayDense`` for spikes and ``DelaySparse`` for graded input
-    (DelayDense multiplies in int32, so graded products could overflow).
+    Conv without delay, exponent or pruning -> ``Conv``; a conv with a delay
+    (Conv has no delays), a ``weight_exp > 0`` (Lava's Conv ignores it) or
+    ``sparse`` -> its exact sparse matrix in ``Sparse`` (``DelaySparse`` with a
+    delay); dense -> ``Dense`` (``Sparse`` when ``sparse``), or with a delay
+    ``DelayDense`` for spikes and ``DelaySparse`` for graded input (DelayDense
+    multiplies in int32, so graded products could overflow) or a sparse synapse.
     """
+    sparse = bool(node.sparse) or (node.kind == "conv" and node.weight_exp != 0)
     if node.delay:
-        return "DelayDense" if node.kind == "dense" and not graded else "DelaySparse"
-    return "Conv" if node.kind == "conv" else "Dense"
+        return "DelayDense" if node.kind == "dense" and not graded and not sparse else "DelaySparse"
+    if node.kind == "conv" and not sparse:
+        return "Conv"
+    return "Sparse" if sparse else "Dense"
 
 
 @dataclass(frozen=True)
@@ -190,23 +230,28 @@ class SynapseArithmetic:
     Attributes:
         process: The Lava Process (:func:`lava_process`).
         graded: Whether its input is the graded Input (else binary spikes).
-        weight_exp: The Dense encoding's exponent (None for Conv, or when no
-            encoding exists: Lava refuses such a synapse, the simulators use 0).
-        wrap_bits: The current is ``wrap_<wrap_bits>(S)`` (Conv: of ``c32(S)``).
+        weight_exp: The Dense encoding's Lava exponent (None for Conv, or when
+            no encoding exists: Lava refuses such a synapse, the simulators use
+            the IR's exponent).
+        wrap_bits: The current is ``wrap_<wrap_bits>(S * 2^shift)`` (Conv: of ``c32(S)``);
+            for ``shift < 0`` it is ``floor(wrap_<wrap_bits>(S) / 2^-shift)``.
+        shift: The IR synapse's ``weight_exp``: the exact current is ``S * 2^shift``
+            (``floor(S / 2^-shift)`` when negative).
     """
 
     process: LavaProcess
     graded: bool
     weight_exp: int | None
     wrap_bits: int
+    shift: int = 0
 
     @property
     def limit(self) -> int:
-        """The current equals the exact sum whenever ``-limit <= S < limit``."""
+        """The current equals the exact (shifted) sum whenever ``-limit <= S * 2^max(shift, 0) < limit``."""
         return 1 << (self.wrap_bits - 1)
 
     def can_wrap(self, bound: int) -> bool:
-        """Whether a sum of magnitude up to ``bound`` can be changed by the wrap."""
+        """Whether a shifted sum of magnitude up to ``bound`` can be changed by the wrap."""
         return bound >= self.limit
 
 
@@ -223,11 +268,15 @@ def _cached(node: n.FixedPointSynapse, key, compute):
 
 
 def weight_reach(node: n.FixedPointSynapse) -> int:
-    """``max_o sum_k |W[o, k]|`` as a Python int: ``|S| <= weight_reach * max |x|``."""
+    """``max_o sum_k |W[o, k]| * 2^max(weight_exp, 0)``: the sum Lava wraps is at most this times ``max |x|``.
+
+    A negative exponent shifts after the wrap (:func:`lava_current`), so its
+    reach is that of ``S`` itself.
+    """
 
     def compute() -> int:
         w = np.abs(np.asarray(node.weight, dtype=np.int64)).reshape(node.weight.shape[0], -1)
-        return max((int(v) for v in w.sum(axis=1)), default=0)
+        return max((int(v) for v in w.sum(axis=1)), default=0) << max(int(node.weight_exp), 0)
 
     return _cached(node, "reach", compute)
 
@@ -239,21 +288,51 @@ def synapse_arithmetic(node: n.FixedPointSynapse, graded: bool) -> SynapseArithm
 
 def _synapse_arithmetic(node: n.FixedPointSynapse, graded: bool) -> SynapseArithmetic:
     process = lava_process(node, graded)
+    shift = int(node.weight_exp)
     if process == "Conv":
-        return SynapseArithmetic(process, graded, None, CONV_WRAP_BITS)
+        return SynapseArithmetic(process, graded, None, CONV_WRAP_BITS, shift)
     try:
-        _, _, exp = encode_dense_weights(node.weight)
+        _, _, exp = encode_dense_weights(node.weight, shift, node.weight_bits)
     except LavaArithmeticError:
         exp = None
-    halves = exp == -1 and (process == "DelaySparse" or (process == "Dense" and graded))
-    return SynapseArithmetic(process, graded, exp, 31 if halves else 32)
+    # Processes that sum in int32 and then shift right by -e wrap at 32 + e bits (module docstring).
+    int32_sum = process == "DelaySparse" or (process in ("Dense", "Sparse") and graded)
+    if shift < 0:
+        # floor(wrap_b(S) / 2^-shift): an int32 sum of the encoding m = W 2^j (j = shift - e) wraps 2^j S
+        # at 32 bits, i.e. S at 32 - j; an int64 sum cut to int32 after the shift wraps S at 32 - shift.
+        encoded = shift - exp if exp is not None else 0
+        return SynapseArithmetic(process, graded, exp, 32 - encoded if int32_sum else 32 - shift, shift)
+    narrowed = -exp if exp is not None and exp < 0 and int32_sum else 0
+    return SynapseArithmetic(process, graded, exp, 32 - narrowed, shift)
 
 
 def lava_current(arith: SynapseArithmetic, exact_sum):
-    """The current Lava delivers for the exact int64 sum (numpy array or torch tensor)."""
+    """The current Lava delivers for the exact int64 sum ``S`` (numpy array or torch tensor).
+
+    ``wrap(S * 2^shift)`` for ``shift >= 0``; ``floor(wrap(S) / 2^-shift)``
+    (Lava's arithmetic right shift) for ``shift < 0``.
+    """
     if arith.process == "Conv":
         return conv_current(exact_sum)
-    return wrap(exact_sum, arith.wrap_bits)
+    if arith.shift < 0:
+        return floor_shift(wrap(exact_sum, arith.wrap_bits), -arith.shift)
+    shifted = exact_sum * (1 << arith.shift) if arith.shift else exact_sum
+    return wrap(shifted, arith.wrap_bits)
+
+
+def floor_shift(x, bits: int):
+    """``floor(x / 2^bits)``: numpy's and torch's ``>>`` on integers; exact division and floor on floats.
+
+    A float ``x`` must hold an integer (the simulator's exact sums): dividing by
+    a power of two and flooring then round nothing.
+    """
+    if bits == 0:
+        return x
+    if isinstance(x, np.ndarray):
+        return x >> bits if x.dtype.kind in "iu" else np.floor(x / float(1 << bits))
+    import torch
+
+    return x >> bits if not x.is_floating_point() else torch.floor(x / float(1 << bits))
 
 
 def check_sum_bound(node: n.FixedPointSynapse, arith: SynapseArithmetic, bound: int) -> None:

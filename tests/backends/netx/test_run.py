@@ -109,10 +109,12 @@ def test_run_refuses_a_file_from_another_graph(tmp_path):
 
 @pytest.fixture(scope="module")
 def srif_graph():
-    """The bundled SRIF digits model, compiled by the passes."""
+    """The bundled SRIF digits model, compiled by the passes as plain layers (NetX's chain)."""
     from inflor_deploy.compiler import compile_checkpoint
+    from inflor_deploy.passes.base import QuantizationOptions
 
-    return compile_checkpoint(DEFAULT_MODEL, "loihi2-sim", probe_samples=2).fixed_graph
+    options = QuantizationOptions(plain_layers=True)
+    return compile_checkpoint(DEFAULT_MODEL, "loihi2-sim", probe_samples=2, quantization=options).fixed_graph
 
 
 def test_soft_reset_written_inexactly_runs_as_written_and_reports_its_agreement(tmp_path, srif_graph):

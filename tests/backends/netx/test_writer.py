@@ -228,6 +228,7 @@ def _refusals(conv_lif):
         "not_a_chain": compile_graph(residual_graph()),
         "dense_weights": _edit(mlp, "fc2", weight=inhibitory),
         "bias_exponent": _edit(conv_lif, "lif3", bias_exp=3, bias_mant=np.full(8, 3, np.int32)),
+        "weight_exponent": _edit(mlp, "fc2", weight_exp=-2),
         "not_fixed_point": conv_lif_graph(),
     }  # fmt: skip
 
@@ -241,6 +242,7 @@ def _refusals(conv_lif):
         ("not_a_chain", ["layer 'n2' sums 2 synapses", "feed-forward chain"]),
         ("dense_weights", ["dense synapse 'fc2'", "-128, is a power of two", "Re-quantize"]),
         ("bias_exponent", ["layer 'lif3'", "bias_exp = 6"]),
+        ("weight_exponent", ["synapse 'fc2' has weight_exp -2", "--backend lava"]),
         ("not_fixed_point", ["scheduled fixed-point graph"]),
     ],
 )
@@ -303,3 +305,19 @@ def test_metadata_of_a_foreign_file_is_refused(tmp_path):
         f.create_group("inflor").attrs["metadata"] = json.dumps({"format": nw.FORMAT, "format_version": 99})
     with pytest.raises(InflorError, match="v99"):
         nw.read_netx_metadata(tmp_path / "future.net")
+
+
+def test_a_bias_source_is_refused_by_name_and_plain_layers_compile_a_chain(tmp_path):
+    from inflor_deploy.compiler import compile_checkpoint
+    from inflor_deploy.passes.base import QuantizationOptions
+    from inflor_deploy.pretrained import DEFAULT_MODEL
+
+    graph = compile_checkpoint(DEFAULT_MODEL, "loihi2-sim", probe_samples=2, stop_after="ScheduleTimesteps").graph
+    with pytest.raises(nw.NetxRefusal) as refused:  # soft reset allowed: the bias source is what remains
+        export_netx(graph, tmp_path / "out.net", allow_inexact=True)
+    assert refused.value.reason == "bias_source" and "--plain-layers" in str(refused.value)
+    chain = compile_checkpoint(DEFAULT_MODEL, "loihi2-sim", probe_samples=2, stop_after="ScheduleTimesteps",
+                               quantization=QuantizationOptions(plain_layers=True)).graph  # fmt: skip
+    assert all(x.sources for x in chain.of_type(n.FixedPointNeuron))
+    assert all(s.weight_exp == 0 for s in chain.of_type(n.FixedPointSynapse))
+    nw.plan_netx(chain, allow_inexact=True)  # soft reset written as hard: planned, not refused
