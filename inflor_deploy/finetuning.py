@@ -287,10 +287,13 @@ def finetune(
     ptq = _compile(path, target_obj, quantization)
     grid = recorded_grid(source.metadata)
     if grid is None:
-        scales = {r["layer"]: float(r["scale"]) for r in ptq.quantization_report}
-        grid = choose_grid(scales, float(ptq.fixed_graph.input.grade_scale), target_obj.name)
+        # The grid's starting scales come from the plain layout (weight exponent 0, bias_exp 6, no bias source),
+        # the one the exact forward computes; the default layout's larger scales would not fit it.
+        plain = _compile(path, target_obj, dataclasses.replace(quantization, plain_layers=True))
+        scales = {r["layer"]: float(r["scale"]) for r in plain.quantization_report}
+        grid = choose_grid(scales, float(plain.fixed_graph.input.grade_scale), target_obj.name)
     grid_options = dataclasses.replace(quantization, input_grade_scale=grid["input_grade_scale"],
-                                       layer_scales=dict(grid["layer_scales"]))  # fmt: skip
+                                       layer_scales=dict(grid["layer_scales"]), plain_layers=True)  # fmt: skip
     # 2. The compiled network on the grid, and its exact forward (checked against the simulator).
     on_grid = _compile(path, target_obj, grid_options)
     try:

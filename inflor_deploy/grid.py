@@ -84,4 +84,5 @@ def quantization_for(metadata: Mapping[str, Any], quantization: QuantizationOpti
             f"this checkpoint was fine-tuned for the layer scales {scales}; other layer scales were requested "
             f"({dict(quantization.layer_scales)}). Compile it with its own grid"
         )
-    return dataclasses.replace(quantization, input_grade_scale=grade, layer_scales=dict(scales))
+    # The recorded scales are the plain layout's (the fine-tuning forward's): record that layout too.
+    return dataclasses.replace(quantization, input_grade_scale=grade, layer_scales=dict(scales), plain_layers=True)

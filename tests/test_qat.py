@@ -24,12 +24,12 @@ def _compile(model, quantization=QuantizationOptions()):
 
 
 def _on_grid(model, weight_fill=1.0):
-    """The model compiled on its power-of-two grid (as finetune does), and the grid's options."""
-    ptq = _compile(model, QuantizationOptions(weight_fill=weight_fill))
+    """The model compiled on its power-of-two grid (as finetune does: from the plain layout's scales), and the options."""
+    ptq = _compile(model, QuantizationOptions(weight_fill=weight_fill, plain_layers=True))
     grid = choose_grid({r["layer"]: r["scale"] for r in ptq.quantization_report}, ptq.fixed_graph.input.grade_scale,
                        "loihi2-sim")  # fmt: skip
     options = QuantizationOptions(input_grade_scale=grid["input_grade_scale"], layer_scales=grid["layer_scales"],
-                                  weight_fill=weight_fill)  # fmt: skip
+                                  weight_fill=weight_fill, plain_layers=True)  # fmt: skip
     return _compile(model, options), options
 
 
