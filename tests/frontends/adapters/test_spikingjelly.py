@@ -11,26 +11,13 @@ spikingjelly = pytest.importorskip("spikingjelly")  # the [spikingjelly] extra; 
 from spikingjelly.activation_based import functional, layer, neuron, surrogate  # noqa: E402
 
 from inflor_deploy.backends.sim.float_ir import run_float  # noqa: E402
+from tests.frontends.adapters.framework_cases import images as _images, seeded as _seeded  # noqa: E402
 from inflor_deploy.frontends.adapters import AdapterError, adapters_for  # noqa: E402
 from inflor_deploy.frontends.adapters.spikingjelly import HEAVISIDE_SURROGATES  # noqa: E402
 from inflor_deploy.frontends.fx import UnsupportedOpError, trace_model  # noqa: E402
 from inflor_deploy.ir import nodes as n  # noqa: E402
 
 T = 5
-
-
-def _images(count=12, seed=1):
-    return np.random.default_rng(seed).random((count, 2, 8, 8), dtype=np.float32)
-
-
-def _seeded(model, gain=2.5):
-    torch.manual_seed(0)
-    for m in model.modules():
-        if isinstance(m, (nn.Conv2d, nn.Linear)):
-            m.reset_parameters()
-            with torch.no_grad():
-                m.weight.mul_(gain)
-    return model.eval()
 
 
 class TwoLayers(nn.Module):
