@@ -67,7 +67,9 @@ def _compiled_and_verified(tmp_path, weights, factory, T, *extra, data="digits")
 @pytest.mark.lava
 def test_spikingjelly_if_cnn_with_max_pooled_spikes(tmp_path):
     weights = _trained(tmp_path, lambda: nets.sj_if_cnn(T=4), 4, "frame", loss="rate")
-    out, levels = _compiled_and_verified(tmp_path, weights, "sj_if_cnn", 4, "--model-arg", "T=4")
+    # Under the default --headroom u, sn1's fill-limited scale lets v saturate (9,372 events over the split) and
+    # level 4 loses 1.1 points; --headroom uv keeps v in range: 86.9 % -> 86.1 %, no saturation.
+    out, levels = _compiled_and_verified(tmp_path, weights, "sj_if_cnn", 4, "--model-arg", "T=4", "--headroom", "uv")
     artifact = load_artifact(out)
     imported = artifact.graph_at("import")
     sn1, pool1 = imported.node("sn1"), imported.node("pool1")
