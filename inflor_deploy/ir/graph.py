@@ -90,6 +90,19 @@ class Graph:
     def replace_nodes(self, nodes) -> "Graph":
         return dataclasses.replace(self, nodes=tuple(nodes))
 
+    def fold_away(self, folded_type: type, replaced: dict[str, n.Node], renamed: dict[str, str]) -> "Graph":
+        """Drop every ``folded_type`` node, swap in ``replaced`` nodes by name, and point
+        consumers of a dropped node at ``renamed[dropped]`` (what a folding pass leaves)."""
+        nodes = []
+        for node in self.nodes:
+            if isinstance(node, folded_type):
+                continue
+            node = replaced.get(node.name, node)
+            if any(s in renamed for s in node.sources):
+                node = dataclasses.replace(node, sources=tuple(renamed.get(s, s) for s in node.sources))
+            nodes.append(node)
+        return self.replace_nodes(nodes)
+
     @property
     def is_fixed_point(self) -> bool:
         return any(isinstance(node, n.FixedPointNeuron) for node in self.nodes)

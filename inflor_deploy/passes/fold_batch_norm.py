@@ -85,15 +85,7 @@ def run(graph: Graph, ctx: PassContext) -> Graph:
             )
         folded[syn.name] = _folded(syn, bn)
         renamed[bn.name] = syn.name
-    nodes = []
-    for node in graph:
-        if isinstance(node, n.BatchNorm):
-            continue
-        node = folded.get(node.name, node)
-        if any(s in renamed for s in node.sources):
-            node = dataclasses.replace(node, sources=tuple(renamed.get(s, s) for s in node.sources))
-        nodes.append(node)
-    return graph.replace_nodes(nodes)
+    return graph.fold_away(n.BatchNorm, folded, renamed)
 
 
 def check(before: Graph, after: Graph, ctx: PassContext) -> ContractResult:

@@ -113,15 +113,7 @@ def run(graph: Graph, ctx: PassContext) -> Graph:
                     "first layer is not a synapse cannot receive raw pixels"
                 )
         renamed[norm.name] = source
-    nodes = []
-    for node in graph:
-        if isinstance(node, n.Normalize):
-            continue
-        node = folded.get(node.name, node)
-        if any(s in renamed for s in node.sources):
-            node = dataclasses.replace(node, sources=tuple(renamed.get(s, s) for s in node.sources))
-        nodes.append(node)
-    return graph.replace_nodes(nodes)
+    return graph.fold_away(n.Normalize, folded, renamed)
 
 
 def check(before: Graph, after: Graph, ctx: PassContext) -> ContractResult:
