@@ -247,7 +247,7 @@ def _input_shape(text: str | None):
 
 
 def _compile(model, target, output, force, *, stop_after=None, trust_pickle=False, input_scale=None,
-             headroom="u", overflow="warn", timesteps=None, probe_samples=None, factory=None, model_args=(),
+             headroom="probe", overflow="warn", timesteps=None, probe_samples=None, factory=None, model_args=(),
              input_shape=None, time_mode=None, input_range=None, input_mean=None, input_std=None,
              input_encoding=None, nir_read=None, weight_bits=None, prune=0.0, plain_layers=False):  # fmt: skip
     from inflor_deploy.artifact import reserve_output, write_artifact
@@ -410,8 +410,10 @@ compile_options = [
     click.option("--input-encoding", type=click.Choice(["direct", "sequence"]), default=None,
                  help="direct: the frame at every step; sequence: [T, C, H, W] event frames, one per step (a "
                       "multi-step --model is called on [T, B, C, H, W]) [default: the checkpoint's, else direct]."),
-    click.option("--headroom", type=click.Choice(["u", "uv"]), default="u", show_default=True,
-                 help="Worst cases the scales must respect: u never wraps (u), and also v never saturates (uv)."),
+    click.option("--headroom", type=click.Choice(["u", "probe", "uv"]), default="probe", show_default=True,
+                 help="Bounds the scales must respect: u never wraps (u; always); probe: also v stays below half its "
+                      "range at the membrane's peak on the compile probe, so typical inputs do not saturate it; uv: "
+                      "v never saturates whatever the input (coarser weights)."),
     click.option("--overflow", type=click.Choice(["warn", "error"]), default="warn", show_default=True,
                  help="A layer whose v can saturate in the worst case, or whose threshold or reset amount rounds "
                       "with more than 1 % relative error (QuantizeFixedPoint's stated bound): warn, or refuse to "

@@ -60,9 +60,12 @@ class QuantizationOptions:
             pixels in [0, 1], 1 for raw 0..255 pixels).
         weight_fill: Fraction of the weight range the largest |weight| of a
             layer may use (1.0 fills it).
-        headroom: Which worst-case bounds the scale must respect: ``"u"``
-            (u can never wrap; always enforced) or ``"uv"`` (v can also never
-            saturate within a sample window, at the cost of coarser weights).
+        headroom: Which bounds the scale must respect: ``"u"`` (u can never
+            wrap; always enforced), ``"probe"`` (default: also v stays below
+            half its range at the largest membrane the float layer reached on
+            the compile probe, so typical inputs do not saturate it) or
+            ``"uv"`` (v can never saturate within a sample window, whatever the
+            input, at the cost of coarser weights).
         overflow: What to do with a layer whose worst case can still
             saturate v, or whose threshold or reset amount rounds with a
             relative error above ``MAX_THRESHOLD_ROUNDING`` (1 %):
@@ -88,7 +91,7 @@ class QuantizationOptions:
 
     input_grade_scale: float | None = None
     weight_fill: float = 1.0
-    headroom: Literal["u", "uv"] = "u"
+    headroom: Literal["u", "probe", "uv"] = "probe"
     overflow: Literal["error", "warn"] = "warn"
     layer_scales: dict[str, float] | None = None
     weight_bits: int | None = None
@@ -108,8 +111,8 @@ class QuantizationOptions:
             raise PassError(f"input_grade_scale must be > 0, got {self.input_grade_scale}")
         if not 0 < self.weight_fill <= 1:
             raise PassError(f"weight_fill must be in (0, 1], got {self.weight_fill}")
-        if self.headroom not in ("u", "uv") or self.overflow not in ("error", "warn"):
-            raise PassError("headroom must be 'u' or 'uv' and overflow 'error' or 'warn'")
+        if self.headroom not in ("u", "probe", "uv") or self.overflow not in ("error", "warn"):
+            raise PassError("headroom must be 'u', 'probe' or 'uv' and overflow 'error' or 'warn'")
         if self.layer_scales is not None and not all(
             isinstance(v, (int, float)) and math.isfinite(v) and v > 0 for v in self.layer_scales.values()
         ):

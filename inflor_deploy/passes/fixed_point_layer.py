@@ -74,6 +74,20 @@ a feasible and an infeasible scale, a fixed number of times, ends at s*
 to float precision. The v-saturation bound (``headroom="uv"``) adds a
 non-monotone term (a bias of the opposite sign); the bisection still ends
 at a scale that is verified feasible.
+
+The probe guard (``headroom="probe"``, the default). The worst-case window
+bound of ``"uv"`` assumes every input at its extreme for T steps, which real
+activity never approaches; enforcing it costs precision everywhere. Under
+``"probe"`` the cap comes from what the float layer did on the compile
+probe: ``spec.v_needed`` is a membrane range that changes none of its spikes
+when H is clamped to it (``float_ir.spike_preserving_range``; a membrane
+driven far below zero by steady inhibition reaches a large |H| but never
+needs it), and the scale keeps ``s * v_needed`` (v in weight units: the
+dynamics are scale-invariant) below ``V_LIMIT_WEIGHT_UNITS / PROBE_V_MARGIN``.
+The margin covers inputs that drive the membrane harder than the probe did
+(on the digits test split the peak |H| exceeded a 16-image probe's by at
+most 1.2x); what still saturates is counted by the simulators. The term is
+``s * v_needed``, increasing in s, so the search above stays monotone.
 """
 
 from __future__ import annotations
@@ -92,6 +106,9 @@ A_LIMIT = 2**17 - 1
 V_LIMIT_WEIGHT_UNITS = (2**23 - 1) >> 6
 #: One weight unit in v units (``a << 6``).
 V_PER_WEIGHT_UNIT = 64
+#: Under ``headroom="probe"``: the factor by which v may exceed its probe peak before it saturates
+#: (module docstring: the probe guard; one bit of v's range).
+PROBE_V_MARGIN = 2.0
 #: Bisection steps of the headroom search: the interval shrinks below a float's resolution.
 SEARCH_STEPS = 64
 
@@ -147,6 +164,10 @@ class LayerSpec:
         reset: ``"subtract"``, ``"zero"`` or ``"none"``.
         reset_amount: What a subtractive reset removes (float or per channel).
         dv: The leak's 12-bit decay (0: IF, v moves on the 64-grid).
+        v_needed: A membrane range (float units) that changes none of the
+            layer's spikes on the compile probe when H is clamped to it
+            (module docstring: the probe guard); 0 when not measured, which
+            leaves the guard off.
     """
 
     name: str
@@ -159,6 +180,7 @@ class LayerSpec:
     reset: str = "subtract"
     reset_amount: float | np.ndarray | None = None
     dv: int = 0
+    v_needed: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -352,6 +374,8 @@ def _violations(spec: LayerSpec, numerics, fixed: _Fixed, scale: float, headroom
         window = spec.timesteps * max(float((hi + bias).max(initial=0)), -float((lo + bias).min(initial=0)))
         if window > V_LIMIT_WEIGHT_UNITS:
             broken.append("v_saturation")
+    if headroom == "probe" and scale * PROBE_V_MARGIN * spec.v_needed > V_LIMIT_WEIGHT_UNITS:
+        broken.append("v_probe")
     mant = numerics.bias_mant_range
     if ints["bias_mant"].size and (ints["bias_mant"].min() < mant.start or ints["bias_mant"].max() > mant.stop - 1):
         broken.append("bias_range")
@@ -379,7 +403,8 @@ def quantize_layer(spec: LayerSpec, numerics, *, weight_fill: float = 1.0, headr
         spec: The layer's float parameters.
         numerics: The target's :class:`~inflor_deploy.targets.Numerics`.
         weight_fill: Fraction of each weight grid the largest weight may use.
-        headroom: ``"u"`` (u never wraps) or ``"uv"`` (v also never saturates).
+        headroom: ``"u"`` (u never wraps), ``"probe"`` (also ``spec.v_needed`` fits in
+            half of v's range) or ``"uv"`` (v never saturates).
         plain: A plain Loihi layer: no bias source, the target's preferred ``bias_exp``,
             no negative weight exponent (``QuantizationOptions.plain_layers``).
         recorded_scale: The scale a fine-tuned checkpoint was trained at
@@ -431,6 +456,8 @@ def quantize_layer(spec: LayerSpec, numerics, *, weight_fill: float = 1.0, headr
         window = spec.timesteps * max(float((hi + bias).max(initial=0)), -float((lo + bias).min(initial=0)))
         if headroom == "uv" and window > 0:
             out["v_saturation"] = V_LIMIT_WEIGHT_UNITS / window
+        if headroom == "probe" and spec.v_needed > 0:
+            out["v_probe"] = V_LIMIT_WEIGHT_UNITS / (PROBE_V_MARGIN * spec.v_needed)
         return out
 
     if spec.vth is not None:
@@ -453,7 +480,9 @@ def quantize_layer(spec: LayerSpec, numerics, *, weight_fill: float = 1.0, headr
     binding = min(limits, key=limits.get)
     s0 = limits[binding]
     if recorded_scale is not None:
-        return _recorded(spec, numerics, float(recorded_scale), headroom, limits)
+        # A recorded grid is what the fine-tuned forward computed, saturations included: only the
+        # hard bounds apply, not the probe guard (measured on the model before fine-tuning).
+        return _recorded(spec, numerics, float(recorded_scale), "u" if headroom == "probe" else headroom, limits)
 
     # Exponents, fixed at s0 (module docstring: the search).
     # A headroom cap below s_fill leaves the weights coarse at exponent 0: a negative exponent (Lava's

@@ -39,11 +39,18 @@ their currents add into one membrane):
    wrap can happen for inputs in the declared range (the Conv's 24 bits,
    Dense's 32, u's 24; the report's ``wrap_possible`` says so per layer);
    inputs outside it are refused at run time.
-3. Headroom against saturation of v (``headroom="uv"``): over one sample
-   window v can move by at most ``T * max|a + bias|``, which must stay below
-   ``(2^23 - 1) >> 6``. Under the default ``headroom="u"`` this bound is only
-   reported: a layer that *could* saturate is flagged (and refused with
-   ``overflow="error"``); the simulators count real saturation events.
+3. Headroom against saturation of v. The default ``headroom="probe"`` runs
+   the float graph on the compile probe, finds for each layer a membrane
+   range that changes none of its spikes when v is clamped to it, and keeps
+   that range below half of v's, ``(2^23 - 1) >> 7`` weight units
+   (``fixed_point_layer``: the probe guard): saturation that would change a
+   spike on typical inputs is prevented, harmless saturation (a membrane far
+   below zero under steady inhibition) does not cost precision. ``headroom="uv"``
+   guarantees it for every input: over one sample window v can move by at
+   most ``T * max|a + bias|``, which must stay below ``(2^23 - 1) >> 6``.
+   Under ``"u"`` and ``"probe"`` that worst case is only reported: a layer
+   that *could* saturate is flagged (and refused with ``overflow="error"``);
+   the simulators count real saturation events.
 4. Ranges: the threshold and reset mantissas fit 17 unsigned bits; the bias
    mantissa 13 signed bits at ``bias_exp`` 6 (weight units), or 7 when it
    needs the range; a larger bias goes through a bias source (its synapse's
@@ -231,6 +238,7 @@ def layer_specs(graph: Graph, ctx: PassContext, grades: float | None = None) -> 
         grades = opts.input_grade_scale or default_grade_scale(graph.input)
     if opts.weight_bits is None:
         opts = dataclasses.replace(opts, weight_bits=ctx.target.numerics.weight_bits)
+    ranges = _membrane_ranges(graph, ctx.probe) if opts.headroom == "probe" else {}
     specs = []
     for layer in graph.of_type(n.Neuron, n.Accumulator):
         shape = shapes[layer.name]
@@ -251,8 +259,20 @@ def layer_specs(graph: Graph, ctx: PassContext, grades: float | None = None) -> 
         specs.append(LayerSpec(
             layer.name, shape, synapses, bias, graph.timesteps, vth=layer.vth, compare=layer.compare,
             reset=layer.reset, reset_amount=layer.reset_amount, dv=_decay_mantissa(layer.tau),
+            v_needed=ranges.get(layer.name, (0.0, 0.0))[1],
         ))  # fmt: skip
     return specs
+
+
+def _membrane_ranges(graph: Graph, probe: np.ndarray | None) -> dict[str, tuple[float, float]]:
+    """Neuron name -> (peak |H|, spike-preserving range) on the probe (the probe guard's input); {} without a probe."""
+    from inflor_deploy.backends.sim.float_ir import run_float, spike_preserving_range
+
+    if probe is None or len(probe) == 0:
+        return {}
+    # The contract's own float run (float32, the same memory budget); the guard needs sizes, not last bits.
+    run = run_float(graph, probe, record_currents=True)
+    return {name: spike_preserving_range(graph.node(name), current) for name, current in run.currents.items()}
 
 
 def _synapse_node(q: QuantizedSynapse) -> n.FixedPointSynapse:
@@ -316,6 +336,9 @@ def _report(spec: LayerSpec, layer: n.Node, q: LayerQuantization) -> dict[str, A
         "v_window_bound": window,
         "v_headroom": V_LIMIT_WEIGHT_UNITS / window if window else math.inf,
         "can_saturate_v": bool(window > V_LIMIT_WEIGHT_UNITS),
+        # The probe guard (headroom="probe"): the v range (wu) the probe's spikes need, and the room above it.
+        "v_needed": spec.v_needed * scale if spec.v_needed else None,
+        "v_needed_headroom": V_LIMIT_WEIGHT_UNITS / (spec.v_needed * scale) if spec.v_needed else None,
         "dv": spec.dv,
         "tau_realized": (4096 - spec.dv) / 4096,
     }

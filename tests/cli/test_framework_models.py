@@ -66,10 +66,12 @@ def _compiled_and_verified(tmp_path, weights, factory, T, *extra, data="digits")
 
 @pytest.mark.lava
 def test_spikingjelly_if_cnn_with_max_pooled_spikes(tmp_path):
-    weights = _trained(tmp_path, lambda: nets.sj_if_cnn(T=4), 4, "frame", loss="rate")
-    # Under the default --headroom u, sn1's fill-limited scale lets v saturate (9,372 events over the split) and
-    # level 4 loses 1.1 points; --headroom uv keeps v in range: 86.9 % -> 86.1 %, no saturation.
-    out, levels = _compiled_and_verified(tmp_path, weights, "sj_if_cnn", 4, "--model-arg", "T=4", "--headroom", "uv")
+    weights = _trained(tmp_path, lambda: nets.sj_if_cnn(T=4), 4, "frame", loss="rate", epochs=5)
+    # Five epochs (94.7 % float): after three (86.9 %) the T = 4 spike-count readout ties often, and the
+    # rounding of 8-bit weights flipped 4 of 360 classes, just past level 4's 1-point limit. v saturates in
+    # sn1 on the split (~8,600 events), harmlessly: clamping its float membrane at the hardware's limit
+    # changes no spike, so the default probe guard leaves its scale where the weights fill their grid.
+    out, levels = _compiled_and_verified(tmp_path, weights, "sj_if_cnn", 4, "--model-arg", "T=4")
     artifact = load_artifact(out)
     imported = artifact.graph_at("import")
     sn1, pool1 = imported.node("sn1"), imported.node("pool1")

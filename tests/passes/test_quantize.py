@@ -8,7 +8,7 @@ import pytest
 from inflor_deploy.ir import nodes as n
 from inflor_deploy.ir.graph import Graph, validate
 from inflor_deploy.passes.base import PassContext, PassError, QuantizationOptions
-from inflor_deploy.passes.quantize import A_LIMIT, QuantizeFixedPoint, quantize_with_report
+from inflor_deploy.passes.quantize import A_LIMIT, V_LIMIT_WEIGHT_UNITS, QuantizeFixedPoint, quantize_with_report
 from inflor_deploy.backends.sim.float_ir import run_float
 from inflor_deploy.backends.sim.int_reference import run_aligned
 from inflor_deploy.targets import load_target
@@ -129,6 +129,51 @@ def test_v_saturation_is_flagged_refused_or_avoided():
     fixed, report = quantize_with_report(graph, _ctx(probe, input_grade_scale=1.0, headroom="uv"))
     assert not report[0]["can_saturate_v"] and report[0]["scale_limited_by"] == "v_saturation"
     assert run_aligned(fixed, probe).v_saturations["n1"] == 0
+
+
+def _inhibited_then_excited(timesteps: int = 6) -> Graph:
+    """A sequence input -> Linear 1.0 -> IF (vth 0.5): the membrane is pushed far below zero, then recovers."""
+    return Graph(
+        nodes=(
+            n.Input("events", (), shape=(1,), encoding="sequence", value_range=(-1000.0, 1000.0), pixel_levels=None),
+            n.Linear("fc1", ("events",), weight=np.ones((1, 1), np.float32), bias=None),
+            n.Neuron("n1", ("fc1",), vth=0.5, reset_amount=1.0),
+            n.Linear("fc2", ("n1",), weight=np.ones((1, 1), np.float32), bias=None),
+            n.Accumulator("out", ("fc2",)),
+        ),
+        timesteps=timesteps,
+    )
+
+
+def test_the_probe_guard_prevents_a_saturation_that_changes_a_spike():
+    # Three steps of -1000 take H to -3000; three of +1000 bring it back to 0: no spike. Clamped at the
+    # hardware's limit (about -2000 float units at the fill scale), H recovers early and fires at step 6.
+    graph = _inhibited_then_excited()
+    events = np.array([[-1000] * 3 + [1000] * 3], np.float32).reshape(1, 6, 1)
+    float_spikes = run_float(graph, events, record=True).spikes["n1"]
+    assert not float_spikes.any()
+    unguarded, report_u = quantize_with_report(graph, _ctx(events, headroom="u"))
+    run_u = run_aligned(unguarded, events, record=True)
+    assert run_u.v_saturations["n1"] > 0 and run_u.spikes["n1"].any()  # the saturation made a spike
+    guarded, report = quantize_with_report(graph, _ctx(events))  # headroom="probe", the default
+    assert report[0]["scale_limited_by"] == "v_probe" and report[0]["scale"] < report_u[0]["scale"]
+    # The range the spikes need is the whole excursion (clamping anywhere below 3000 changes the spike).
+    assert 2 * report[0]["v_needed"] <= V_LIMIT_WEIGHT_UNITS and report[0]["v_needed"] >= 2999 * report[0]["scale"]
+    run = run_aligned(guarded, events, record=True)
+    assert run.v_saturations["n1"] == 0
+    np.testing.assert_array_equal(run.spikes["n1"], float_spikes)
+
+
+def test_the_probe_guard_leaves_a_harmless_saturation_at_the_fill_scale():
+    # Steady inhibition: H falls to -6000 and saturates, but a neuron below zero never fires either way.
+    graph = _inhibited_then_excited()
+    events = np.full((1, 6, 1), -1000, np.float32)
+    _, report_u = quantize_with_report(graph, _ctx(events, headroom="u"))
+    guarded, report = quantize_with_report(graph, _ctx(events))
+    assert report[0]["scale"] == report_u[0]["scale"] and report[0]["scale_limited_by"] != "v_probe"
+    assert report[0]["v_needed"] < 0.01 * 6000 * report[0]["scale"]  # far below the peak |H|
+    run = run_aligned(guarded, events, record=True)
+    assert run.v_saturations["n1"] > 0 and not run.spikes["n1"].any()
 
 
 def test_preconditions_name_the_missing_pass():

@@ -29,11 +29,14 @@ class FloatRun:
         spikes: Neuron name -> ``[T, B, ...]`` uint8 spikes (when recorded).
         membranes: Neuron name -> ``[T, B, ...]`` H[t], the membrane before
             reset that the threshold is compared with (when recorded).
+        currents: Neuron name -> ``[T, B, ...]`` X[t], the summed input current
+            (when ``record_currents``).
     """
 
     scores: np.ndarray
     spikes: dict[str, np.ndarray] = field(default_factory=dict)
     membranes: dict[str, np.ndarray] = field(default_factory=dict)
+    currents: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 def _t(array: np.ndarray | None, dtype: torch.dtype) -> torch.Tensor | None:
@@ -70,10 +73,12 @@ def _charge(node: n.Neuron, u: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     raise IRError(f"neuron {node.name!r}: unknown charge {charge!r}")
 
 
-def _neuron(node: n.Neuron, current: torch.Tensor, record: bool):
+def _neuron(node: n.Neuron, current: torch.Tensor, record: bool, clip: float | None = None):
     """Run one neuron layer over time; current is [T, B, ...]. Returns 0/1 spikes and H.
 
-    Every variant of :class:`~inflor_deploy.ir.nodes.Neuron` runs literally, in
+    ``clip`` clamps H to ``[-clip, clip]`` before the threshold and the reset,
+    as Loihi saturates v (:func:`spike_preserving_range` asks which clip
+    changes no spike). Every variant of :class:`~inflor_deploy.ir.nodes.Neuron` runs literally, in
     the framework's operation order (InfLoR's own; SpikingJelly's
     ``_ops/if_/cpu.py`` and ``_ops/lif/cpu.py``; snnTorch's ``Leaky``), so a
     framework's float32 spikes are reproduced bit for bit.
@@ -99,6 +104,8 @@ def _neuron(node: n.Neuron, current: torch.Tensor, record: bool):
                 h = _charge(node, u, x_t)
         else:
             h = _charge(node, u, x_t)
+        if clip is not None:
+            h = h.clamp(-clip, clip)
         compared = phi(h) if node.mpr else h
         o = fires(compared, vth).to(h.dtype)
         if delayed or node.reset == "none":
@@ -113,6 +120,36 @@ def _neuron(node: n.Neuron, current: torch.Tensor, record: bool):
         if record:
             membranes.append(h)
     return torch.stack(spikes), (torch.stack(membranes) if record else None)
+
+
+#: Halvings of the interval in :func:`spike_preserving_range` (the range is found within 2^-8 of the peak).
+RANGE_SEARCH_STEPS = 8
+
+
+def spike_preserving_range(node: n.Neuron, current: torch.Tensor) -> tuple[float, float]:
+    """(peak, needed): the largest |H| the layer reaches on ``current``, and a clip level that changes none of its spikes.
+
+    ``needed <= peak``: clamping H to ``[-needed, needed]`` (Loihi's v
+    saturation, in float units) leaves every spike of the layer as it is on
+    this input. A membrane driven far below zero by a steady inhibitory
+    current, or far above threshold by a saturating one, reaches a large
+    peak but never needs it; a scale guard that bounds ``needed`` instead of
+    ``peak`` keeps the precision such layers would otherwise lose. Found by
+    bisection on the clip level between 0 and the peak, keeping the upper end
+    spike-preserving (clipping need not be monotone in the level, so the
+    result is a preserving level, not necessarily the smallest).
+    """
+    reference, membranes = _neuron(node, current, record=True)
+    peak = float(membranes.abs().max()) if membranes.numel() else 0.0
+    low, high = 0.0, peak
+    for _ in range(RANGE_SEARCH_STEPS):
+        middle = 0.5 * (low + high)
+        spikes, _ = _neuron(node, current, record=False, clip=middle)
+        if torch.equal(spikes, reference):
+            high = middle
+        else:
+            low = middle
+    return peak, high
 
 
 def _readout(node: n.Accumulator, current: torch.Tensor) -> torch.Tensor:
@@ -136,6 +173,7 @@ def run_float(
     record: bool = False,
     dtype: torch.dtype = torch.float32,
     forced_spikes: dict[str, np.ndarray] | None = None,
+    record_currents: bool = False,
 ) -> FloatRun:
     """Run a float graph on a batch of inputs for ``graph.timesteps`` steps.
 
@@ -149,6 +187,7 @@ def run_float(
             instead of the layer's own (which are still recorded). Feeding every
             layer a reference run's spikes compares each layer in isolation:
             a difference can then only come from that layer's own arithmetic.
+        record_currents: Keep every neuron's summed input current (torch ``[T, B, ...]``).
     """
     if graph.is_fixed_point:
         raise IRError("run_float runs float graphs; use the fixed-point simulator for quantized ones")
@@ -198,7 +237,10 @@ def run_float(
             current = src[0]
             for extra in src[1:]:
                 current = current + extra
-            spikes, membranes = _neuron(node, current.reshape(T, batch, *current.shape[1:]), record)
+            current = current.reshape(T, batch, *current.shape[1:])
+            if record_currents:
+                result.currents[node.name] = current
+            spikes, membranes = _neuron(node, current, record)
             sent = spikes
             if forced_spikes is not None and node.name in forced_spikes:
                 sent = torch.from_numpy(np.array(forced_spikes[node.name])).to(dtype).reshape(spikes.shape)
