@@ -35,9 +35,10 @@ What it does (docs/finetune.md has the equations and the measurements):
    4 at accuracy delta 0 and spike agreement 1.0 when the inputs lie on the
    input grid (digits: ``k / 16``, grade scale 256).
 
-Supported: the zoo's chain networks (``digits_cnn``, ``vgg16``: one synapse
-into each layer) from inflor-deploy checkpoints; residual networks, event
-sequences and ``--model MODULE:FACTORY`` models are refused by name.
+Supported: the zoo's networks (``digits_cnn``, ``vgg16`` and the residual
+``resnet8``/``resnet19``/``resnet20``: :mod:`inflor_deploy.qat` lists what
+its forward implements) from inflor-deploy checkpoints; event sequences and
+``--model MODULE:FACTORY`` models are refused by name.
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ from inflor_deploy.errors import InflorError
 from inflor_deploy.grid import GRID_KEY, recorded_grid
 from inflor_deploy.ir import nodes as n
 from inflor_deploy.passes.base import QuantizationOptions
-from inflor_deploy.qat import ExactIntegerNetwork, UnsupportedForFinetune, check_chain
+from inflor_deploy.qat import ExactIntegerNetwork, UnsupportedForFinetune, check_supported
 from inflor_deploy.train import evaluate
 
 __all__ = ["FinetuneConfig", "FinetuneError", "FinetuneResult", "choose_grid", "finetune", "save_finetuned"]
@@ -238,8 +239,8 @@ def finetune(
     """Fine-tune a checkpoint against the exact integer network the target runs (module docstring).
 
     Args:
-        checkpoint: An inflor-deploy checkpoint of a zoo chain network
-            (``digits_cnn``, ``vgg16``); a fine-tuned one continues on its recorded grid.
+        checkpoint: An inflor-deploy checkpoint of a zoo network (chains and
+            residual nets); a fine-tuned one continues on its recorded grid.
         target: The hardware target name.
         data: A ``--data`` spec (``digits``, ``cifar10:FOLDER``, ``FILE.npz``).
         config: Optimizer settings and the activity weight.
@@ -279,7 +280,7 @@ def finetune(
 
     folded = compile_checkpoint(path, target_obj, stop_after="DistributeJoins", probe_samples=2).graph
     try:
-        check_chain(folded)
+        check_supported(folded)
     except UnsupportedForFinetune as err:
         raise FinetuneError(f"{path} ({config_model.arch}): {err}") from err
 
@@ -388,16 +389,18 @@ def _check_compiles_to(result: FinetuneResult, probe: np.ndarray, target) -> Non
     synapses = {x.name: x for x in fixed.of_type(n.FixedPointSynapse)}
     with torch.no_grad():
         for key, syn in net.synapses.items():
-            mine = net.integer_weight(key).numpy().astype(np.int64)
-            theirs = synapses[syn.name].weight.astype(np.int64)
+            # W_int 2^weight_exp: the compile may pick a smaller exponent for weights that shrank (the same currents).
+            mine = net.integer_weight(key).numpy().astype(np.int64) << int(syn.fixed.weight_exp)
+            theirs = synapses[syn.name].weight.astype(np.int64) << int(synapses[syn.name].weight_exp)
             if mine.shape == theirs.shape and not np.array_equal(mine, theirs):
                 raise FinetuneError(f"synapse {syn.name!r}: the compiled weights differ from the fine-tuned integers; "
                                     "the grid did not survive the export (report this as a bug)")
-            layer = fixed.node(syn.layer)
-            bias = np.broadcast_to(net.integer_bias(key).numpy().reshape((-1,) + (1,) * (len(layer.shape) - 1)),
+        for name in net.inputs:
+            layer = fixed.node(name)
+            bias = np.broadcast_to(net.integer_bias(name).numpy().reshape((-1,) + (1,) * (len(layer.shape) - 1)),
                                    layer.shape).astype(np.int64)  # fmt: skip
             if not np.array_equal(bias, layer.bias_mant.astype(np.int64)):
-                raise FinetuneError(f"layer {syn.layer!r}: the compiled bias differs from the fine-tuned integers")
+                raise FinetuneError(f"layer {name!r}: the compiled bias differs from the fine-tuned integers")
     _check_against_simulator(net, fixed, probe, "after fine-tuning")
 
 

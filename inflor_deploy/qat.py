@@ -14,13 +14,17 @@ unit) fed by synapses with float weights ``W`` reading inputs worth
     W_int = clip(step * round(W * unit * s / (step * 2^weight_exp)))  # the quantizer's rounding
     x     = round(image * grade_scale)                    # the chip's graded input
     a     = sum over synapses of lava_current(W_int @ x) * 2^weight_exp
-                                                          # wrap_24 / wrap_32 as Lava (lava_arith)
+                                                          # wrap_24 / wrap_32 as Lava (lava_arith);
+                                                          # an identity shortcut is a synapse with
+                                                          # its compiled (fixed) W_int
+
     a     = wrap_32(a)
     u     = wrap_u(wrap_32(decay(u, du) + wrap_32(a << 6)))   # one 24-bit wrap
     v     = clip(decay(v, dv) + u + (b_int << bias_exp), +-(2^23 - 1))
     o     = v > vth << 6                                  # Loihi's strict compare
     v     = v - (reset_mant << 6) o   | v (1 - o)   | v   # subtract | zero | none
-    b_int = clip(round(b * s * 64 / 2^bias_exp))          # 13-bit signed mantissa
+    b_int = clip(round(b * s * 64 / 2^bias_exp))          # 13-bit signed mantissa; b the sum of
+                                                          # the layer's synapse biases
 
 and the accumulator (the readout) sums ``a << 6`` the same way, its score
 ``R / (64 s T)`` (``R / (64 s)`` for a spike count). A folded average pool
@@ -42,9 +46,13 @@ uses the model's surrogate derivative on ``(v - 64 vth - 32) / (64 s)``, the
 membrane's distance from the threshold in float units (the ``- 32`` centres
 it between the last silent and the first firing multiple of 64).
 
-Supported networks: chains (one synapse into each layer) of Conv2d, Linear,
-non-overlapping AvgPool2d and Flatten between neuron layers, as the zoo's
-``digits_cnn`` and ``vgg16``; anything else is refused by name.
+Supported networks: Conv2d, Linear, non-overlapping AvgPool2d and Flatten
+between neuron layers, and layers that sum several synapses and identity
+shortcuts (residual blocks: the zoo's ``resnet8``/``resnet19``/``resnet20``
+as well as the chains ``digits_cnn`` and ``vgg16``). An identity shortcut's
+weights are the compiled integers and stay fixed; a layer's bias is the sum
+of its synapses' biases, in the quantizer's order. Anything else (an input
+gain, delays, per-position biases, bias sources) is refused by name.
 """
 
 from __future__ import annotations
@@ -164,22 +172,30 @@ def check_implemented(node: n.Node) -> None:
             )
 
 
-def check_chain(float_graph: Graph) -> None:
-    """Refuse, by name, a float graph that is not a chain this forward implements (module docstring).
+def check_supported(float_graph: Graph) -> None:
+    """Refuse, by name, a float graph this forward does not implement (module docstring: supported networks).
 
     ``float_graph`` is the graph with BatchNorm folded (compile step ``DistributeJoins``).
     """
     for node in float_graph:
-        if isinstance(node, (n.Neuron, n.Accumulator)) and len(node.sources) != 1:
-            raise UnsupportedForFinetune(
-                f"layer {node.name!r} has {len(node.sources)} sources; finetune supports chains (one synapse into "
-                "each layer: digits_cnn, vgg16), not residual blocks"
-            )
         if not isinstance(node, (n.Input, n.Conv2d, n.Linear, n.AvgPool2d, n.Flatten, n.Neuron, n.Accumulator)):
             raise UnsupportedForFinetune(
                 f"finetune's exact integer forward does not implement {type(node).__name__} {node.name!r} "
-                "(supported between neuron layers: Conv2d, Linear, AvgPool2d, Flatten)"
+                "(supported between neuron layers: Conv2d, Linear, AvgPool2d, Flatten; into a layer: synapses "
+                "and identity shortcuts)"
             )
+        if isinstance(node, (n.Neuron, n.Accumulator)):
+            if float(getattr(node, "gain", 1.0)) != 1.0:
+                raise UnsupportedForFinetune(
+                    f"layer {node.name!r} has an input gain {node.gain:g} (FoldInputGain could not fold it); "
+                    "finetune implements layers whose synapses carry the whole current"
+                )
+            for source in node.sources:
+                if not isinstance(float_graph.node(source), (n.Conv2d, n.Linear, n.Neuron)):
+                    raise UnsupportedForFinetune(
+                        f"layer {node.name!r} reads {type(float_graph.node(source)).__name__} {source!r}; finetune "
+                        "supports layers fed by Conv2d/Linear synapses and identity shortcuts"
+                    )
 
 
 @dataclass(frozen=True)
@@ -200,7 +216,7 @@ class _Synapse:
 
 
 class ExactIntegerNetwork(nn.Module):
-    """A compiled chain network as a differentiable torch module that computes its integers exactly.
+    """A compiled network as a differentiable torch module that computes its integers exactly.
 
     Args:
         float_graph: The float graph with BatchNorm folded and pools still
@@ -220,7 +236,7 @@ class ExactIntegerNetwork(nn.Module):
     def __init__(self, float_graph: Graph, fixed_graph: Graph, target, weight_fill: float = 1.0,
                  surrogate: Surrogate = Surrogate()) -> None:  # fmt: skip
         super().__init__()
-        check_chain(float_graph)
+        check_supported(float_graph)
         for node in fixed_graph:
             check_implemented(node)
         if fixed_graph.input.encoding != "direct":
@@ -234,6 +250,11 @@ class ExactIntegerNetwork(nn.Module):
         fixed_synapses = {x.name: x for x in fixed_graph.of_type(n.FixedPointSynapse)}
         self.order: list[n.Node] = []
         self.synapses: dict[str, _Synapse] = {}
+        # Layer -> what its current sums, in the compiled layer's source order: a trainable synapse's key, or
+        # an identity shortcut's compiled synapse (fixed integers).
+        self.inputs: dict[str, list[str | n.FixedPointSynapse]] = {}
+        # Layer -> the keys whose biases add into it, in the float graph's source order (the quantizer's sum).
+        self.bias_keys: dict[str, list[str]] = {}
         self.weights = nn.ParameterDict()
         self.biases = nn.ParameterDict()
         unit_of: dict[str, float] = {float_graph.input.name: 1.0 / self.grade_scale}
@@ -254,11 +275,7 @@ class ExactIntegerNetwork(nn.Module):
                 unit_of[node.name] = unit_of[node.sources[0]]
                 reach_of[node.name] = reach_of[node.sources[0]]
             elif isinstance(node, (n.Neuron, n.Accumulator)):
-                if len(node.sources) != 1 or node.name not in self.layers:
-                    raise UnsupportedForFinetune(
-                        f"layer {node.name!r} has {len(node.sources)} sources; finetune supports chains (one synapse "
-                        "into each layer: digits_cnn, vgg16), not residual blocks"
-                    )
+                self._add_layer(node, fixed_synapses, float_graph)
                 unit_of[node.name] = float(getattr(node, "spike_value", 1.0))
                 reach_of[node.name] = (0.0, 1.0)
             else:
@@ -269,6 +286,31 @@ class ExactIntegerNetwork(nn.Module):
             self.order.append(node)
         self.bias_range = (num.bias_mant_range.start, num.bias_mant_range.stop - 1)
 
+    def _add_layer(self, node, fixed_synapses, float_graph: Graph) -> None:
+        """What the layer's current sums (trainable synapses, identity shortcuts) and whose biases it adds."""
+        fixed_layer = self.layers.get(node.name)
+        if fixed_layer is None:
+            raise UnsupportedForFinetune(f"layer {node.name!r} has no compiled twin in the fixed-point graph")
+        keys = {syn.name: key for key, syn in self.synapses.items()}
+        inputs: list[str | n.FixedPointSynapse] = []
+        for name in fixed_layer.sources:
+            if name in keys:
+                inputs.append(keys[name])
+                continue
+            fixed = fixed_synapses.get(name)
+            # (A shortcut's delay is the pipelined schedule's; this forward is the aligned view, as the oracle's.)
+            if fixed is None or not isinstance(float_graph.node(fixed.sources[0]), n.Neuron):
+                raise UnsupportedForFinetune(
+                    f"layer {node.name!r}: its compiled input {name!r} is neither a synapse of the float graph nor an "
+                    "identity shortcut from a neuron layer (a bias source? compile with --plain-layers)"
+                )
+            inputs.append(fixed)
+        trainable = [keys[s] for s in node.sources if s in keys]
+        if len(trainable) + sum(isinstance(i, n.FixedPointSynapse) for i in inputs) != len(node.sources):
+            raise UnsupportedForFinetune(f"layer {node.name!r}: its compiled inputs do not match its float sources")
+        self.inputs[node.name] = inputs
+        self.bias_keys[node.name] = trainable
+
     def _add_synapse(self, node, fixed_synapses, unit, reach, num, weight_fill, float_graph) -> None:
         consumers = float_graph.consumers(node.name)
         if len(consumers) != 1 or not isinstance(consumers[0], (n.Neuron, n.Accumulator)):
@@ -276,8 +318,7 @@ class ExactIntegerNetwork(nn.Module):
         fixed = fixed_synapses.get(node.name)
         if fixed is None:
             raise UnsupportedForFinetune(f"synapse {node.name!r} has no compiled twin in the fixed-point graph")
-        if fixed.delay:
-            raise UnsupportedForFinetune(f"synapse {node.name!r} has a delay; finetune supports chains without delays")
+        # A delay (a projection shortcut's) belongs to the pipelined schedule; this forward is the aligned view.
         if fixed.kind == "dense":
             low, high, step = num.dense_weight_min, num.dense_weight_max, num.dense_weight_step
         else:
@@ -307,11 +348,17 @@ class ExactIntegerNetwork(nn.Module):
         x = self.weights[key].double() * syn.unit * self._scale(syn.layer) / (syn.step * 2.0**exp)
         return (_round(x) * syn.step).clamp(syn.low, syn.high)
 
-    def integer_bias(self, key: str) -> torch.Tensor:
-        """The bias mantissas (per channel) of the layer a synapse feeds."""
-        syn = self.synapses[key]
-        layer = self.layers[syn.layer]
-        x = self.biases[key].double() * self._scale(syn.layer) * 2.0 ** (ACT_SHIFT - layer.bias_exp)
+    def _layer_bias(self, layer: str) -> torch.Tensor:
+        """The float64 sum of the layer's synapse biases, in the quantizer's order (0 + b1 + b2 ...)."""
+        total = None
+        for key in self.bias_keys[layer]:
+            b = self.biases[key].double()
+            total = b if total is None else total + b
+        return total if total is not None else torch.zeros(self.layers[layer].shape[0], dtype=torch.float64)
+
+    def integer_bias(self, layer: str) -> torch.Tensor:
+        """The bias mantissas (per channel) of a layer: its synapses' biases summed, then rounded."""
+        x = self._layer_bias(layer) * self._scale(layer) * 2.0 ** (ACT_SHIFT - self.layers[layer].bias_exp)
         return _round(x).clamp(*self.bias_range)
 
     def grid_parameters(self) -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
@@ -319,60 +366,83 @@ class ExactIntegerNetwork(nn.Module):
 
         Every value is exact in float32 when the scales and units are powers
         of two (the finetune grid): rounding it again gives the integers back.
+        A layer's whole bias goes to its first synapse that has one (the others
+        get 0), so the float model's sum is that one value.
         """
         out = {}
         with torch.no_grad():
+            carrier = {}
+            for layer, keys in self.bias_keys.items():
+                with_bias = [k for k in keys if self.biases[k].requires_grad]
+                if with_bias:
+                    carrier[with_bias[0]] = layer
             for key, syn in self.synapses.items():
                 scale = self._scale(syn.layer)
                 exp = int(getattr(syn.fixed, "weight_exp", 0))
-                w = (self.integer_weight(key) * 2.0**exp / (syn.unit * scale)).numpy()
-                b = (self.integer_bias(key) * 2.0 ** (self.layers[syn.layer].bias_exp - ACT_SHIFT) / scale).numpy()
-                out[syn.name] = (w.astype(np.float32), b.astype(np.float32) if self.biases[key].requires_grad else None)
+                w = (self.integer_weight(key) * 2.0**exp / (syn.unit * scale)).numpy().astype(np.float32)
+                if not self.biases[key].requires_grad:
+                    b = None
+                elif key in carrier:
+                    layer = self.layers[syn.layer]
+                    b = (self.integer_bias(syn.layer) * 2.0 ** (layer.bias_exp - ACT_SHIFT) / scale).numpy()
+                    b = b.astype(np.float32)
+                else:
+                    b = np.zeros(self.biases[key].shape, np.float32)
+                out[syn.name] = (w, b)
         return out
 
     @torch.no_grad()
     def enforce_headroom(self, limit: int = A_LIMIT) -> None:
-        """Shrink the float weights of every output whose worst-case current could exceed ``limit`` weight units.
+        """Shrink the float weights into every layer output whose worst-case current could exceed ``limit`` wu.
 
         The quantizer's u headroom (``passes/quantize.py``): with every input
-        at the end of its range that raises (lowers) the sum most,
-        ``|sum_k W_int[o, k] x_k| <= limit`` keeps ``a << 6`` from wrapping u.
-        A recorded scale is refused when it fails, so training keeps it, like
-        a max-norm constraint: called after each optimizer step.
+        at the end of its range that raises (lowers) the sum most, the sum
+        over the layer's synapses and shortcuts of ``(W_int x) 2^weight_exp``
+        stays within ``limit``, so ``a << 6`` cannot wrap u. A recorded scale
+        is refused when it fails, so training keeps it, like a max-norm
+        constraint: called after each optimizer step. Only trainable weights
+        shrink; a shortcut's fixed integers count as they are.
         """
-        def worst_case(w: torch.Tensor, syn: _Synapse) -> torch.Tensor:
-            w = w.reshape(w.shape[0], -1)
+        def extremes(w: torch.Tensor, exp: int, low: float, high: float) -> tuple[torch.Tensor, torch.Tensor]:
+            w = w.reshape(w.shape[0], -1) * 2.0**exp
             pos, neg = w.clamp(min=0).sum(1), w.clamp(max=0).sum(1)
-            return torch.maximum((pos * syn.input_high + neg * syn.input_low).abs(),
-                                 (pos * syn.input_low + neg * syn.input_high).abs())  # fmt: skip
+            return pos * high + neg * low, pos * low + neg * high
 
-        for key, syn in self.synapses.items():
+        def bound(layer: str, exact: bool) -> torch.Tensor:
+            top = bottom = 0.0
+            for item in self.inputs[layer]:
+                if isinstance(item, n.FixedPointSynapse):
+                    w = torch.from_numpy(np.asarray(item.weight, np.float64))
+                    t, b = extremes(w, item.weight_exp, 0.0, 1.0)
+                else:
+                    syn = self.synapses[item]
+                    w = self.weights[item].double() * syn.unit * self._scale(layer) if exact else self.integer_weight(item)
+                    t, b = extremes(w, 0 if exact else int(syn.fixed.weight_exp), syn.input_low, syn.input_high)
+                top, bottom = top + t, bottom + b
+            return torch.maximum(torch.as_tensor(top).abs(), torch.as_tensor(bottom).abs())
+
+        for layer, inputs in self.inputs.items():
+            trainable = [item for item in inputs if not isinstance(item, n.FixedPointSynapse)]
             for _ in range(8):
-                bound = worst_case(self.integer_weight(key), syn)
-                over = bound > limit
-                if not bool(over.any()):
+                worst = bound(layer, exact=False)
+                over = worst > limit
+                if not bool(over.any()) or not trainable:
                     break
                 # The unclipped values bound it too (clipping only shrinks them): shrink by the larger excess.
-                exact = self.weights[key].double() * syn.unit * self._scale(syn.layer)
-                bound = torch.maximum(bound, worst_case(exact, syn))
-                factor = torch.where(over, limit / bound * 0.999, torch.ones_like(bound)).to(self.weights[key].dtype)
-                self.weights[key].mul_(factor.reshape((-1,) + (1,) * (self.weights[key].dim() - 1)))
+                worst = torch.maximum(worst, bound(layer, exact=True))
+                factor = torch.where(over, limit / worst * 0.999, torch.ones_like(worst))
+                for key in trainable:
+                    weight = self.weights[key]
+                    weight.mul_(factor.to(weight.dtype).reshape((-1,) + (1,) * (weight.dim() - 1)))
             else:  # pragma: no cover - each round removes most of the excess
-                raise InflorError(f"synapse {syn.name!r}: could not bring its worst-case current under {limit}")
+                raise InflorError(f"layer {layer!r}: could not bring its worst-case current under {limit}")
 
     # ------------------------------------------------------------------ the forward
 
     def _current(self, key: str, x: torch.Tensor, node: n.Node) -> torch.Tensor:
+        # The float node's geometry: behind a folded pool, x is the pool's sum and W_int the unexpanded kernel.
         syn = self.synapses[key]
-        w = self.integer_weight(key)
-        if isinstance(node, n.Conv2d):
-            exact = F.conv2d(x, w, stride=node.stride, padding=node.padding, groups=node.groups)
-        else:
-            exact = x.reshape(x.shape[0], -1) @ w.T
-        arith = synapse_arithmetic(syn.fixed, syn.graded)
-        # Within [-limit, limit) Lava delivers the exact sum (lava_arith.SynapseArithmetic.limit).
-        current = exact if _inside(exact, arith.limit) else _straight_through(exact, lava_current(arith, exact.detach()))
-        return current * 2.0 ** int(getattr(syn.fixed, "weight_exp", 0))
+        return _synapse_current(syn.fixed, self.integer_weight(key), x, syn.graded, node)
 
     def quantize_input(self, images: torch.Tensor | np.ndarray) -> torch.Tensor:
         """``round(image * grade_scale)`` as float64 integers, refused outside the declared range."""
@@ -410,10 +480,17 @@ class ExactIntegerNetwork(nn.Module):
                 elif isinstance(node, n.Flatten):
                     value[node.name] = value[node.sources[0]].reshape(batch, -1)
                 else:
-                    key = keys[node.sources[0]]
-                    a = value[node.sources[0]]
+                    a = None
+                    for item in self.inputs[node.name]:
+                        if isinstance(item, n.FixedPointSynapse):  # an identity shortcut: its compiled integers
+                            w = torch.from_numpy(np.asarray(item.weight, np.float64))
+                            part = _synapse_current(item, w, value[item.sources[0]], False, item)
+                        else:
+                            part = value[self.synapses[item].name]
+                        # Integers below 2^53: the sum is exact in any order; Lava's int32 port sum wraps below.
+                        a = part if a is None else a + part
                     u, v = state.get(node.name, (torch.zeros_like(a), torch.zeros_like(a)))
-                    fired, u, v = self._layer_step(self.layers[node.name], key, a, u, v)
+                    fired, u, v = self._layer_step(self.layers[node.name], a, u, v)
                     state[node.name] = (u, v)
                     if record:
                         traces["u"].setdefault(node.name, []).append(u.detach())
@@ -434,11 +511,11 @@ class ExactIntegerNetwork(nn.Module):
             voltages={k: torch.stack(v) for k, v in traces["v"].items()},
         )
 
-    def _layer_step(self, layer, key: str, a: torch.Tensor, u: torch.Tensor, v: torch.Tensor):
+    def _layer_step(self, layer, a: torch.Tensor, u: torch.Tensor, v: torch.Tensor):
         """One step of a neuron layer (or the accumulator): the integer reference's update, straight-through."""
         shape = tuple(layer.shape)
         du = layer.du if isinstance(layer, n.FixedPointNeuron) else DECAY_UNIT - 1
-        bias = self.integer_bias(key).reshape((-1,) + (1,) * (len(shape) - 1)) * 2.0**layer.bias_exp
+        bias = self.integer_bias(layer.name).reshape((-1,) + (1,) * (len(shape) - 1)) * 2.0**layer.bias_exp
         a = _wrap(a, 32)
         u = _wrap_u(_wrap(_decay(u, DECAY_UNIT - (du + 1)) + _wrap(a * 2**ACT_SHIFT, 32), 32))
         v = _saturate(_decay(v, DECAY_UNIT - layer.dv) + u + bias)
@@ -453,6 +530,22 @@ class ExactIntegerNetwork(nn.Module):
         elif layer.reset == "zero":
             v = v * (1.0 - fired)
         return fired, u, v
+
+
+def _synapse_current(fixed: n.FixedPointSynapse, w: torch.Tensor, x: torch.Tensor, graded: bool,
+                     geometry: n.Node) -> torch.Tensor:  # fmt: skip
+    """``lava_current(W_int @ x) * 2^weight_exp``: what the compiled synapse delivers (straight-through wraps).
+
+    ``geometry``: the node whose stride, padding and groups a convolution uses.
+    """
+    if fixed.kind == "conv":
+        exact = F.conv2d(x, w, stride=tuple(geometry.stride), padding=tuple(geometry.padding), groups=geometry.groups)
+    else:
+        exact = x.reshape(x.shape[0], -1) @ w.T
+    arith = synapse_arithmetic(fixed, graded)
+    # Within [-limit, limit) Lava delivers the exact sum (lava_arith.SynapseArithmetic.limit).
+    current = exact if _inside(exact, arith.limit) else _straight_through(exact, lava_current(arith, exact.detach()))
+    return current * 2.0 ** int(fixed.weight_exp)
 
 
 def _key(name: str) -> str:

@@ -94,6 +94,27 @@ def test_verify_levels_0_to_4_pass_with_level_4_exact(tuned, tmp_path):
     assert all(v == 1.0 for v in level4.metrics["spike_agreement"].values())
 
 
+def test_a_residual_network_finetunes_and_verifies_exactly(tmp_path):
+    """ResNet8: identity and projection shortcuts; the fine-tuned checkpoint compiles to what it trained."""
+    from bench.common import firing_model
+
+    data = small_digits(tmp_path / "digits.npz")
+    model = firing_model("resnet8", in_channels=1, image_size=8, timesteps=2)
+    save_checkpoint(tmp_path / "resnet8.pt", model, {"dataset": "digits", "input_encoding": "direct"})
+    result = finetune(tmp_path / "resnet8.pt", data=data, config=FinetuneConfig(epochs=1, lr=3e-3), progress=False)
+    path = save_finetuned(result, tmp_path / "tuned.pt")
+    compiled = compile_checkpoint(path, "loihi2-sim", probe_samples=2)
+    exps = {x.name: x.weight_exp for x in compiled.fixed_graph.of_type(n.FixedPointSynapse)}
+    assert any(name.endswith(".shortcut") for name in exps) and max(exps.values()) > 0
+    write_artifact(compiled, tmp_path / "art")
+    ladder = run_ladder(load_artifact(tmp_path / "art"), load_digits("test").take(40), reference_samples=2,
+                        lava_samples=1)  # fmt: skip
+    assert [x.ok for x in ladder.levels] == [True] * 5, [(x.level, x.summary) for x in ladder.levels]
+    level4 = ladder.levels[4].metrics
+    assert level4["accuracy_float"] == level4["accuracy_fixed"] and level4["class_agreement"] == 1.0
+    assert all(v == 1.0 for v in level4["spike_agreement"].values())
+
+
 def test_finetuning_a_finetuned_checkpoint_continues_on_its_grid(tuned, tmp_path):
     result, path, data = tuned
     again = finetune(path, data=data, config=FinetuneConfig(epochs=1), progress=False)
@@ -124,9 +145,9 @@ def test_foreign_and_unsupported_checkpoints_are_refused(tmp_path):
     torch.save({"weights": torch.zeros(3)}, tmp_path / "foreign.pt")
     with pytest.raises(InflorError, match="not an inflor-deploy checkpoint"):
         finetune(tmp_path / "foreign.pt", progress=False)
-    resnet = build_model(ModelConfig(arch="resnet20", in_channels=1, image_size=8, timesteps=2, num_classes=10))
-    save_checkpoint(tmp_path / "resnet.pt", resnet.eval(), {"dataset": "digits"})
-    with pytest.raises(FinetuneError, match="resnet20.*residual"):
-        finetune(tmp_path / "resnet.pt", progress=False)
+    events = build_model(ModelConfig(arch="digits_cnn", in_channels=1, image_size=8, timesteps=2, num_classes=10))
+    save_checkpoint(tmp_path / "events.pt", events.eval(), {"dataset": "digits", "input_encoding": "sequence"})
+    with pytest.raises(FinetuneError, match="takes event sequences"):
+        finetune(tmp_path / "events.pt", progress=False)
     with pytest.raises(InflorError, match="unknown target"):
         finetune(DEFAULT_MODEL, "no-such-target", progress=False)

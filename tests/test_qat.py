@@ -14,7 +14,10 @@ from inflor_deploy.ir import nodes as n
 from inflor_deploy.nn.models import ModelConfig, build_model
 from inflor_deploy.passes.base import QuantizationOptions
 from inflor_deploy.pretrained import DEFAULT_MODEL
-from inflor_deploy.qat import IMPLEMENTED_FIELDS, ExactIntegerNetwork, UnsupportedForFinetune, check_implemented
+from inflor_deploy.ir.graph import Graph
+from inflor_deploy.qat import (
+    IMPLEMENTED_FIELDS, ExactIntegerNetwork, UnsupportedForFinetune, check_implemented, check_supported,
+)  # fmt: skip
 
 
 def _compile(model, quantization=QuantizationOptions()):
@@ -106,11 +109,38 @@ def test_gradients_flow_and_a_training_step_changes_the_loss():
     assert losses[-1] < losses[0]
 
 
-def test_residual_networks_are_refused_by_name():
-    model = build_model(ModelConfig(arch="resnet20", in_channels=1, image_size=8, timesteps=2)).eval()
-    compiled = compile_model(model, input_shape=(1, 8, 8), timesteps=2, name="resnet20", probe_samples=2)
-    with pytest.raises(UnsupportedForFinetune, match="residual|delay|sources"):
-        ExactIntegerNetwork(compiled.graph_after("DistributeJoins"), compiled.fixed_graph, compiled.target)
+@pytest.mark.parametrize("arch", ["resnet8", "resnet20"])
+def test_residual_networks_are_exact_before_and_after_training(arch):
+    """Identity and projection shortcuts: layers summing two synapses (one fixed), biases summed, exponents > 0."""
+    from bench.common import firing_model
+
+    model = firing_model(arch, in_channels=1, image_size=8, timesteps=3)
+    compiled, options = _on_grid(model)
+    net = ExactIntegerNetwork(compiled.graph_after("DistributeJoins"), compiled.fixed_graph, compiled.target)
+    shortcuts = [item for inputs in net.inputs.values() for item in inputs if isinstance(item, n.FixedPointSynapse)]
+    assert shortcuts and any(len(inputs) == 2 for inputs in net.inputs.values())
+    images = np.random.default_rng(6).uniform(0, 1, (8, 1, 8, 8)).astype(np.float32)
+    run = _assert_bit_exact(net, compiled.fixed_graph, images)
+    assert all(int(s.sum()) > 0 for s in run.spikes.values())  # every layer's comparison sees spikes
+    _train_steps(net, images, np.arange(8) % 10, steps=2)
+    _write_back(model, compiled.graph_after("import"), net.grid_parameters())
+    recompiled = _compile(model, options)
+    _assert_bit_exact(net, recompiled.fixed_graph, images)
+
+
+def test_an_input_gain_the_forward_does_not_model_is_refused_by_name():
+    graph = Graph(
+        nodes=(
+            n.Input("image", (), shape=(4,)),
+            n.Linear("fc1", ("image",), weight=np.ones((2, 4), np.float32), bias=None),
+            n.Neuron("n1", ("fc1",), vth=1.0, reset_amount=1.0, gain=0.5),
+            n.Linear("fc2", ("n1",), weight=np.ones((1, 2), np.float32), bias=None),
+            n.Accumulator("out", ("fc2",)),
+        ),
+        timesteps=2,
+    )
+    with pytest.raises(UnsupportedForFinetune, match="'n1' has an input gain 0.5"):
+        check_supported(graph)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

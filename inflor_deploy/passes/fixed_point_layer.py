@@ -511,15 +511,27 @@ def quantize_layer(spec: LayerSpec, numerics, *, weight_fill: float = 1.0, headr
 
 
 def _recorded(spec: LayerSpec, numerics, scale: float, headroom: str, limits: dict[str, float]) -> LayerQuantization:
-    """The integers at a recorded scale in the plain layout, refused (never shrunk) when they do not fit."""
-    fixed = _Fixed(tuple(0 for _ in spec.synapses), numerics.bias_exp, None)
+    """The integers at a recorded scale in the plain layout, refused (never shrunk) when they do not fit.
+
+    Each synapse takes the smallest exponent >= 0 at which its mantissas fit
+    its grid (0 for a chain's synapses; a residual block's identity shortcut,
+    worth ``s`` wu per spike, needs ``log2(s) - 6`` for s above 127). Weights
+    on the grid of exponent k are multiples of ``2^k`` wu, so a smaller
+    exponent that also fits delivers the same currents.
+    """
+    exps = []
     for syn in spec.synapses:
+        lo, hi, step, top = _grid(numerics, syn)
+        magnitude = float(np.abs(syn.effective).max(initial=0)) * scale
+        exps.append(min(_smallest_exponent(magnitude, step, top, numerics.weight_exp_max), numerics.weight_exp_max))
+    fixed = _Fixed(tuple(exps), numerics.bias_exp, None)
+    for syn, k in zip(spec.synapses, exps):
         lo, hi, step, _ = _grid(numerics, syn)
-        exact = syn.effective * scale
+        exact = syn.effective * scale / 2.0**k
         if exact.size and (exact.min() < lo - step / 2 or exact.max() > hi + step / 2):
             raise LayerQuantizationError(
                 f"layer {spec.name!r}: at the recorded scale {scale:g} the weights of {syn.name!r} reach "
-                f"[{exact.min():.1f}, {exact.max():.1f}], beyond the target's [{lo}, {hi}]; the checkpoint was "
+                f"[{exact.min():.1f}, {exact.max():.1f}] at weight exponent {k}, beyond the target's [{lo}, {hi}]; the checkpoint was "
                 "fine-tuned for another grid: fine-tune again for this target"
             )
     broken = _violations(spec, numerics, fixed, scale, headroom)
