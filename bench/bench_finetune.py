@@ -13,6 +13,10 @@ Writes ``bench/results/finetune.json``. On the digits test split (360 images), f
   checkpoint is compiled and its report's activity tier (spikes, synaptic ops per sample) and
   energy tiers measured on the test split.
 
+* residual rows (``--parts residual``): the trained ResNet8 of ``bench_quantization``
+  (``bench/models/resnet8_digits32_t4.pt``, identity and projection shortcuts) on digits32, at
+  the full 8-bit range and a reduced precision.
+
 Each row gives the float accuracy, the post-training fixed-point accuracy (the compiler's own
 scales), the accuracy on the power-of-two grid before fine-tuning, after fine-tuning (the
 fixed-point network = the fine-tuned float model, bit for bit), and the spike rates.
@@ -38,6 +42,8 @@ from inflor_deploy.report import report_from_graph
 
 PRECISIONS = [("8-bit range (weight_fill 1)", 1.0), ("weight_fill 0.016 (|W_int| <= 2)", 0.016),
               ("weight_fill 0.012", 0.012)]  # fmt: skip
+RESIDUAL = Path(__file__).resolve().parent / "models" / "resnet8_digits32_t4.pt"
+RESIDUAL_PRECISIONS = [("8-bit range (weight_fill 1)", 1.0), ("weight_fill 0.03 (|W_int| <= 3)", 0.03)]
 ACTIVITY_WEIGHTS = [0.0, 1.0, 4.0]
 
 
@@ -55,11 +61,13 @@ def _activity(path: Path) -> dict:
     }
 
 
-def _row(label: str, fill: float, activity_weight: float, epochs: int, folder: Path, with_activity: bool) -> dict:
+def _row(label: str, fill: float, activity_weight: float, epochs: int, folder: Path, with_activity: bool,
+         checkpoint: Path = Path(DEFAULT_MODEL), data: str = "digits") -> dict:  # fmt: skip
     start = time.perf_counter()
-    result = finetune(DEFAULT_MODEL, "loihi2-sim", config=FinetuneConfig(epochs=epochs, activity_weight=activity_weight),
+    result = finetune(checkpoint, "loihi2-sim", data=data,
+                      config=FinetuneConfig(epochs=epochs, activity_weight=activity_weight),
                       quantization=QuantizationOptions(weight_fill=fill), progress=True)  # fmt: skip
-    path = save_finetuned(result, folder / f"tuned_{fill}_{activity_weight}.pt")
+    path = save_finetuned(result, folder / f"tuned_{checkpoint.stem}_{fill}_{activity_weight}.pt")
     row = {
         "setting": label,
         "weight_fill": fill,
@@ -118,6 +126,13 @@ def main(epochs: int = 3, parts: tuple[str, ...] = ("precision", "activity"),
             for label, fill in PRECISIONS:
                 rows.append(_row(label, fill, 0.0, epochs, folder, with_activity=False))
                 _save({**header, "precision_epochs": epochs, "precision": rows})
+        if "residual" in parts:
+            rows = []
+            for label, fill in RESIDUAL_PRECISIONS:
+                rows.append(_row(label, fill, 0.0, epochs, folder, with_activity=False, checkpoint=RESIDUAL,
+                                 data="digits32"))  # fmt: skip
+                _save({"residual_model": "bench/models/resnet8_digits32_t4.pt (ResNet8, SRIF+MPR, T=4)",
+                       "residual_data": "digits32/test (360 images)", "residual_epochs": epochs, "residual": rows})
     print(f"wrote {RESULTS_FILE}")
 
 
@@ -126,7 +141,7 @@ RESULTS_FILE = "bench/results/finetune.json"
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--parts", default="precision,activity", help="precision, activity or both")
+    parser.add_argument("--parts", default="precision,activity", help="precision, activity, residual (comma-separated)")
     parser.add_argument("--activity-weights", default=",".join(map(str, ACTIVITY_WEIGHTS)))
     args = parser.parse_args()
     main(args.epochs, tuple(args.parts.split(",")), tuple(float(w) for w in args.activity_weights.split(",")))

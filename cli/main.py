@@ -411,9 +411,9 @@ compile_options = [
                  help="direct: the frame at every step; sequence: [T, C, H, W] event frames, one per step (a "
                       "multi-step --model is called on [T, B, C, H, W]) [default: the checkpoint's, else direct]."),
     click.option("--headroom", type=click.Choice(["u", "probe", "uv"]), default="probe", show_default=True,
-                 help="Bounds the scales must respect: u never wraps (u; always); probe: also v stays below half its "
-                      "range at the membrane's peak on the compile probe, so typical inputs do not saturate it; uv: "
-                      "v never saturates whatever the input (coarser weights)."),
+                 help="Bounds the scales must respect: u never wraps (u; always); probe: also no v saturation "
+                      "that would change a spike on the compile probe (one bit of margin); uv: v never saturates "
+                      "whatever the input (coarser weights)."),
     click.option("--overflow", type=click.Choice(["warn", "error"]), default="warn", show_default=True,
                  help="A layer whose v can saturate in the worst case, or whose threshold or reset amount rounds "
                       "with more than 1 % relative error (QuantizeFixedPoint's stated bound): warn, or refuse to "

@@ -130,10 +130,15 @@ def test_level4_fails_below_the_spike_agreement_floor_and_names_the_layer(artifa
     # The first layer's threshold 30 % low: it fires too often, and the next layer inherits it.
     broken = _scaled_threshold(artifact.fixed_graph, "unit1.neuron", 0.7)
     result = verify.level4_float_vs_fixed(model, artifact.float_graph, broken, data)
-    agreement = result.metrics["spike_agreement"]["unit1.neuron"]
+    agreement = result.metrics["spike_agreement_forced"]["unit1.neuron"]
+    # The first layer reads the input only: teacher forcing changes nothing there.
+    assert agreement == result.metrics["spike_agreement"]["unit1.neuron"]
     assert result.ok is False and agreement < verify.MIN_SPIKE_AGREEMENT
     assert result.metrics["look_at"] == "unit1.neuron" and result.first_divergence["layer"] == "unit1.neuron"
-    assert f"look at layer 'unit1.neuron' (spike agreement {agreement:.4f})" in result.summary
+    assert f"look at layer 'unit1.neuron' (teacher-forced spike agreement {agreement:.4f})" in result.summary
+    # Downstream layers fed the float spikes keep their own agreement; free-running they inherit the fault.
+    forced, free = result.metrics["spike_agreement_forced"], result.metrics["spike_agreement"]
+    assert forced["unit2.neuron"] >= verify.MIN_SPIKE_AGREEMENT and forced["unit2.neuron"] > free["unit2.neuron"]
     ladder = verify.Ladder([good, result])
     assert not ladder.ok and ladder.failed == [result]
 

@@ -260,8 +260,19 @@ def _check(graph: Graph) -> dict[str, tuple[int, ...]]:
     return infer_shapes(graph)
 
 
-def run_aligned(graph: Graph, images: np.ndarray, record: bool = False) -> IntRun:
-    """Every layer at the same timestep, samples in parallel (synaptic delays ignored)."""
+def run_aligned(graph: Graph, images: np.ndarray, record: bool | str = False,
+                forced_spikes: dict[str, np.ndarray] | None = None) -> IntRun:  # fmt: skip
+    """Every layer at the same timestep, samples in parallel (synaptic delays ignored).
+
+    Args:
+        graph: A fixed-point graph.
+        images: ``[B, *input_shape]`` (``[B, T, ...]`` for a sequence Input).
+        record: True keeps every spike, v and u trace; ``"spikes"`` only the spikes.
+        forced_spikes: Layer -> ``[T, B, ...]`` 0/1 spikes sent downstream instead of the
+            layer's own (which are still recorded): teacher forcing, so that each layer's
+            differences from a reference run are its own arithmetic's
+            (``compare`` module docstring).
+    """
     shapes = _check(graph)
     x = quantize_input(graph, images)
     batch, T = x.shape[0], graph.timesteps
@@ -281,11 +292,14 @@ def run_aligned(graph: Graph, images: np.ndarray, record: bool = False) -> IntRu
                 state = states[node.name]
                 fired = state.step(a)
                 value[node.name] = fired
+                if fired is not None and forced_spikes is not None and node.name in forced_spikes:
+                    value[node.name] = np.asarray(forced_spikes[node.name][t], dtype=fired.dtype).reshape(fired.shape)
                 if record:
                     if fired is not None:
                         traces["spikes"].setdefault(node.name, []).append(fired.astype(np.uint8))
-                    traces["voltages"].setdefault(node.name, []).append(state.v.copy())
-                    traces["currents"].setdefault(node.name, []).append(state.u.copy())
+                    if record != "spikes":
+                        traces["voltages"].setdefault(node.name, []).append(state.v.copy())
+                        traces["currents"].setdefault(node.name, []).append(state.u.copy())
         if out.readout == "mean_membrane":
             readout += states[out.name].v
     if out.readout != "mean_membrane":
