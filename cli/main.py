@@ -580,8 +580,8 @@ def _print_ladder(ladder) -> None:
 @click.option("--max-accuracy-drop", type=click.FloatRange(0, 100), default=1.0, show_default=True,
               help="Level 4 fails when fixed-point accuracy is more than this many percentage points below float.")
 @click.option("--min-spike-agreement", type=click.FloatRange(0, 1), default=None,
-              help="Level 4 fails when a layer's float/fixed spike agreement is below this fraction "
-                   "[default: 0.90, from the bundled SRIF, an IF and a LIF model; see the README].")
+              help="Level 4 fails when a layer's float/fixed spike agreement, teacher-forced (each layer fed the "
+                   "float spikes), is below this fraction [default: 0.90; see the README].")
 @click.option("--reference-model", default=None, metavar="MODULE:FACTORY",
               help="An artifact compiled from NIR: the module that was exported (your code builds it; naming it runs "
                    "it), so level 1 compares the framework's own forward pass [default: the NIR graph evaluated as "
