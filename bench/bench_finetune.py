@@ -13,6 +13,8 @@ Writes ``bench/results/finetune.json``. On the digits test split (360 images), f
   checkpoint is compiled and its report's activity tier (spikes, synaptic ops per sample) and
   energy tiers measured on the test split.
 
+* bits rows (``--parts bits``): real fewer-bit synapses (``--weight-bits`` 3 and 2), the
+  fine-tuned checkpoint compiled at its recorded width (synaptic memory, activity, energy);
 * residual rows (``--parts residual``): the trained ResNet8 of ``bench_quantization``
   (``bench/models/resnet8_digits32_t4.pt``, identity and projection shortcuts) on digits32, at
   the full 8-bit range and a reduced precision.
@@ -36,12 +38,15 @@ from bench.common import peak_rss_mib, write_result
 from inflor_deploy.compiler import compile_checkpoint
 from inflor_deploy.data import load_digits
 from inflor_deploy.finetuning import FinetuneConfig, finetune, save_finetuned
+from inflor_deploy.ir import nodes as n
 from inflor_deploy.passes.base import QuantizationOptions
 from inflor_deploy.pretrained import DEFAULT_MODEL
 from inflor_deploy.report import report_from_graph
 
 PRECISIONS = [("8-bit range (weight_fill 1)", 1.0), ("weight_fill 0.016 (|W_int| <= 2)", 0.016),
               ("weight_fill 0.012", 0.012)]  # fmt: skip
+#: Fewer-bit synapses (--weight-bits): the checkpoint records the width and compiles to it.
+BITS = [("--weight-bits 3", 3), ("--weight-bits 2", 2)]
 RESIDUAL = Path(__file__).resolve().parent / "models" / "resnet8_digits32_t4.pt"
 RESIDUAL_PRECISIONS = [("8-bit range (weight_fill 1)", 1.0), ("weight_fill 0.03 (|W_int| <= 3)", 0.03)]
 ACTIVITY_WEIGHTS = [0.0, 1.0, 4.0]
@@ -53,7 +58,11 @@ def _activity(path: Path) -> dict:
     report = report_from_graph(compiled.fixed_graph, load_digits("test").images, compiled.target,
                                data_name="digits/test").to_dict()  # fmt: skip
     totals = report["activity"]["totals"]
+    resources = report["resources"]
     return {
+        "cores": resources["total_cores"],
+        "synapse_bytes": sum(layer["synapse_bytes"] for layer in resources["layers"]),
+        "weight_bits": sorted({s.weight_bits for s in compiled.fixed_graph.of_type(n.FixedPointSynapse)}),
         "spikes_per_sample": totals["spikes_per_sample"],
         "synops_per_sample": totals["synops_per_sample"],
         "synops_nonzero_per_sample": totals["synops_nonzero_per_sample"],
@@ -62,16 +71,17 @@ def _activity(path: Path) -> dict:
 
 
 def _row(label: str, fill: float, activity_weight: float, epochs: int, folder: Path, with_activity: bool,
-         checkpoint: Path = Path(DEFAULT_MODEL), data: str = "digits") -> dict:  # fmt: skip
+         checkpoint: Path = Path(DEFAULT_MODEL), data: str = "digits", bits: int | None = None) -> dict:  # fmt: skip
     start = time.perf_counter()
     result = finetune(checkpoint, "loihi2-sim", data=data,
                       config=FinetuneConfig(epochs=epochs, activity_weight=activity_weight),
-                      quantization=QuantizationOptions(weight_fill=fill), progress=True)  # fmt: skip
-    path = save_finetuned(result, folder / f"tuned_{checkpoint.stem}_{fill}_{activity_weight}.pt")
+                      quantization=QuantizationOptions(weight_fill=fill, weight_bits=bits), progress=True)  # fmt: skip
+    path = save_finetuned(result, folder / f"tuned_{checkpoint.stem}_{fill}_{bits}_{activity_weight}.pt")
     row = {
         "setting": label,
         "weight_fill": fill,
         "activity_weight": activity_weight,
+        "weight_bits": bits,
         "epochs": epochs,
         "accuracy": result.accuracy,
         "spike_rate": result.spike_rate,
@@ -80,6 +90,8 @@ def _row(label: str, fill: float, activity_weight: float, epochs: int, folder: P
         "seconds": time.perf_counter() - start,
     }
     row["weight_levels"] = _levels(result)
+    if bits is not None:
+        row["after"] = _activity(path)  # compiled from the checkpoint: its recorded width sets the memory
     if with_activity:
         row["after"] = _activity(path)
     print(label, activity_weight, row["accuracy"], row["spike_rate"], flush=True)
@@ -126,6 +138,9 @@ def main(epochs: int = 3, parts: tuple[str, ...] = ("precision", "activity"),
             for label, fill in PRECISIONS:
                 rows.append(_row(label, fill, 0.0, epochs, folder, with_activity=False))
                 _save({**header, "precision_epochs": epochs, "precision": rows})
+        if "bits" in parts:
+            rows = [_row(label, 1.0, 0.0, epochs, folder, with_activity=False, bits=bits) for label, bits in BITS]
+            _save({**header, "bits_epochs": epochs, "bits": rows})
         if "residual" in parts:
             rows = []
             for label, fill in RESIDUAL_PRECISIONS:
@@ -141,7 +156,7 @@ RESULTS_FILE = "bench/results/finetune.json"
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--parts", default="precision,activity", help="precision, activity, residual (comma-separated)")
+    parser.add_argument("--parts", default="precision,activity", help="precision, activity, bits, residual (comma-separated)")
     parser.add_argument("--activity-weights", default=",".join(map(str, ACTIVITY_WEIGHTS)))
     args = parser.parse_args()
     main(args.epochs, tuple(args.parts.split(",")), tuple(float(w) for w in args.activity_weights.split(",")))

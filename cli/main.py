@@ -146,18 +146,21 @@ def train(arch, data_spec, timesteps, neuron, mpr, epochs, lr, seed, output, for
 @click.argument("checkpoint", type=click.Path(path_type=Path))
 @click.option("--target", "-t", default="loihi2-sim", show_default=True, help="Target name (see `inflor-deploy targets`).")
 @click.option("--data", "data_spec", default="digits", show_default=True,
-              help="digits | cifar10:FOLDER | FILE.npz: the data the model was trained on (its train split).")
+              help="digits | digits32 | cifar10:FOLDER | FILE.npz: the data the model was trained on (its train split).")
 @click.option("--epochs", default=5, show_default=True, type=int)
 @click.option("--lr", default=1e-3, show_default=True, type=float)
 @click.option("--activity-weight", default=0.0, show_default=True, type=float,
               help="Weight of the activity penalty: the mean spike count per neuron-step of every spiking layer.")
 @click.option("--weight-fill", default=1.0, show_default=True, type=float,
               help="Fraction of the weight range the weights may use (below 1: a reduced weight precision).")
+@click.option("--weight-bits", type=int, default=None, metavar="BITS",
+              help="Weight mantissa bits, 2..8 (Lava num_weight_bits): fine-tune on that grid; a compile of the "
+                   "result keeps it [default: the target's 8].")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True)
 @click.option("--force", is_flag=True, help="Overwrite an existing output file.")
 @_user_errors
-def finetune(checkpoint, target, data_spec, epochs, lr, activity_weight, weight_fill, seed, output, force):
+def finetune(checkpoint, target, data_spec, epochs, lr, activity_weight, weight_fill, weight_bits, seed, output, force):
     """Fine-tune a checkpoint against the exact integer model the target runs (quantization-aware).
 
     Compiling the result reproduces its forward bit for bit (docs/finetune.md).
@@ -165,8 +168,8 @@ def finetune(checkpoint, target, data_spec, epochs, lr, activity_weight, weight_
     from inflor_deploy.api import finetune as run_finetune
 
     result = run_finetune(checkpoint, target, output=output, epochs=epochs, data=data_spec, lr=lr,
-                          activity_weight=activity_weight, seed=seed, weight_fill=weight_fill, force=force,
-                          progress=True)  # fmt: skip
+                          activity_weight=activity_weight, seed=seed, weight_fill=weight_fill, weight_bits=weight_bits,
+                          force=force, progress=True)  # fmt: skip
     acc, rate = result.accuracy, result.spike_rate
     click.echo(
         f"{result.model.config.arch} on {target}: test accuracy float {acc['float']:.4f}, fixed point "

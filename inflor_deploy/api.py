@@ -215,6 +215,7 @@ def finetune(
     batch_size: int = 32,
     seed: int = 0,
     weight_fill: float = 1.0,
+    weight_bits: int | None = None,
     force: bool = False,
     progress: bool = False,
 ):
@@ -226,13 +227,15 @@ def finetune(
     spike agreement 1.0 (inputs on the input grid).
 
     Args:
-        checkpoint: An inflor-deploy checkpoint of a zoo chain network (digits_cnn, vgg16).
+        checkpoint: An inflor-deploy checkpoint of a zoo network (chains and residual nets).
         target: Target name (``inflor-deploy targets``).
         output: The fine-tuned checkpoint (written atomically; an existing one needs ``force``).
         epochs, lr, batch_size, seed: Optimizer settings.
         data: A ``--data`` spec whose train split it trains on.
         activity_weight: Weight of the activity penalty (mean spikes per neuron-step).
         weight_fill: Fraction of the weight range the weights may use (a reduced precision).
+        weight_bits: Weight mantissa bits, 2..8 (``--weight-bits``): trains on that grid, and the
+            checkpoint records it, so compiling it stores the weights at that width.
         force: Overwrite ``output``.
         progress: Show a progress bar.
 
@@ -256,6 +259,7 @@ def finetune(
     config = FinetuneConfig(epochs=epochs, batch_size=batch_size, lr=lr, activity_weight=activity_weight, seed=seed)
     check_output_path(output, need_bytes=1 << 20, what="checkpoint")
     result = run_finetune(checkpoint, target, data=data, config=config,
-                          quantization=QuantizationOptions(weight_fill=weight_fill), progress=progress)  # fmt: skip
+                          quantization=QuantizationOptions(weight_fill=weight_fill, weight_bits=weight_bits),
+                          progress=progress)  # fmt: skip
     save_finetuned(result, output)
     return result

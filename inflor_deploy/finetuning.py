@@ -138,16 +138,24 @@ def _power_of_two_below(x: float) -> float:
     return float(2.0 ** math.floor(math.log2(x)))
 
 
-def choose_grid(scales: dict[str, float], grade_scale: float, target: str) -> dict[str, Any]:
-    """The fine-tuning grid from a post-training compile's scales (module docstring, step 1)."""
+def choose_grid(scales: dict[str, float], grade_scale: float, target: str,
+                weight_bits: int | None = None) -> dict[str, Any]:  # fmt: skip
+    """The fine-tuning grid from a post-training compile's scales (module docstring, step 1).
+
+    ``weight_bits`` (fewer than the target's: ``--weight-bits``) is recorded with it, so that a
+    compile of the fine-tuned checkpoint stores the weights at the width they were trained at.
+    """
     bad = {k: v for k, v in scales.items() if not v >= 2}
     if bad:
         raise FinetuneError(f"layer scales {bad} are below 2: a power of two below them leaves no integer threshold")
-    return {
+    grid = {
         "target": target,
         "input_grade_scale": float(2.0 ** round(math.log2(grade_scale))),
         "layer_scales": {name: _power_of_two_below(s) for name, s in scales.items()},
     }
+    if weight_bits is not None:
+        grid["weight_bits"] = int(weight_bits)
+    return grid
 
 
 def _compile(path: Path, target, quantization: QuantizationOptions):
@@ -259,6 +267,11 @@ def finetune(
     from inflor_deploy.targets import load_target
 
     path = Path(checkpoint)
+    if quantization.prune > 0:
+        raise FinetuneError(
+            "fine-tuning a pruned network is not implemented (the exact forward would have to keep the pruned "
+            "connections at zero through training); fine-tune without --prune"
+        )
     source = load_checkpoint(path)
     if source.metadata.get("input_encoding", "direct") != "direct":
         raise FinetuneError(f"{path}: finetune supports direct-encoded image models; this one takes event sequences")
@@ -292,9 +305,14 @@ def finetune(
         # the one the exact forward computes; the default layout's larger scales would not fit it.
         plain = _compile(path, target_obj, dataclasses.replace(quantization, plain_layers=True))
         scales = {r["layer"]: float(r["scale"]) for r in plain.quantization_report}
-        grid = choose_grid(scales, float(plain.fixed_graph.input.grade_scale), target_obj.name)
+        bits = quantization.weight_bits if quantization.weight_bits != target_obj.numerics.weight_bits else None
+        grid = choose_grid(scales, float(plain.fixed_graph.input.grade_scale), target_obj.name, bits)
+    elif quantization.weight_bits not in (None, grid.get("weight_bits", target_obj.numerics.weight_bits)):
+        raise FinetuneError(f"{path} was fine-tuned for {grid.get('weight_bits', target_obj.numerics.weight_bits)}-bit "
+                            f"weights; continuing at {quantization.weight_bits} bits needs the original checkpoint")
     grid_options = dataclasses.replace(quantization, input_grade_scale=grid["input_grade_scale"],
-                                       layer_scales=dict(grid["layer_scales"]), plain_layers=True)  # fmt: skip
+                                       layer_scales=dict(grid["layer_scales"]), plain_layers=True,
+                                       weight_bits=grid.get("weight_bits", quantization.weight_bits))  # fmt: skip
     # 2. The compiled network on the grid, and its exact forward (checked against the simulator).
     on_grid = _compile(path, target_obj, grid_options)
     try:
@@ -327,6 +345,7 @@ def finetune(
         "test_accuracy": accuracy["float_finetuned"],
         "finetune": {"epochs": config.epochs, "lr": config.lr, "activity_weight": config.activity_weight,
                      "seed": config.seed, "data": data, "weight_fill": quantization.weight_fill,
+                     "weight_bits": grid_options.weight_bits,
                      "accuracy_before": accuracy["fixed_grid"], "accuracy_ptq": accuracy["fixed_ptq"],
                      "spike_rate_before": rate_before, "spike_rate_after": rate_after},
     }  # fmt: skip

@@ -10,6 +10,7 @@ on, in its metadata::
         "target": "loihi2-sim",                      # the target it was fine-tuned for
         "input_grade_scale": 256.0,                  # the chip receives round(x * 256)
         "layer_scales": {"unit1.neuron": 4096.0, ...},  # weight units per float unit, per layer
+        "weight_bits": 4,                            # only when fine-tuned for fewer weight bits
     }
 
 and stores weights that lie exactly on that grid (``W_int / scale`` in
@@ -55,8 +56,17 @@ def recorded_grid(metadata: Mapping[str, Any]) -> dict[str, Any] | None:
             f"the checkpoint's metadata[{GRID_KEY!r}] is malformed ({grid!r}); it needs target, input_grade_scale "
             "and layer_scales (layer -> scale > 0). Fine-tune the original checkpoint again (inflor-deploy finetune)"
         )
-    return {"target": grid["target"], "input_grade_scale": float(grade),
-            "layer_scales": {k: float(v) for k, v in scales.items()}}  # fmt: skip
+    bits = grid.get("weight_bits")
+    if bits is not None and (isinstance(bits, bool) or not isinstance(bits, int) or not 2 <= bits <= 8):
+        raise InflorError(
+            f"the checkpoint's metadata[{GRID_KEY!r}]['weight_bits'] is {bits!r}, not an integer in 2..8. Fine-tune "
+            "the original checkpoint again (inflor-deploy finetune)"
+        )
+    out = {"target": grid["target"], "input_grade_scale": float(grade),
+           "layer_scales": {k: float(v) for k, v in scales.items()}}  # fmt: skip
+    if bits is not None:
+        out["weight_bits"] = bits
+    return out
 
 
 def _positive(value: Any) -> bool:
@@ -84,5 +94,13 @@ def quantization_for(metadata: Mapping[str, Any], quantization: QuantizationOpti
             f"this checkpoint was fine-tuned for the layer scales {scales}; other layer scales were requested "
             f"({dict(quantization.layer_scales)}). Compile it with its own grid"
         )
+    bits = grid.get("weight_bits")
+    if bits is not None and quantization.weight_bits not in (None, bits):
+        raise InflorError(
+            f"this checkpoint was fine-tuned for {bits}-bit weights; compiling it with --weight-bits "
+            f"{quantization.weight_bits} would not be what it trained. Drop --weight-bits, or fine-tune for "
+            f"{quantization.weight_bits} bits"
+        )
     # The recorded scales are the plain layout's (the fine-tuning forward's): record that layout too.
-    return dataclasses.replace(quantization, input_grade_scale=grade, layer_scales=dict(scales), plain_layers=True)
+    return dataclasses.replace(quantization, input_grade_scale=grade, layer_scales=dict(scales), plain_layers=True,
+                               weight_bits=bits if bits is not None else quantization.weight_bits)  # fmt: skip

@@ -11,7 +11,8 @@ unit) fed by synapses with float weights ``W`` reading inputs worth
 ``unit`` float units per integer (``1 / grade_scale`` for the image,
 ``1 / (kh kw)`` behind a folded average pool, ``spike_value`` for spikes)::
 
-    W_int = clip(step * round(W * unit * s / (step * 2^weight_exp)))  # the quantizer's rounding
+    W_int = clip(step * round(W * unit * s / (step * 2^weight_exp)))  # the quantizer's rounding, on the
+                                                          # synapse's grid (its weight_bits)
     x     = round(image * grade_scale)                    # the chip's graded input
     a     = sum over synapses of lava_current(W_int @ x) * 2^weight_exp
                                                           # wrap_24 / wrap_32 as Lava (lava_arith);
@@ -83,7 +84,7 @@ V_LIMIT = 2**23 - 1
 #: Fields of the fixed-point nodes this forward implements; any other field with a non-default value is refused.
 IMPLEMENTED_FIELDS: dict[type, frozenset[str]] = {
     n.FixedPointSynapse: frozenset({"name", "sources", "kind", "weight", "stride", "padding", "groups", "delay",
-                                    "weight_exp"}),
+                                    "weight_exp", "weight_bits"}),
     n.FixedPointNeuron: frozenset({"name", "sources", "shape", "vth", "reset", "reset_mant", "du", "dv", "bias_mant",
                                    "bias_exp", "scale"}),
     n.FixedPointAccumulator: frozenset({"name", "sources", "shape", "bias_mant", "bias_exp", "scale", "readout", "dv"}),
@@ -319,10 +320,8 @@ class ExactIntegerNetwork(nn.Module):
         if fixed is None:
             raise UnsupportedForFinetune(f"synapse {node.name!r} has no compiled twin in the fixed-point graph")
         # A delay (a projection shortcut's) belongs to the pipelined schedule; this forward is the aligned view.
-        if fixed.kind == "dense":
-            low, high, step = num.dense_weight_min, num.dense_weight_max, num.dense_weight_step
-        else:
-            low, high, step = num.conv_weight_min, num.conv_weight_max, 1
+        # The synapse's own grid: fewer weight bits (--weight-bits) coarsen a dense step, narrow a conv range.
+        low, high, step = num.weight_grid(fixed.kind, fixed.weight_bits)
         # A reduced weight precision (weight_fill < 1) keeps the weights within that fraction of the range (or
         # the compiled weights' reach, when the grid's rounding gives one more step: the start must be exact).
         limit = int(weight_fill * min(-low, high) // step) * step

@@ -115,6 +115,31 @@ def test_a_residual_network_finetunes_and_verifies_exactly(tmp_path):
     assert all(v == 1.0 for v in level4["spike_agreement"].values())
 
 
+def test_fewer_weight_bits_train_on_their_grid_and_the_checkpoint_compiles_to_them(tmp_path):
+    data = small_digits(tmp_path / "digits.npz")
+    result = finetune(DEFAULT_MODEL, data=data, config=FinetuneConfig(epochs=1, lr=3e-3),
+                      quantization=QuantizationOptions(weight_bits=4), progress=False)  # fmt: skip
+    assert result.grid["weight_bits"] == 4
+    path = save_finetuned(result, tmp_path / "tuned4.pt")
+    compiled = compile_checkpoint(path, "loihi2-sim", probe_samples=2)  # no --weight-bits: the record applies
+    assert compiled.options["quantization"]["weight_bits"] == 4
+    num = compiled.target.numerics
+    for syn in compiled.fixed_graph.of_type(n.FixedPointSynapse):
+        low, high, step = num.weight_grid(syn.kind, 4)
+        assert syn.weight_bits == 4 and low <= syn.weight.min() and syn.weight.max() <= high, syn.name
+        assert not np.any(syn.weight % step), syn.name
+    with torch.no_grad():
+        run = result.network(compiled.probe, record=True)
+    sim = simulate(compiled.fixed_graph, compiled.probe, view="aligned", record=True)
+    for name in sim.spikes:
+        assert np.array_equal(run.spikes[name].numpy().astype(np.int64), sim.spikes[name].astype(np.int64)), name
+    assert np.array_equal(run.readout.numpy().astype(np.int64), sim.accumulator)
+    with pytest.raises(InflorError, match="fine-tuned for 4-bit weights"):
+        compile_checkpoint(path, "loihi2-sim", quantization=QuantizationOptions(weight_bits=6))
+    with pytest.raises(InflorError, match="pruned network is not implemented"):
+        finetune(DEFAULT_MODEL, data=data, quantization=QuantizationOptions(prune=0.5), progress=False)
+
+
 def test_finetuning_a_finetuned_checkpoint_continues_on_its_grid(tuned, tmp_path):
     result, path, data = tuned
     again = finetune(path, data=data, config=FinetuneConfig(epochs=1), progress=False)
