@@ -13,6 +13,8 @@ Layout of ``OUT/``::
     ir/NN_<step>.npz           the IR after the import and after each pass
     fixed_point.npz            the final scheduled fixed-point IR (integer parameters)
     quantization_report.json   per-layer scales, rounding errors, headroom, overflow flags
+    probe.npy                  the probe inputs, when the caller gave them (they shape the scales:
+                               the probe guard); a seeded probe is remade by a rebuild
     verify.json                written by `inflor-deploy verify` (the parity ladder)
     report/                    written by `inflor-deploy report`
 
@@ -45,6 +47,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+import numpy as np
+
 from inflor_deploy.atomic import apply_umask, write_file_atomically
 from inflor_deploy.errors import InflorError
 from inflor_deploy.integrity import (
@@ -71,6 +75,7 @@ FIXED_POINT_IR = "fixed_point.npz"
 FLOAT_ONNX = "model.float.onnx"
 FIXED_ONNX = "model.fixed_point.onnx"
 QUANT_REPORT = "quantization_report.json"
+PROBE = "probe.npy"
 
 _VERSIONED = ("inflor-deploy", "torch", "numpy", "onnx", "onnxruntime", "lava-nc", "lava-dl")
 
@@ -190,6 +195,9 @@ def write_artifact(result, out: str | Path, force: bool = False) -> Path:
         if result.quantization_report:
             write_json(tmp / QUANT_REPORT, result.quantization_report)
             files["quantization_report"] = QUANT_REPORT
+        if result.probe_given:
+            np.save(tmp / PROBE, np.ascontiguousarray(result.probe), allow_pickle=False)
+            files["probe"] = PROBE
         write_json(tmp / MANIFEST, manifest(result, files, hash_artifact_files(tmp, exclude=(MANIFEST,))))
 
     return write_atomically(out, force, fill)

@@ -112,6 +112,9 @@ class CompileResult:
         quantization_report: Per-layer quantization report (empty if stopped before).
         probe_source: Where the contract probe came from.
         probe: The probe inputs themselves ``[N, C, H, W]``.
+        probe_given: The caller gave the probe (``probe_images``). The probe shapes
+            the result (QuantizeFixedPoint's probe guard), so the artifact keeps
+            given images (``probe.npy``) for a rebuild; a seeded probe is remade.
         seconds: Wall time of the compile.
         conventions: The front end's time and I/O conventions (``TracedModel.conventions``).
         options: Every option that shaped the result (:func:`compile_options`: target, T,
@@ -129,6 +132,7 @@ class CompileResult:
     quantization_report: list[dict[str, Any]] = field(default_factory=list)
     probe_source: str = ""
     probe: np.ndarray | None = None
+    probe_given: bool = False
     seconds: float = 0.0
     conventions: dict[str, Any] = field(default_factory=dict)
     options: dict[str, Any] = field(default_factory=dict)
@@ -356,6 +360,7 @@ def compile_graph(
         quantization_report=report,
         probe_source=probe_source,
         probe=probe,
+        probe_given=probe_images is not None,
         seconds=time.perf_counter() - start,
         conventions=conventions,
         sources=source.hashed_sources(),
@@ -379,6 +384,7 @@ def compile_checkpoint(
     input_mean: str | Sequence[float] | None = None,
     input_std: str | Sequence[float] | None = None,
     input_encoding: str | None = None,
+    probe_images: np.ndarray | None = None,
 ) -> CompileResult:
     """Compile an inflor-deploy checkpoint (a zoo architecture) for a target.
 
@@ -394,6 +400,7 @@ def compile_checkpoint(
         input_range, input_mean, input_std: As :func:`compile_model`.
         input_encoding: As :func:`compile_model`; default the checkpoint's
             ``input_encoding`` metadata, else direct.
+        probe_images: As :func:`compile_model` (real inputs for the probe).
 
     A fine-tuned checkpoint (``inflor-deploy finetune``) is compiled on the
     integer grid it records (:func:`inflor_deploy.grid.quantization_for`).
@@ -415,6 +422,7 @@ def compile_checkpoint(
         stop_after=stop_after,
         probe_samples=probe_samples, on_step=on_step, input_range=input_range, input_mean=input_mean,
         input_std=input_std, input_encoding=input_encoding or checkpoint.metadata.get("input_encoding", "direct"),
+        probe_images=probe_images,
     )  # fmt: skip
 
 

@@ -202,6 +202,7 @@ MANIFEST_SPEC: dict[str, Any] = {
         "fixed_point_ir": _Optional(str),
         "fixed_point_onnx": _Optional(str),
         "quantization_report": _Optional(str),
+        "probe": _Optional(str),
     },
     "integrity": {
         "algorithm": str,
@@ -280,7 +281,7 @@ def validate_manifest(data: Any, where: str) -> None:
                                 f"got {entry['sha256']!r:.60}")
     files = data["files"]
     used = [files["float_onnx"], *files["ir_steps"]]
-    used += [files[k] for k in ("fixed_point_ir", "fixed_point_onnx", "quantization_report") if k in files]
+    used += [files[k] for k in ("fixed_point_ir", "fixed_point_onnx", "quantization_report", "probe") if k in files]
     for rel in used:
         if rel not in hashed:
             raise ManifestError(f"{where}: file {rel!r} (key 'files') has no hash in 'integrity.files'; the manifest "

@@ -12,7 +12,8 @@ checkpoint, or a state_dict and the ``MODULE:FACTORY`` that builds the model,
 with the factory's arguments and the input shape, T, time convention and
 adapters the front end recorded; a module compiled in memory needs the
 module itself), with the options its manifest records (``compile_options``:
-quantization, declared input, probe size, stop_after), for the target file
+quantization, declared input, probe size, stop_after; given probe images from
+``probe.npy``), for the target file
 it recorded, into a temporary directory (the artifact is never touched),
 and compares every file compile wrote byte for byte, the fixed-point IR
 first. When an IR file differs it names the first tensor or
@@ -87,6 +88,9 @@ def rebuild(artifact, *, trust_pickle: bool = False, model=None):
         input_range=declared["range"], input_mean=declared["mean"], input_std=declared["std"],
         input_encoding=declared["encoding"],
     )  # fmt: skip
+    probe_file = manifest["files"].get("probe")
+    if probe_file is not None:  # given probe images shaped the scales (the probe guard): the same ones again
+        common["probe_images"] = np.load(artifact.path / probe_file, allow_pickle=False)
     source = manifest["source"]
     info = source.get("model") or {"route": "checkpoint"}
     route = info.get("route", "checkpoint")

@@ -49,6 +49,9 @@ def test_compile_writes_and_returns_the_artifact_and_verify_needs_the_model(tmp_
     assert source["model"]["class"].endswith("ResidualCatNet") and source["model"]["file"].endswith("user_nets.py")
     assert [e["role"] for e in artifact.manifest["integrity"]["sources"]] == ["target"]  # nothing else was read
     assert artifact.manifest["probe"] == "8 given images"
+    # Given probe images shape the scales (the probe guard): kept, hashed, and reused by level 0's rebuild.
+    assert artifact.manifest["files"]["probe"] == "probe.npy" and "probe.npy" in artifact.manifest["integrity"]["files"]
+    np.testing.assert_array_equal(np.load(tmp_path / "out" / "probe.npy"), data.images[:8])
     with pytest.raises(InflorError, match="already exists"):
         inflor_deploy.compile(model, input_shape=(1, 8, 8), timesteps=4, output=tmp_path / "out")
 

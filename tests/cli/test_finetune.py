@@ -46,10 +46,12 @@ def test_bad_input_exits_1_with_one_line(tmp_path):
     torch.save({"weights": torch.zeros(2)}, tmp_path / "foreign.pt")
     _one_line_error(runner.invoke(cli, ["finetune", str(tmp_path / "foreign.pt"), "-o", str(tmp_path / "o.pt")]),
                     "not an inflor-deploy checkpoint")  # fmt: skip
-    resnet = build_model(ModelConfig(arch="resnet20", in_channels=1, image_size=8, timesteps=2)).eval()
-    save_checkpoint(tmp_path / "resnet.pt", resnet, {"dataset": "digits"})
-    _one_line_error(runner.invoke(cli, ["finetune", str(tmp_path / "resnet.pt"), "-o", str(tmp_path / "o.pt")]),
-                    "not residual blocks")  # fmt: skip
+    events = build_model(ModelConfig(arch="digits_cnn", in_channels=1, image_size=8, timesteps=2)).eval()
+    save_checkpoint(tmp_path / "events.pt", events, {"dataset": "digits", "input_encoding": "sequence"})
+    _one_line_error(runner.invoke(cli, ["finetune", str(tmp_path / "events.pt"), "-o", str(tmp_path / "o.pt")]),
+                    "takes event sequences")  # fmt: skip
+    _one_line_error(runner.invoke(cli, ["finetune", str(DEFAULT_MODEL), "--weight-bits", "9",
+                                        "-o", str(tmp_path / "o.pt")]), "weight_bits must be an integer in 2..8")  # fmt: skip
     _one_line_error(runner.invoke(cli, ["finetune", str(DEFAULT_MODEL), "-t", "nope", "-o", str(tmp_path / "o.pt")]),
                     "unknown target 'nope'")  # fmt: skip
     _one_line_error(runner.invoke(cli, ["finetune", str(DEFAULT_MODEL), "--activity-weight", "-1",

@@ -14,9 +14,11 @@ from inflor_deploy.targets import load_target
 
 def compile_graph(float_graph: Graph, *, grade_scale: float | None = None, target: str = "loihi2-sim") -> Graph:
     """QuantizeFixedPoint then ScheduleTimesteps (contracts are tested with the passes)."""
+    steps = (float_graph.timesteps,) if float_graph.input.encoding == "sequence" else ()
     ctx = PassContext(
         target=load_target(target),
-        probe=np.zeros((1, *float_graph.input.shape), np.float32),
+        # A silent probe (the probe guard sees only what the biases drive): shaped as the input takes it.
+        probe=np.zeros((1, *steps, *float_graph.input.shape), np.float32),
         quantization=QuantizationOptions(input_grade_scale=grade_scale),
     )
     scheduled = ScheduleTimesteps.run(QuantizeFixedPoint.run(float_graph, ctx), ctx)
