@@ -36,7 +36,7 @@ from pathlib import Path
 
 from bench.common import peak_rss_mib, write_result
 from inflor_deploy.compiler import compile_checkpoint
-from inflor_deploy.data import load_digits
+from inflor_deploy.data import load_dataset
 from inflor_deploy.finetuning import FinetuneConfig, finetune, save_finetuned
 from inflor_deploy.ir import nodes as n
 from inflor_deploy.passes.base import QuantizationOptions
@@ -48,15 +48,16 @@ PRECISIONS = [("8-bit range (weight_fill 1)", 1.0), ("weight_fill 0.016 (|W_int|
 #: Fewer-bit synapses (--weight-bits): the checkpoint records the width and compiles to it.
 BITS = [("--weight-bits 3", 3), ("--weight-bits 2", 2)]
 RESIDUAL = Path(__file__).resolve().parent / "models" / "resnet8_digits32_t4.pt"
-RESIDUAL_PRECISIONS = [("8-bit range (weight_fill 1)", 1.0), ("weight_fill 0.03 (|W_int| <= 3)", 0.03)]
+RESIDUAL_PRECISIONS = [("8-bit range (weight_fill 1)", 1.0, None), ("weight_fill 0.03 (|W_int| <= 3)", 0.03, None),
+                       ("--weight-bits 4", 1.0, 4)]  # fmt: skip
 ACTIVITY_WEIGHTS = [0.0, 1.0, 4.0]
 
 
-def _activity(path: Path) -> dict:
-    """The compiled checkpoint's activity and energy on the digits test split (the report's tiers)."""
+def _activity(path: Path, data: str = "digits") -> dict:
+    """The compiled checkpoint's activity and energy on ``data``'s test split (the report's tiers)."""
     compiled = compile_checkpoint(path, "loihi2-sim", probe_samples=2)
-    report = report_from_graph(compiled.fixed_graph, load_digits("test").images, compiled.target,
-                               data_name="digits/test").to_dict()  # fmt: skip
+    report = report_from_graph(compiled.fixed_graph, load_dataset(data, "test").images, compiled.target,
+                               data_name=f"{data}/test").to_dict()  # fmt: skip
     totals = report["activity"]["totals"]
     resources = report["resources"]
     return {
@@ -91,7 +92,7 @@ def _row(label: str, fill: float, activity_weight: float, epochs: int, folder: P
     }
     row["weight_levels"] = _levels(result)
     if bits is not None:
-        row["after"] = _activity(path)  # compiled from the checkpoint: its recorded width sets the memory
+        row["after"] = _activity(path, data)  # compiled from the checkpoint: its recorded width sets the memory
     if with_activity:
         row["after"] = _activity(path)
     print(label, activity_weight, row["accuracy"], row["spike_rate"], flush=True)
@@ -143,9 +144,9 @@ def main(epochs: int = 3, parts: tuple[str, ...] = ("precision", "activity"),
             _save({**header, "bits_epochs": epochs, "bits": rows})
         if "residual" in parts:
             rows = []
-            for label, fill in RESIDUAL_PRECISIONS:
+            for label, fill, bits in RESIDUAL_PRECISIONS:
                 rows.append(_row(label, fill, 0.0, epochs, folder, with_activity=False, checkpoint=RESIDUAL,
-                                 data="digits32"))  # fmt: skip
+                                 data="digits32", bits=bits))  # fmt: skip
                 _save({"residual_model": "bench/models/resnet8_digits32_t4.pt (ResNet8, SRIF+MPR, T=4)",
                        "residual_data": "digits32/test (360 images)", "residual_epochs": epochs, "residual": rows})
     print(f"wrote {RESULTS_FILE}")
