@@ -356,16 +356,20 @@ def _print_compile_summary(result, output) -> None:
     for contract in result.contracts:
         click.echo(f"  {'ok  ' if contract.ok else 'FAIL'} {contract.pass_name:<27} [{contract.kind}] {contract.summary}")
     if result.quantization_report:
-        click.echo("quantization (weight units per float unit; headroom = limit / worst case):")
+        click.echo("quantization (weight units per float unit; headroom = limit / worst case; probe v = limit / the "
+                   "v range the probe's spikes need):")
         for row in result.quantization_report:
             threshold = (
                 f"theta {_span(row['threshold']):>6} reset {_span(row['reset_mant']):>6}" if "threshold" in row
                 else f"{'(readout: ' + row.get('readout', 'mean_current') + ')':<25}"
             )  # fmt: skip
             warn = "  WARNING: v can saturate in the worst case" if row["can_saturate_v"] else ""
+            # The probe guard's room: v's range over what the probe's spikes need (headroom probe).
+            needed = row.get("v_needed_headroom")
+            probe = f"  probe v {needed:>6.2f}x" if needed is not None else ""
             click.echo(
                 f"  {row['layer']:<22} scale {row['scale']:>10.2f} ({row['scale_limited_by']:<15}) {threshold} "
-                f"u headroom {row['u_headroom']:>6.2f}x  v headroom {row['v_headroom']:>6.2f}x{warn}"
+                f"u headroom {row['u_headroom']:>6.2f}x  v headroom {row['v_headroom']:>6.2f}x{probe}{warn}"
             )
             for warning in row.get("rounding_warnings", []):
                 click.echo(f"    WARNING: {warning}")
