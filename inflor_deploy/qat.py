@@ -256,6 +256,8 @@ class ExactIntegerNetwork(nn.Module):
         self.inputs: dict[str, list[str | n.FixedPointSynapse]] = {}
         # Layer -> the keys whose biases add into it, in the float graph's source order (the quantizer's sum).
         self.bias_keys: dict[str, list[str]] = {}
+        # Shortcut synapse name -> its compiled integers as a float64 tensor (converted once, used every step).
+        self.shortcut_weights: dict[str, torch.Tensor] = {}
         self.weights = nn.ParameterDict()
         self.biases = nn.ParameterDict()
         unit_of: dict[str, float] = {float_graph.input.name: 1.0 / self.grade_scale}
@@ -306,6 +308,7 @@ class ExactIntegerNetwork(nn.Module):
                     "identity shortcut from a neuron layer (a bias source? compile with --plain-layers)"
                 )
             inputs.append(fixed)
+            self.shortcut_weights[fixed.name] = torch.from_numpy(np.asarray(fixed.weight, np.float64))
         trainable = [keys[s] for s in node.sources if s in keys]
         if len(trainable) + sum(isinstance(i, n.FixedPointSynapse) for i in inputs) != len(node.sources):
             raise UnsupportedForFinetune(f"layer {node.name!r}: its compiled inputs do not match its float sources")
@@ -411,8 +414,7 @@ class ExactIntegerNetwork(nn.Module):
             top = bottom = 0.0
             for item in self.inputs[layer]:
                 if isinstance(item, n.FixedPointSynapse):
-                    w = torch.from_numpy(np.asarray(item.weight, np.float64))
-                    t, b = extremes(w, item.weight_exp, 0.0, 1.0)
+                    t, b = extremes(self.shortcut_weights[item.name], item.weight_exp, 0.0, 1.0)
                 else:
                     syn = self.synapses[item]
                     w = self.weights[item].double() * syn.unit * self._scale(layer) if exact else self.integer_weight(item)
@@ -482,7 +484,7 @@ class ExactIntegerNetwork(nn.Module):
                     a = None
                     for item in self.inputs[node.name]:
                         if isinstance(item, n.FixedPointSynapse):  # an identity shortcut: its compiled integers
-                            w = torch.from_numpy(np.asarray(item.weight, np.float64))
+                            w = self.shortcut_weights[item.name]
                             part = _synapse_current(item, w, value[item.sources[0]], False, item)
                         else:
                             part = value[self.synapses[item].name]

@@ -160,9 +160,8 @@ def test_a_field_the_forward_does_not_implement_is_refused_by_name(monkeypatch):
         check_implemented(n.Conv2d("c", ("x",), weight=np.ones((1, 1, 1, 1), np.float32)))
 
 
-def test_enforce_headroom_keeps_every_worst_case_current_under_the_quantizers_limit():
-    from inflor_deploy.passes.quantize import A_LIMIT
-
+def _first_layer_weights_times_50():
+    """A digits_cnn on its grid whose unit1.conv weights are 50x too large: (compiled, net, that synapse's key)."""
     torch.manual_seed(0)
     model = build_model(ModelConfig(arch="digits_cnn", in_channels=1, image_size=8)).eval()
     compiled, _ = _on_grid(model)
@@ -170,6 +169,13 @@ def test_enforce_headroom_keeps_every_worst_case_current_under_the_quantizers_li
     key = next(k for k, s in net.synapses.items() if s.name == "unit1.conv")
     with torch.no_grad():
         net.weights[key].mul_(50.0)  # far beyond the headroom (the first layer sees graded inputs up to 256)
+    return compiled, net, key
+
+
+def test_enforce_headroom_keeps_every_worst_case_current_under_the_quantizers_limit():
+    from inflor_deploy.passes.quantize import A_LIMIT
+
+    _, net, key = _first_layer_weights_times_50()
     before = net.integer_weight(key).detach().clone()
     net.enforce_headroom()
     w = net.integer_weight(key).detach().reshape(before.shape[0], -1)
@@ -179,13 +185,7 @@ def test_enforce_headroom_keeps_every_worst_case_current_under_the_quantizers_li
 
 def test_wraps_and_saturations_are_modelled_bit_for_bit():
     """Weights far beyond the headroom: u wraps (24 bits) and v saturates exactly as in the simulator."""
-    torch.manual_seed(0)
-    model = build_model(ModelConfig(arch="digits_cnn", in_channels=1, image_size=8)).eval()
-    compiled, _ = _on_grid(model)
-    net = ExactIntegerNetwork(compiled.graph_after("DistributeJoins"), compiled.fixed_graph, compiled.target)
-    key = next(k for k, s in net.synapses.items() if s.name == "unit1.conv")
-    with torch.no_grad():
-        net.weights[key].mul_(50.0)
+    compiled, net, key = _first_layer_weights_times_50()
     big = net.integer_weight(key).detach().numpy().astype(np.int32)
     fixed = compiled.fixed_graph
     nodes = [dataclasses.replace(x, weight=big) if x.name == "unit1.conv" else x for x in fixed]

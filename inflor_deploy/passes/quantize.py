@@ -446,7 +446,7 @@ def _weight_errors(spec: LayerSpec, q: LayerQuantization) -> dict[str, dict[str,
 
 
 def quantize_fixed_point(graph: Graph, ctx: PassContext) -> Graph:
-    """Rewrite a float graph into fixed point; the per-layer report rides on ``last_report``.
+    """Rewrite a float graph into fixed point (:func:`quantize_with_report` also returns the per-layer report).
 
     Preconditions (PassError otherwise): no BatchNorm, AvgPool2d or Flatten
     left; no neuron with MPR or an unresolved reset amount; every synapse
